@@ -1,0 +1,270 @@
+"""The broadcaster: owns the rooms and the connected users, sequences events and fans them out.
+
+Events are committed in batches, once per reactor turn (group commit): every event posted
+during a turn is appended to its room's transcript, the transcripts are flushed (and fsynced
+with `[transcripts] fsync = batch`), and only then is each event added to its room's history,
+sent to the room's members, and acknowledged to its sender. A client therefore never sees,
+and is never acknowledged, an event that a crash could take back.
+
+The broadcaster knows nothing of WebSockets: a connection is anything with `send(bytes)` for
+its own replies and `send_prepared(frame)` for fan-out, where a frame is whatever the
+`prepare` callable made of an event's JSON (Autobahn's PreparedMessage, in the daemon).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from twisted.logger import Logger
+
+from chatd import wire
+from chatd.config import HistoryConfig, LimitsConfig
+from chatd.rooms import Event, Room
+from chatd.transcript import TranscriptStore, new_epoch
+
+
+class Connection(Protocol):
+    def send(self, payload: bytes) -> None: ...
+
+    def send_prepared(self, frame: Any) -> None: ...
+
+
+class Refused(Exception):
+    """A request the rules forbid; `code` is its wire error code."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(eq=False)
+class Session:
+    """A connected, welcomed user and the rooms it has joined."""
+
+    user: str
+    connection: Connection
+    rooms: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Posted:
+    room: Room
+    event: Event | None  # None for a retry that only needs its ack
+    ack_to: Session | None
+    client_id: str | None
+    seq: int
+
+
+class Broadcaster:
+    _log = Logger()
+
+    def __init__(
+        self,
+        clock,
+        store: TranscriptStore,
+        history: HistoryConfig,
+        limits: LimitsConfig,
+        fsync: bool,
+        prepare: Callable[[bytes], Any],
+        make_epoch: Callable[[], str] = new_epoch,
+    ):
+        self._clock = clock
+        self._store = store
+        self._history = history
+        self._limits = limits
+        self._fsync = fsync
+        self._prepare = prepare
+        self._make_epoch = make_epoch
+        self.rooms: dict[str, Room] = {}
+        self._users: dict[str, Session] = {}  # by case-folded name
+        self._batch: list[_Posted] = []
+        self._commit_call = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Load every room that has a transcript: its epoch, last seq and recent history."""
+        for name in self._store.rooms():
+            room = self._recover_room(name)
+            if room is not None:
+                self._log.info(
+                    "recovered room {room}: epoch {epoch}, seq {seq}, {count} events in memory",
+                    room=name,
+                    epoch=room.epoch,
+                    seq=room.last_seq,
+                    count=len(room.latest(self._history.memory_events)),
+                )
+
+    def _recover_room(self, name: str) -> Room | None:
+        recovered = self._store.recover(name, keep=self._history.memory_events)
+        if recovered is None:
+            return None
+        room = self.rooms[name] = Room(
+            name,
+            recovered.epoch,
+            memory_events=self._history.memory_events,
+            retry_window=self._limits.retry_window,
+            recent=recovered.recent,
+            last_seq=recovered.last_seq,
+        )
+        return room
+
+    def shutdown(self) -> None:
+        """Commit what is pending and close the transcripts."""
+        if self._commit_call is not None and self._commit_call.active():
+            self._commit_call.cancel()
+        self._commit()
+        self._store.close()
+
+    @property
+    def user_count(self) -> int:
+        return len(self._users)
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def hello(self, connection: Connection, name: str) -> Session:
+        key = name.casefold()
+        if key in self._users:
+            raise Refused(wire.NAME_TAKEN, f"the name {name!r} is in use")
+        session = self._users[key] = Session(name, connection)
+        return session
+
+    def join(self, session: Session, request: wire.Join) -> bytes:
+        room = self.rooms.get(request.room)
+        if room is None:
+            room = self._recover_room(request.room) or self._create_room(request.room)
+        if session.user not in room.members:
+            room.members[session.user] = session
+            session.rooms.add(room.name)
+            self._post(room, room.new_presence(session.user, "join", self._clock.seconds()))
+        history, recovered = room.replay(request.since, self._history.replay_events)
+        return wire.joined(
+            room.name,
+            room.epoch,
+            room.committed_seq,
+            list(room.members),
+            history,
+            recovered,
+            request.ref,
+        )
+
+    def _create_room(self, name: str) -> Room:
+        room = self.rooms[name] = Room(
+            name,
+            self._make_epoch(),
+            memory_events=self._history.memory_events,
+            retry_window=self._limits.retry_window,
+        )
+        self._log.info("created room {room} with epoch {epoch}", room=name, epoch=room.epoch)
+        return room
+
+    def leave(self, session: Session, room_name: str) -> None:
+        room = self._joined_room(session, room_name)
+        self._remove_member(session, room)
+
+    def say(self, session: Session, request: wire.Say) -> None:
+        room = self._joined_room(session, request.room)
+        now = self._clock.seconds()
+        seq = room.seq_of_retry(session.user, request.id, now)
+        if seq is not None:
+            self._batch.append(_Posted(room, None, session, request.id, seq))
+            self._schedule_commit()
+            return
+        event = room.new_message(session.user, request.id, request.text, now)
+        self._post(room, event, ack_to=session, client_id=request.id)
+
+    def who(self, request: wire.Who) -> bytes:
+        room = self._existing_room(request.room)
+        return wire.members(room.name, list(room.members), request.ref)
+
+    def history(self, request: wire.History) -> bytes:
+        room = self._existing_room(request.room)
+        limit = min(request.limit or self._history.replay_events, self._history.page_limit)
+        before = request.before if request.before is not None else room.committed_seq + 1
+        events = room.before(before, limit)
+        if events is None:
+            events = self._store.events_before(room.name, room.epoch, before, limit)
+        more = bool(events) and Event.from_line(events[0]).seq > 1
+        return wire.history(room.name, room.epoch, events, more, request.ref)
+
+    def disconnect(self, session: Session) -> None:
+        if self._users.get(session.user.casefold()) is session:
+            del self._users[session.user.casefold()]
+        for room_name in sorted(session.rooms):
+            self._remove_member(session, self.rooms[room_name])
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _existing_room(self, name: str) -> Room:
+        room = self.rooms.get(name)
+        if room is None:
+            raise Refused(wire.UNKNOWN_ROOM, f"there is no room {name!r}")
+        return room
+
+    def _joined_room(self, session: Session, name: str) -> Room:
+        if name not in session.rooms:
+            raise Refused(wire.NOT_JOINED, f"you have not joined {name!r}")
+        return self.rooms[name]
+
+    def _remove_member(self, session: Session, room: Room) -> None:
+        session.rooms.discard(room.name)
+        if room.members.get(session.user) is session:
+            del room.members[session.user]
+            self._post(room, room.new_presence(session.user, "leave", self._clock.seconds()))
+
+    def _post(
+        self,
+        room: Room,
+        event: Event,
+        ack_to: Session | None = None,
+        client_id: str | None = None,
+    ) -> None:
+        self._store.writer(room.name).append(event.line)
+        self._batch.append(_Posted(room, event, ack_to, client_id, event.seq))
+        self._schedule_commit()
+
+    def _schedule_commit(self) -> None:
+        if self._commit_call is None:
+            self._commit_call = self._clock.callLater(0, self._commit)
+
+    def _commit(self) -> None:
+        self._commit_call = None
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        failed = {room for room, _error in self._failed_writes()}
+        for posted in batch:
+            room, event = posted.room, posted.event
+            if room.name in failed:
+                if event is not None:
+                    room.abandon(event)
+                if posted.ack_to is not None:
+                    posted.ack_to.connection.send(
+                        wire.error(
+                            wire.UNAVAILABLE,
+                            "the message could not be stored; retry later",
+                            posted.client_id,
+                        )
+                    )
+                continue
+            if event is not None:
+                room.commit(event)
+                frame = self._prepare(event.line)
+                for member in room.members.values():
+                    member.connection.send_prepared(frame)
+            if posted.ack_to is not None:
+                posted.ack_to.connection.send(wire.ack(posted.client_id, posted.seq))
+
+    def _failed_writes(self) -> list[tuple[str, OSError]]:
+        failures = self._store.flush(self._fsync)
+        for room, error in failures:
+            self._log.critical(
+                "cannot write the transcript of room {room}: {error}; its events of this"
+                " batch were not delivered and their senders were told to retry",
+                room=room,
+                error=str(error),
+            )
+        return failures

@@ -1,0 +1,276 @@
+"""Room transcripts: one JSONL file per room, appended in batches and read back from the end.
+
+A transcript line is exactly the JSON of the event as clients receive it, so `tail -F | jq`
+sees what the room saw. Writes go straight to an O_APPEND file descriptor, one `write` per
+batch, so a line is never split across two system calls of ours; a crash (or a full disk) can
+still leave a torn last line, which recovery cuts off with a warning: it was never acknowledged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from twisted.logger import Logger
+
+from chatd.rooms import Event
+from chatd.wire import ROOM_PATTERN
+
+_BLOCK = 64 * 1024
+SUFFIX = ".jsonl"
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(8)
+
+
+class TranscriptWriter:
+    """Appends one room's lines; nothing reaches the file until `flush`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self._pending: list[bytes] = []
+
+    def append(self, line: bytes) -> None:
+        self._pending.append(line)
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._pending)
+
+    def flush(self, fsync: bool) -> None:
+        """Write every pending line; on failure cut the file back so no torn line remains."""
+        if not self._pending:
+            return
+        data = b"\n".join(self._pending) + b"\n"
+        self._pending.clear()
+        size = os.fstat(self._fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            if fsync:
+                os.fsync(self._fd)
+        except OSError:
+            # Best effort: if this fails too, recovery cuts the torn line at the next start.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, size)
+            raise
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """What a transcript says about its room."""
+
+    epoch: str
+    last_seq: int
+    recent: list[Event]
+
+
+class TranscriptStore:
+    """The transcript directory: which rooms exist, their writers, recovery and paging."""
+
+    _log = Logger()
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self._writers: dict[str, TranscriptWriter] = {}
+
+    def prepare(self) -> None:
+        """Create the directory (0750) if needed and check that we can write there."""
+        self.directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+        if not os.access(self.directory, os.W_OK | os.X_OK):
+            raise PermissionError(f"{self.directory} is not writable by this user")
+
+    def path_of(self, room: str) -> Path:
+        # The room grammar has no '/', '.' or '\0', so the name cannot leave the directory.
+        if not ROOM_PATTERN.fullmatch(room):
+            raise ValueError(f"not a room name: {room!r}")
+        return self.directory / f"{room}{SUFFIX}"
+
+    def rooms(self) -> list[str]:
+        names = (entry.name[: -len(SUFFIX)] for entry in os.scandir(self.directory))
+        return sorted(name for name in names if ROOM_PATTERN.fullmatch(name))
+
+    def writer(self, room: str) -> TranscriptWriter:
+        writer = self._writers.get(room)
+        if writer is None:
+            writer = self._writers[room] = TranscriptWriter(self.path_of(room))
+        return writer
+
+    def flush(self, fsync: bool) -> list[tuple[str, OSError]]:
+        """Flush every writer with pending lines; returns the rooms whose write failed."""
+        failures = []
+        for room, writer in self._writers.items():
+            if writer.dirty:
+                try:
+                    writer.flush(fsync)
+                except OSError as error:
+                    failures.append((room, error))
+        return failures
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+    def recover(self, room: str, keep: int) -> Recovered | None:
+        """Epoch, last seq and the latest `keep` events of a room, or None if it has no history.
+
+        A torn last line (no newline: the process died mid-write) is cut off with a warning;
+        other unreadable lines are skipped with a warning.
+        """
+        path = self.path_of(room)
+        if not path.exists():
+            return None
+        with open(path, "r+b") as handle:
+            end = self._cut_torn_tail(handle, path)
+            recent: list[Event] = []
+            epoch = None
+            last_seq = 0
+            for offset, line in _lines_backwards(handle, end):
+                try:
+                    event = Event.from_line(line)
+                except ValueError as error:
+                    self._log.warn(
+                        "{path}: skipped an unreadable line at byte {offset}: {error}",
+                        path=str(path),
+                        offset=offset,
+                        error=str(error),
+                    )
+                    continue
+                if epoch is None:
+                    epoch, last_seq = event.epoch, event.seq
+                if event.epoch != epoch or len(recent) >= keep:
+                    break
+                recent.append(event)
+        if epoch is None:
+            return None
+        recent.reverse()
+        return Recovered(epoch=epoch, last_seq=last_seq, recent=recent)
+
+    def _cut_torn_tail(self, handle, path: Path) -> int:
+        """Truncate anything after the last newline; returns the new size."""
+        end = handle.seek(0, os.SEEK_END)
+        keep = _end_of_last_line(handle, end)
+        if keep < end:
+            handle.seek(keep)
+            torn = handle.read(min(end - keep, 120))
+            handle.truncate(keep)
+            self._log.warn(
+                "{path}: cut a torn last line of {size} bytes at byte {offset}: the daemon"
+                " stopped mid-write, and the line was never acknowledged: {torn!r}",
+                path=str(path),
+                size=end - keep,
+                offset=keep,
+                torn=torn,
+            )
+        return keep
+
+    def events_before(self, room: str, epoch: str, before: int, limit: int) -> list[bytes]:
+        """Up to `limit` transcript lines of `epoch` with seq < `before`, oldest first."""
+        path = self.path_of(room)
+        if not path.exists():
+            return []
+        with open(path, "rb") as handle:
+            end = _offset_of_first_seq_at_least(handle, before)
+            found: list[bytes] = []
+            for _offset, line in _lines_backwards(handle, end):
+                try:
+                    event = Event.from_line(line)
+                except ValueError:
+                    continue
+                if event.epoch != epoch:
+                    break
+                if event.seq < before:
+                    found.append(line)
+                    if len(found) >= limit:
+                        break
+        found.reverse()
+        return found
+
+
+def _end_of_last_line(handle, end: int) -> int:
+    """The offset just after the last newline before `end` (0 if there is none)."""
+    position = end
+    while position > 0:
+        start = max(position - _BLOCK, 0)
+        handle.seek(start)
+        index = handle.read(position - start).rfind(b"\n")
+        if index >= 0:
+            return start + index + 1
+        position = start
+    return 0
+
+
+def _lines_backwards(handle, end: int) -> Iterator[tuple[int, bytes]]:
+    """(offset, line) for each non-empty line in [0, end), last first; `end` follows a newline."""
+    buffer, base, limit = b"", end, 0  # buffer[:limit] holds the unread bytes [base, base+limit)
+    while True:
+        newline = buffer.rfind(b"\n", 0, limit - 1) if limit > 1 else -1
+        if newline < 0 and base > 0:
+            start = max(base - _BLOCK, 0)
+            handle.seek(start)
+            chunk = handle.read(base - start)
+            buffer = chunk + buffer[:limit]
+            limit += len(chunk)
+            base = start
+            continue
+        if limit == 0:
+            return
+        line_start = newline + 1
+        line = buffer[line_start : limit - 1]
+        if line:
+            yield base + line_start, line
+        limit = line_start
+
+
+def _offset_of_first_seq_at_least(handle, before: int) -> int:
+    """Binary search (lines are in seq order) for the first line with seq >= `before`.
+
+    An unreadable line counts as "before", which can only move the answer later: callers scan
+    backwards from it and filter by seq, so a late answer costs time, never correctness.
+    """
+    end = handle.seek(0, os.SEEK_END)
+    lo, hi = 0, end
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if mid == 0:
+            start = 0
+        else:
+            handle.seek(mid - 1)
+            handle.readline()
+            start = handle.tell()
+        if start >= hi:
+            return _scan_forward(handle, lo, hi, before)
+        handle.seek(start)
+        line = handle.readline()
+        try:
+            at_least = Event.from_line(line.rstrip(b"\n")).seq >= before
+        except ValueError:
+            at_least = False
+        if at_least:
+            hi = start
+        else:
+            lo = start + len(line)
+    return hi
+
+
+def _scan_forward(handle, lo: int, hi: int, before: int) -> int:
+    handle.seek(lo)
+    while handle.tell() < hi:
+        start = handle.tell()
+        try:
+            if Event.from_line(handle.readline().rstrip(b"\n")).seq >= before:
+                return start
+        except ValueError:
+            continue
+    return hi

@@ -1,0 +1,292 @@
+"""The JSON wire format: client frames parsed into typed values, server frames built as bytes.
+
+Nothing a client sends is trusted: every field is type-checked and matched against a grammar
+before it reaches the broadcaster, and every failure is a `ProtocolError` with a stable code
+(docs/protocol.md lists them). Server frames are encoded here, once, as compact UTF-8 JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import ClassVar
+
+# Stable error codes; docs/protocol.md describes each one.
+BAD_JSON = "bad_json"
+BAD_FRAME = "bad_frame"
+UNKNOWN_TYPE = "unknown_type"
+HELLO_REQUIRED = "hello_required"
+ALREADY_WELCOMED = "already_welcomed"
+BAD_NAME = "bad_name"
+NAME_TAKEN = "name_taken"
+BAD_ROOM = "bad_room"
+BAD_TEXT = "bad_text"
+TEXT_TOO_LONG = "text_too_long"
+BAD_ID = "bad_id"
+NOT_JOINED = "not_joined"
+UNKNOWN_ROOM = "unknown_room"
+UNAVAILABLE = "unavailable"
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+ROOM_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+EPOCH_PATTERN = re.compile(r"[a-z0-9]{1,32}")
+# C0 and C1 controls except tab and newline, and lone surrogates (which \\ud800 escapes
+# in JSON can smuggle in, and which cannot be written back out as UTF-8).
+_FORBIDDEN_IN_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_MAX_SEQ = 2**53 - 1  # the largest integer every JSON client can represent exactly
+
+
+class ProtocolError(Exception):
+    """A client mistake, answered with an error frame; the connection stays up."""
+
+    def __init__(self, code: str, message: str, ref: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+
+@dataclass(frozen=True, slots=True)
+class Since:
+    epoch: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    type: ClassVar[str] = "hello"
+    name: str
+    ref: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    type: ClassVar[str] = "join"
+    room: str
+    since: Since | None
+    ref: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    type: ClassVar[str] = "leave"
+    room: str
+    ref: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    type: ClassVar[str] = "say"
+    room: str
+    text: str
+    id: str
+
+    @property
+    def ref(self) -> str:
+        return self.id
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    type: ClassVar[str] = "who"
+    room: str
+    ref: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    type: ClassVar[str] = "history"
+    room: str
+    before: int | None
+    limit: int | None
+    ref: str | None
+
+
+ClientFrame = Hello | Join | Leave | Say | Who | History
+
+
+class FrameParser:
+    """Turns one text message into a `ClientFrame`, or raises `ProtocolError`."""
+
+    def __init__(self, max_text_chars: int):
+        self.max_text_chars = max_text_chars
+        self._parsers = {
+            "hello": self._hello,
+            "join": self._join,
+            "leave": self._leave,
+            "say": self._say,
+            "who": self._who,
+            "history": self._history,
+        }
+
+    def parse(self, payload: bytes) -> ClientFrame:
+        try:
+            obj = json.loads(payload)
+        except (ValueError, RecursionError):
+            # ValueError covers JSONDecodeError and UnicodeDecodeError.
+            raise ProtocolError(BAD_JSON, "the frame is not valid JSON") from None
+        if not isinstance(obj, dict):
+            raise ProtocolError(BAD_FRAME, "a frame must be a JSON object")
+        ref = _ref_of(obj)
+        kind = obj.get("type")
+        if not isinstance(kind, str):
+            raise ProtocolError(BAD_FRAME, "the frame has no string field 'type'", ref)
+        parse = self._parsers.get(kind)
+        if parse is None:
+            raise ProtocolError(UNKNOWN_TYPE, f"unknown frame type {kind[:32]!r}", ref)
+        return parse(obj, ref)
+
+    def _hello(self, obj: dict, ref: str | None) -> Hello:
+        name = _field(obj, "name", str, ref)
+        if not NAME_PATTERN.fullmatch(name):
+            raise ProtocolError(
+                BAD_NAME,
+                "a name is 1-32 letters, digits, '_', '.' or '-', starting with a letter or digit",
+                ref,
+            )
+        return Hello(name=name, ref=ref)
+
+    def _join(self, obj: dict, ref: str | None) -> Join:
+        room = _room(obj, ref)
+        since = obj.get("since")
+        if since is None:
+            return Join(room=room, since=None, ref=ref)
+        if not isinstance(since, dict):
+            raise ProtocolError(BAD_FRAME, "'since' must be an object {epoch, seq}", ref)
+        epoch = _field(since, "epoch", str, ref, where="since.epoch")
+        if not EPOCH_PATTERN.fullmatch(epoch):
+            raise ProtocolError(BAD_FRAME, "'since.epoch' is not an epoch this server issues", ref)
+        seq = _integer(since, "seq", ref, minimum=0, where="since.seq")
+        return Join(room=room, since=Since(epoch=epoch, seq=seq), ref=ref)
+
+    def _leave(self, obj: dict, ref: str | None) -> Leave:
+        return Leave(room=_room(obj, ref), ref=ref)
+
+    def _say(self, obj: dict, ref: str | None) -> Say:
+        room = _room(obj, ref)
+        if ref is None:
+            raise ProtocolError(BAD_ID, "'say' needs a client 'id': 1-64 of A-Z a-z 0-9 _ . : -")
+        text = _field(obj, "text", str, ref)
+        if _FORBIDDEN_IN_TEXT.search(text):
+            raise ProtocolError(BAD_TEXT, "text may not contain control characters", ref)
+        text = unicodedata.normalize("NFC", text)
+        if not text.strip():
+            raise ProtocolError(BAD_TEXT, "text is empty", ref)
+        if len(text) > self.max_text_chars:
+            raise ProtocolError(
+                TEXT_TOO_LONG, f"text is longer than {self.max_text_chars} characters", ref
+            )
+        return Say(room=room, text=text, id=ref)
+
+    def _who(self, obj: dict, ref: str | None) -> Who:
+        return Who(room=_room(obj, ref), ref=ref)
+
+    def _history(self, obj: dict, ref: str | None) -> History:
+        room = _room(obj, ref)
+        before = _integer(obj, "before", ref, minimum=1) if "before" in obj else None
+        limit = _integer(obj, "limit", ref, minimum=1) if "limit" in obj else None
+        return History(room=room, before=before, limit=limit, ref=ref)
+
+
+def _ref_of(obj: dict) -> str | None:
+    """The client's `id`, echoed as `ref` in replies; absent unless it is well-formed."""
+    if "id" not in obj:
+        return None
+    value = obj["id"]
+    if not isinstance(value, str) or not CLIENT_ID_PATTERN.fullmatch(value):
+        raise ProtocolError(BAD_ID, "'id' must be 1-64 of A-Z a-z 0-9 _ . : -")
+    return value
+
+
+def _field(obj: dict, key: str, kind: type, ref: str | None, where: str | None = None):
+    where = where or key
+    if key not in obj:
+        raise ProtocolError(BAD_FRAME, f"missing field '{where}'", ref)
+    value = obj[key]
+    if not isinstance(value, kind):
+        raise ProtocolError(BAD_FRAME, f"'{where}' must be a {kind.__name__}", ref)
+    return value
+
+
+def _integer(obj: dict, key: str, ref: str | None, minimum: int, where: str | None = None) -> int:
+    where = where or key
+    value = obj.get(key)
+    # bool is an int subclass in Python; true is not a sequence number.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ProtocolError(BAD_FRAME, f"'{where}' must be an integer", ref)
+    if not minimum <= value <= _MAX_SEQ:
+        raise ProtocolError(BAD_FRAME, f"'{where}' must be between {minimum} and 2^53-1", ref)
+    return value
+
+
+def _room(obj: dict, ref: str | None) -> str:
+    room = _field(obj, "room", str, ref)
+    if not ROOM_PATTERN.fullmatch(room):
+        raise ProtocolError(
+            BAD_ROOM,
+            "a room name is 1-64 of a-z 0-9 '_' '-', starting with a letter or digit",
+            ref,
+        )
+    return room
+
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def encode(obj: dict) -> bytes:
+    """Compact UTF-8 JSON: the form of every server frame and every transcript line."""
+    return _encode(obj).encode("utf-8")
+
+
+def with_events(head: dict, key: str, lines: list[bytes]) -> bytes:
+    """Encode `head` plus `key: [events]`, splicing in events that are already encoded."""
+    return encode(head)[:-1] + b',"' + key.encode() + b'":[' + b",".join(lines) + b"]}"
+
+
+def welcome(user: str, max_text_chars: int) -> bytes:
+    return encode({"type": "welcome", "user": user, "max_text_chars": max_text_chars})
+
+
+def joined(
+    room: str,
+    epoch: str,
+    seq: int,
+    members: list[str],
+    history: list[bytes],
+    recovered: bool,
+    ref: str | None,
+) -> bytes:
+    head = {
+        "type": "joined",
+        "room": room,
+        "epoch": epoch,
+        "seq": seq,
+        "members": members,
+        "recovered": recovered,
+        "ref": ref,
+    }
+    return with_events(head, "history", history)
+
+
+def left(room: str, ref: str | None) -> bytes:
+    return encode({"type": "left", "room": room, "ref": ref})
+
+
+def members(room: str, names: list[str], ref: str | None) -> bytes:
+    return encode({"type": "members", "room": room, "members": names, "ref": ref})
+
+
+def history(room: str, epoch: str, events: list[bytes], more: bool, ref: str | None) -> bytes:
+    head = {"type": "history", "room": room, "epoch": epoch, "more": more, "ref": ref}
+    return with_events(head, "events", events)
+
+
+def ack(client_id: str, seq: int) -> bytes:
+    return encode({"type": "ack", "id": client_id, "seq": seq})
+
+
+def error(code: str, message: str, ref: str | None) -> bytes:
+    return encode({"type": "error", "code": code, "message": message, "ref": ref})
