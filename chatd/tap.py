@@ -75,8 +75,7 @@ class ListenerService(Service):
             )
         self._port = outcome[0]
         address = self._port.getHost()
-        host = f"[{address.host}]" if ":" in address.host else address.host
-        url = f"{self._config.name}://{host}:{address.port}/ws"
+        url = _listener_url(self._config.name, address.host, address.port)
         self._factory.setSessionParameters(url=url)
         log.info("chatd {listener} listener ready at {url}", listener=self._config.name, url=url)
 
@@ -85,6 +84,12 @@ class ListenerService(Service):
         if self._port is not None:
             port, self._port = self._port, None
             return port.stopListening()
+
+
+def _listener_url(scheme: str, host: str, port: int) -> str:
+    """The listener's WebSocket URL; port 0 (not yet bound) is left out: Autobahn rejects it."""
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{port}/ws" if port else f"{scheme}://{host}/ws"
 
 
 def makeService(options: Options, reactor=None) -> MultiService:
@@ -125,7 +130,7 @@ def _build(config: Config, reactor) -> MultiService:
     for listener in config.listeners:
         factory = ChatServerFactory(
             listener.name,
-            f"{listener.name}://{listener.interface}:{listener.port}/ws",
+            _listener_url(listener.name, listener.interface, listener.port),
             broadcaster,
             parser,
             config.limits.max_message_bytes,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +23,29 @@ from chatd.wire import ROOM_PATTERN
 
 _BLOCK = 64 * 1024
 SUFFIX = ".jsonl"
+# A rotated transcript: ROOM.<UTC time of its first event>[-N].jsonl, e.g.
+# lobby.2026-11-24T211826Z.jsonl. Room names have no '.', so no room is named like one.
+ROTATED = re.compile(
+    r"(?P<room>[a-z0-9][a-z0-9_-]{0,63})\.(?P<stamp>\d{4}-\d{2}-\d{2}T\d{6}Z)(?:-(?P<n>\d+))?\.jsonl"
+)
+
+
+def segment_paths(directory: Path, room: str) -> list[Path]:
+    """A room's transcript files, oldest first: the rotated ones, then the current ROOM.jsonl.
+
+    Only files that exist are listed. Rotated files sort by the time in their name, then by
+    their collision counter.
+    """
+    rotated = []
+    for entry in os.scandir(directory):
+        match = ROTATED.fullmatch(entry.name)
+        if match and match["room"] == room:
+            rotated.append((match["stamp"], int(match["n"] or 0), Path(entry.path)))
+    paths = [path for _stamp, _n, path in sorted(rotated)]
+    current = directory / f"{room}{SUFFIX}"
+    if current.exists():
+        paths.append(current)
+    return paths
 
 
 def new_epoch() -> str:
