@@ -222,7 +222,7 @@ class Broadcaster:
         ack_to: Session | None = None,
         client_id: str | None = None,
     ) -> None:
-        self._store.writer(room.name).append(event.line)
+        self._store.writer(room.name).append(event.line, event.ts)
         self._batch.append(_Posted(room, event, ack_to, client_id, event.seq))
         self._schedule_commit()
 

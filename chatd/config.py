@@ -38,6 +38,8 @@ _TRUE = {"yes", "true", "on", "1"}
 _FALSE = {"no", "false", "off", "0"}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SIZE = re.compile(r"^(\d+)\s*([KMG])?$", re.IGNORECASE)
+_SIZE_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, None: 1}
 
 
 class SectionReader:
@@ -95,6 +97,19 @@ class SectionReader:
         if not minimum <= seconds <= maximum:
             raise self.error(key, f"must be between {minimum:g}s and {maximum:g}s, got {value!r}")
         return seconds
+
+    def size(self, key: str, default: int, minimum: int, maximum: int) -> int:
+        """Bytes, written as `65536`, `64K`, `16M` or `1G`."""
+        value = self._raw(key)
+        if value is None:
+            return default
+        match = _SIZE.match(value)
+        if match is None:
+            raise self.error(key, f"must be a size such as 65536, 64K, 16M or 1G, got {value!r}")
+        number = int(match.group(1)) * _SIZE_UNITS[match.group(2) and match.group(2).upper()]
+        if not minimum <= number <= maximum:
+            raise self.error(key, f"must be between {minimum} and {maximum} bytes, got {value!r}")
+        return number
 
     def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
         value = self._raw(key)
@@ -176,12 +191,16 @@ class TranscriptConfig:
 
     directory: Path
     fsync: str
+    rotate: str
+    rotate_size: int
 
     @classmethod
     def read(cls, reader: SectionReader) -> TranscriptConfig:
         return cls(
             directory=reader.path("directory", "var/transcripts"),
             fsync=reader.choice("fsync", "no", ("no", "batch")),
+            rotate=reader.choice("rotate", "daily", ("daily", "never")),
+            rotate_size=reader.size("rotate_size", 0, 0, 2**40),
         )
 
 

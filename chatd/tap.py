@@ -20,7 +20,7 @@ from chatd import devcert, tls, wire
 from chatd.broadcaster import Broadcaster
 from chatd.config import Config, ConfigError, ListenerConfig, find_config_file, load_config
 from chatd.protocol import ChatServerFactory, prepare_frame
-from chatd.transcript import TranscriptStore
+from chatd.transcript import Rotation, TranscriptStore
 from chatd.web import build_site
 
 log = Logger()
@@ -109,7 +109,10 @@ def _load(options: Options) -> Config:
 
 
 def _build(config: Config, reactor) -> MultiService:
-    store = TranscriptStore(config.transcripts.directory)
+    rotation = Rotation(
+        daily=config.transcripts.rotate == "daily", max_bytes=config.transcripts.rotate_size
+    )
+    store = TranscriptStore(config.transcripts.directory, rotation)
     try:
         store.prepare()
     except OSError as error:

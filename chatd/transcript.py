@@ -14,6 +14,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from twisted.logger import Logger
@@ -48,19 +49,64 @@ def segment_paths(directory: Path, room: str) -> list[Path]:
     return paths
 
 
+def rotated_path(current: Path, first_ts: float) -> Path:
+    """Where `current` goes when it is rotated: named by the UTC time of its first event."""
+    room = current.name[: -len(SUFFIX)]
+    stamp = datetime.fromtimestamp(first_ts, UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    candidate = current.with_name(f"{room}.{stamp}{SUFFIX}")
+    counter = 0
+    while candidate.exists():
+        counter += 1
+        candidate = current.with_name(f"{room}.{stamp}-{counter}{SUFFIX}")
+    return candidate
+
+
 def new_epoch() -> str:
     return secrets.token_hex(8)
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """When a room's current transcript is renamed aside and a new one started.
+
+    Checked before each batch is written, so a batch never straddles two files.
+    """
+
+    daily: bool = False
+    max_bytes: int = 0  # 0: no size limit
+
+    def due(self, first_ts: float | None, size: int, batch_ts: float, batch_bytes: int) -> bool:
+        if first_ts is None or size == 0:
+            return False
+        if self.daily and _utc_date(first_ts) != _utc_date(batch_ts):
+            return True
+        return bool(self.max_bytes) and size + batch_bytes > self.max_bytes
+
+
+def _utc_date(ts: float):
+    return datetime.fromtimestamp(ts, UTC).date()
 
 
 class TranscriptWriter:
     """Appends one room's lines; nothing reaches the file until `flush`."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        self._pending: list[bytes] = []
+    _log = Logger()
 
-    def append(self, line: bytes) -> None:
+    def __init__(self, path: Path, rotation: Rotation = Rotation()):
+        self.path = path
+        self._rotation = rotation
+        self._pending: list[bytes] = []
+        self._batch_ts = 0.0
+        self._open()
+
+    def _open(self) -> None:
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self._size = os.fstat(self._fd).st_size
+        self._first_ts = _first_ts(self.path) if self._size else None
+
+    def append(self, line: bytes, ts: float) -> None:
+        if not self._pending:
+            self._batch_ts = ts
         self._pending.append(line)
 
     @property
@@ -73,7 +119,8 @@ class TranscriptWriter:
             return
         data = b"\n".join(self._pending) + b"\n"
         self._pending.clear()
-        size = os.fstat(self._fd).st_size
+        if self._rotation.due(self._first_ts, self._size, self._batch_ts, len(data)):
+            self._rotate()
         try:
             view = memoryview(data)
             while view:
@@ -83,11 +130,31 @@ class TranscriptWriter:
         except OSError:
             # Best effort: if this fails too, recovery cuts the torn line at the next start.
             with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, size)
+                os.ftruncate(self._fd, self._size)
             raise
+        self._size += len(data)
+        if self._first_ts is None:
+            self._first_ts = self._batch_ts
+
+    def _rotate(self) -> None:
+        """Rename the current file aside and start a new one; every line already written is
+        in the renamed file, and `tail -F` moves on to the new one by name."""
+        target = rotated_path(self.path, self._first_ts)
+        os.rename(self.path, target)
+        os.close(self._fd)
+        self._open()
+        self._log.info("rotated {path} to {target}", path=str(self.path), target=target.name)
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+def _first_ts(path: Path) -> float | None:
+    with open(path, "rb") as handle:
+        try:
+            return Event.from_line(handle.readline().rstrip(b"\n")).ts
+        except ValueError:
+            return None
 
 
 @dataclass(frozen=True)
@@ -104,8 +171,9 @@ class TranscriptStore:
 
     _log = Logger()
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, rotation: Rotation = Rotation()):
         self.directory = directory
+        self.rotation = rotation
         self._writers: dict[str, TranscriptWriter] = {}
 
     def prepare(self) -> None:
@@ -121,13 +189,20 @@ class TranscriptStore:
         return self.directory / f"{room}{SUFFIX}"
 
     def rooms(self) -> list[str]:
-        names = (entry.name[: -len(SUFFIX)] for entry in os.scandir(self.directory))
-        return sorted(name for name in names if ROOM_PATTERN.fullmatch(name))
+        """Every room with a current or a rotated transcript."""
+        names = set()
+        for entry in os.scandir(self.directory):
+            rotated = ROTATED.fullmatch(entry.name)
+            if rotated:
+                names.add(rotated["room"])
+            elif entry.name.endswith(SUFFIX) and ROOM_PATTERN.fullmatch(entry.name[:-6]):
+                names.add(entry.name[: -len(SUFFIX)])
+        return sorted(names)
 
     def writer(self, room: str) -> TranscriptWriter:
         writer = self._writers.get(room)
         if writer is None:
-            writer = self._writers[room] = TranscriptWriter(self.path_of(room))
+            writer = self._writers[room] = TranscriptWriter(self.path_of(room), self.rotation)
         return writer
 
     def flush(self, fsync: bool) -> list[tuple[str, OSError]]:
@@ -149,33 +224,37 @@ class TranscriptStore:
     def recover(self, room: str, keep: int) -> Recovered | None:
         """Epoch, last seq and the latest `keep` events of a room, or None if it has no history.
 
-        A torn last line (no newline: the process died mid-write) is cut off with a warning;
-        other unreadable lines are skipped with a warning.
+        Reads back from the end of the newest file into rotated ones as far as needed. A torn
+        last line (no newline: the process died mid-write) is cut off with a warning; other
+        unreadable lines are skipped with a warning.
         """
-        path = self.path_of(room)
-        if not path.exists():
-            return None
-        with open(path, "r+b") as handle:
-            end = self._cut_torn_tail(handle, path)
-            recent: list[Event] = []
-            epoch = None
-            last_seq = 0
-            for offset, line in _lines_backwards(handle, end):
-                try:
-                    event = Event.from_line(line)
-                except ValueError as error:
-                    self._log.warn(
-                        "{path}: skipped an unreadable line at byte {offset}: {error}",
-                        path=str(path),
-                        offset=offset,
-                        error=str(error),
-                    )
+        self.path_of(room)  # validates the name
+        recent: list[Event] = []
+        epoch = None
+        last_seq = 0
+        for index, path in enumerate(reversed(segment_paths(self.directory, room))):
+            # Only the newest file can end in a torn line: rotation follows a complete write.
+            with open(path, "r+b" if index == 0 else "rb") as handle:
+                end = self._cut_torn_tail(handle, path) if index == 0 else _size(handle)
+                for offset, line in _lines_backwards(handle, end):
+                    try:
+                        event = Event.from_line(line)
+                    except ValueError as error:
+                        self._log.warn(
+                            "{path}: skipped an unreadable line at byte {offset}: {error}",
+                            path=str(path),
+                            offset=offset,
+                            error=str(error),
+                        )
+                        continue
+                    if epoch is None:
+                        epoch, last_seq = event.epoch, event.seq
+                    if event.epoch != epoch or len(recent) >= keep:
+                        break
+                    recent.append(event)
+                else:
                     continue
-                if epoch is None:
-                    epoch, last_seq = event.epoch, event.seq
-                if event.epoch != epoch or len(recent) >= keep:
-                    break
-                recent.append(event)
+                break
         if epoch is None:
             return None
         recent.reverse()
@@ -183,7 +262,7 @@ class TranscriptStore:
 
     def _cut_torn_tail(self, handle, path: Path) -> int:
         """Truncate anything after the last newline; returns the new size."""
-        end = handle.seek(0, os.SEEK_END)
+        end = _size(handle)
         keep = _end_of_last_line(handle, end)
         if keep < end:
             handle.seek(keep)
@@ -200,26 +279,32 @@ class TranscriptStore:
         return keep
 
     def events_before(self, room: str, epoch: str, before: int, limit: int) -> list[bytes]:
-        """Up to `limit` transcript lines of `epoch` with seq < `before`, oldest first."""
-        path = self.path_of(room)
-        if not path.exists():
-            return []
-        with open(path, "rb") as handle:
-            end = _offset_of_first_seq_at_least(handle, before)
-            found: list[bytes] = []
-            for _offset, line in _lines_backwards(handle, end):
-                try:
-                    event = Event.from_line(line)
-                except ValueError:
-                    continue
-                if event.epoch != epoch:
-                    break
-                if event.seq < before:
-                    found.append(line)
-                    if len(found) >= limit:
+        """Up to `limit` lines of `epoch` with seq < `before`, oldest first, across rotations."""
+        self.path_of(room)  # validates the name
+        found: list[bytes] = []
+        for path in reversed(segment_paths(self.directory, room)):
+            with open(path, "rb") as handle:
+                end = _offset_of_first_seq_at_least(handle, before)
+                for _offset, line in _lines_backwards(handle, end):
+                    try:
+                        event = Event.from_line(line)
+                    except ValueError:
+                        continue
+                    if event.epoch != epoch:
                         break
+                    if event.seq < before:
+                        found.append(line)
+                        if len(found) >= limit:
+                            break
+                else:
+                    continue
+                break
         found.reverse()
         return found
+
+
+def _size(handle) -> int:
+    return handle.seek(0, os.SEEK_END)
 
 
 def _end_of_last_line(handle, end: int) -> int:
