@@ -13,6 +13,7 @@ its own replies and `send_prepared(frame)` for fan-out, where a frame is whateve
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,6 +22,7 @@ from twisted.logger import Logger
 
 from chatd import wire
 from chatd.config import HistoryConfig, LimitsConfig
+from chatd.metrics import Metrics
 from chatd.rooms import Event, Room
 from chatd.transcript import TranscriptStore, new_epoch
 
@@ -70,6 +72,7 @@ class Broadcaster:
         fsync: bool,
         prepare: Callable[[bytes], Any],
         make_epoch: Callable[[], str] = new_epoch,
+        metrics: Metrics | None = None,
     ):
         self._clock = clock
         self._store = store
@@ -82,6 +85,11 @@ class Broadcaster:
         self._users: dict[str, Session] = {}  # by case-folded name
         self._batch: list[_Posted] = []
         self._commit_call = None
+        self._closed = False
+        self.metrics = metrics = metrics or Metrics()
+        metrics.rooms.set_function(lambda: len(self.rooms))
+        metrics.members.set_function(lambda: sum(len(r.members) for r in self.rooms.values()))
+        metrics.users.set_function(lambda: len(self._users))
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -113,11 +121,12 @@ class Broadcaster:
         return room
 
     def shutdown(self) -> None:
-        """Commit what is pending and close the transcripts."""
+        """Commit what is pending and close the transcripts; later events are not recorded."""
         if self._commit_call is not None and self._commit_call.active():
             self._commit_call.cancel()
         self._commit()
         self._store.close()
+        self._closed = True
 
     @property
     def user_count(self) -> int:
@@ -141,6 +150,8 @@ class Broadcaster:
             session.rooms.add(room.name)
             self._post(room, room.new_presence(session.user, "join", self._clock.seconds()))
         history, recovered = room.replay(request.since, self._history.replay_events)
+        if request.since is not None:
+            self.metrics.resumes.labels("recovered" if recovered else "not_recovered").inc()
         return wire.joined(
             room.name,
             room.epoch,
@@ -174,6 +185,7 @@ class Broadcaster:
             self._schedule_commit()
             return
         event = room.new_message(session.user, request.id, request.text, now)
+        self.metrics.messages_in.inc()
         self._post(room, event, ack_to=session, client_id=request.id)
 
     def who(self, request: wire.Who) -> bytes:
@@ -222,6 +234,11 @@ class Broadcaster:
         ack_to: Session | None = None,
         client_id: str | None = None,
     ) -> None:
+        if self._closed:
+            self._log.debug(
+                "not recording {room} seq {seq}: shut down", room=room.name, seq=event.seq
+            )
+            return
         self._store.writer(room.name).append(event.line, event.ts)
         self._batch.append(_Posted(room, event, ack_to, client_id, event.seq))
         self._schedule_commit()
@@ -255,11 +272,16 @@ class Broadcaster:
                 frame = self._prepare(event.line)
                 for member in room.members.values():
                     member.connection.send_prepared(frame)
+                self.metrics.events.inc()
+                self.metrics.deliveries.inc(len(room.members))
+                self.metrics.bytes_out.inc(len(room.members) * len(event.line))
             if posted.ack_to is not None:
                 posted.ack_to.connection.send(wire.ack(posted.client_id, posted.seq))
 
     def _failed_writes(self) -> list[tuple[str, OSError]]:
+        started = time.perf_counter()
         failures = self._store.flush(self._fsync)
+        self.metrics.transcript_write.observe(time.perf_counter() - started)
         for room, error in failures:
             self._log.critical(
                 "cannot write the transcript of room {room}: {error}; its events of this"

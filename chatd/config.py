@@ -139,6 +139,17 @@ class SectionReader:
 
 
 @dataclass(frozen=True)
+class ServerConfig:
+    """Daemon-wide settings."""
+
+    shutdown_timeout: float
+
+    @classmethod
+    def read(cls, reader: SectionReader) -> ServerConfig:
+        return cls(shutdown_timeout=reader.duration("shutdown_timeout", 10.0, 0.0, 3600.0))
+
+
+@dataclass(frozen=True)
 class ListenerConfig:
     """One WebSocket listener (`[ws]` or `[wss]`)."""
 
@@ -243,14 +254,35 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Where /metrics is served: its own local listener (default) or a chat listener."""
+
+    enabled: bool
+    serve_on: str
+    interface: str
+    port: int
+
+    @classmethod
+    def read(cls, reader: SectionReader) -> MetricsConfig:
+        return cls(
+            enabled=reader.boolean("enabled", True),
+            serve_on=reader.choice("serve_on", "local", ("local", "ws", "wss")),
+            interface=reader.text("interface", "127.0.0.1"),
+            port=reader.integer("port", 9101, 0, 65535),
+        )
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
+    server: ServerConfig
     ws: ListenerConfig
     wss: ListenerConfig
     tls: TLSConfig
     transcripts: TranscriptConfig
     history: HistoryConfig
     limits: LimitsConfig
+    metrics: MetricsConfig
 
     @property
     def listeners(self) -> list[ListenerConfig]:
@@ -258,7 +290,7 @@ class Config:
 
 
 EMBEDDED_DEFAULTS = "<embedded defaults>"
-SECTIONS = ("ws", "wss", "tls", "transcripts", "history", "limits")
+SECTIONS = ("server", "ws", "wss", "tls", "transcripts", "history", "limits", "metrics")
 
 
 def parse_config(text: str, source: str) -> Config:
@@ -280,12 +312,14 @@ def parse_config(text: str, source: str) -> Config:
     }
     config = Config(
         source=source,
+        server=ServerConfig.read(readers["server"]),
         ws=ListenerConfig.read(readers["ws"], default_port=8080),
         wss=ListenerConfig.read(readers["wss"], default_port=8443),
         tls=TLSConfig.read(readers["tls"]),
         transcripts=TranscriptConfig.read(readers["transcripts"]),
         history=HistoryConfig.read(readers["history"]),
         limits=LimitsConfig.read(readers["limits"]),
+        metrics=MetricsConfig.read(readers["metrics"]),
     )
     for reader in readers.values():
         reader.finish()
@@ -320,6 +354,13 @@ def _check_listeners(config: Config) -> None:
         raise ConfigError(
             config.source, "wss", "port", f"{config.wss.port} is already used by [ws]"
         )
+    metrics = config.metrics
+    if metrics.enabled and metrics.serve_on != "local":
+        listener = getattr(config, metrics.serve_on)
+        if not listener.enabled:
+            raise ConfigError(
+                config.source, "metrics", "serve_on", f"[{listener.name}] is not enabled"
+            )
 
 
 def load_config(path: str | os.PathLike | None) -> Config:

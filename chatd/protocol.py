@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage, WebSocketProtocol
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from chatd import wire
 from chatd.broadcaster import Broadcaster, Refused, Session
 
+CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_INTERNAL_ERROR = 1011
 
@@ -40,13 +42,23 @@ class ChatServerProtocol(WebSocketServerProtocol):
         return None
 
     def onOpen(self):
+        self.factory.live.add(self)
+        self.factory.handshakes.inc()
         self._log.info(
             "{peer} connected on {listener}", peer=self.peer_address, listener=self.factory.name
         )
 
+    def failHandshake(self, reason, code=400, responseHeaders=None):
+        self.factory.handshake_failures.inc()
+        super().failHandshake(reason, code, responseHeaders)
+
     def onClose(self, wasClean, code, reason):
+        if self not in self.factory.live:
+            return  # the opening handshake never completed; Autobahn logged why
+        self.factory.broadcaster.metrics.closes.labels(str(code)).inc()
         if self.session is not None:
             self.factory.broadcaster.disconnect(self.session)
+        self.factory.closed(self)
         self._log.info(
             "{peer} ({user}) disconnected from {listener}: close code {code} {reason}",
             peer=self.peer_address,
@@ -69,6 +81,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
             ref = frame.ref
             self._dispatch(frame)
         except (wire.ProtocolError, Refused) as error:
+            self.factory.broadcaster.metrics.errors.labels(error.code).inc()
             self.send(wire.error(error.code, error.message, getattr(error, "ref", None) or ref))
         except Exception:
             self._log.failure("internal error serving {peer}", peer=self.peer_address)
@@ -129,7 +142,10 @@ class ChatServerProtocol(WebSocketServerProtocol):
 
 
 class ChatServerFactory(WebSocketServerFactory):
-    """One per listener (Autobahn's origin check reads the factory's URL)."""
+    """One per listener (Autobahn's origin check reads the factory's URL).
+
+    It keeps its open connections, to count them and to say goodbye to them at shutdown.
+    """
 
     protocol = ChatServerProtocol
 
@@ -145,6 +161,12 @@ class ChatServerFactory(WebSocketServerFactory):
         self.name = name
         self.broadcaster = broadcaster
         self.parser = parser
+        self.live: set[ChatServerProtocol] = set()
+        self._drained: Deferred | None = None
+        metrics = broadcaster.metrics
+        metrics.connections.labels(name).set_function(lambda: len(self.live))
+        self.handshakes = metrics.handshakes.labels(name)
+        self.handshake_failures = metrics.handshake_failures.labels(name)
         self.setProtocolOptions(
             maxFramePayloadSize=max_message_bytes,
             maxMessagePayloadSize=max_message_bytes,
@@ -154,3 +176,28 @@ class ChatServerFactory(WebSocketServerFactory):
             # read, rather than a bare TCP reset.
             failByDrop=False,
         )
+
+    def go_away(self, clock, timeout: float) -> Deferred:
+        """Close every connection with 1001 (going away), so clients reconnect and resume.
+
+        Fires once each connection's onClose has run (so its leave events are posted), or
+        after `timeout` seconds, when the rest are dropped.
+        """
+        if not self.live:
+            return succeed(None)
+        self._drained = Deferred()
+        for protocol in list(self.live):
+            protocol.close_with(CLOSE_GOING_AWAY, "server shutting down")
+
+        def drop_stragglers(result):
+            for protocol in list(self.live):
+                protocol.dropConnection(abort=True)
+            return result
+
+        self._drained.addTimeout(timeout, clock, onTimeoutCancel=lambda result, _timeout: None)
+        return self._drained.addCallback(drop_stragglers)
+
+    def closed(self, protocol: ChatServerProtocol) -> None:
+        self.live.discard(protocol)
+        if not self.live and self._drained is not None and not self._drained.called:
+            self._drained.callback(None)

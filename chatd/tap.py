@@ -1,27 +1,36 @@
 """`twistd chatd`: command-line options and the service tree. Never listens by itself.
 
 Modelled on magic-wormhole-mailbox-server's server_tap.py: `makeService` reads the config and
-returns a MultiService of listeners around one shared broadcaster; twistd starts it.
+returns a service tree that twistd starts:
+
+    ChatService (recovers rooms at start; at stop, waits for its children, then closes transcripts)
+      ListenerService ws / wss   (at stop: stop accepting, close connections with 1001)
+      ListenerService metrics    (when [metrics] serve_on = local)
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import succeed
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from chatd import devcert, tls, wire
 from chatd.broadcaster import Broadcaster
-from chatd.config import Config, ConfigError, ListenerConfig, find_config_file, load_config
+from chatd.config import Config, ConfigError, find_config_file, load_config
+from chatd.metrics import Metrics, MetricsResource
 from chatd.protocol import ChatServerFactory, prepare_frame
 from chatd.transcript import Rotation, TranscriptStore
-from chatd.web import build_site
+from chatd.web import HealthResource, build_site
 
 log = Logger()
 
@@ -37,31 +46,60 @@ class Options(usage.Options):
     ]
 
 
-class BroadcasterService(Service):
-    """Recovers rooms from their transcripts at start; commits and closes them at stop."""
+class ChatService(MultiService):
+    """The broadcaster's lifetime around its listeners.
 
-    def __init__(self, broadcaster: Broadcaster):
+    MultiService stops its children all at once; the transcripts must outlive the connections
+    (their leave events are the last lines written), so they are closed only after every child
+    has finished stopping.
+    """
+
+    def __init__(self, broadcaster: Broadcaster, store: TranscriptStore):
+        super().__init__()
         self.broadcaster = broadcaster
+        self.store = store
 
     def startService(self):
-        super().startService()
         self.broadcaster.recover()
+        super().startService()
 
     def stopService(self):
-        super().stopService()
-        self.broadcaster.shutdown()
+        stopped = super().stopService()
+        stopped.addBoth(lambda _: self.broadcaster.shutdown())
+        return stopped
+
+    def readiness(self) -> dict[str, bool]:
+        """What /healthz reports: every listener bound, the transcript directory writable."""
+        checks = {f"listener_{service.name}": service.listening for service in self}
+        checks["transcripts_writable"] = os.access(self.store.directory, os.W_OK | os.X_OK)
+        return checks
 
 
 class ListenerService(Service):
     """Listens in privilegedStartService so that a busy port stops twistd with a clear line."""
 
-    def __init__(self, config: ListenerConfig, endpoint, site, factory: ChatServerFactory):
-        self.setName(config.name)
-        self._config = config
+    def __init__(
+        self,
+        name: str,
+        endpoint,
+        site: Site,
+        factory: ChatServerFactory | None,
+        where: str,
+        shutdown_timeout: float,
+        clock,
+    ):
+        self.setName(name)
         self._endpoint = endpoint
         self._site = site
         self._factory = factory
+        self._where = where
+        self._shutdown_timeout = shutdown_timeout
+        self._clock = clock
         self._port = None
+
+    @property
+    def listening(self) -> bool:
+        return self._port is not None
 
     def privilegedStartService(self):
         super().privilegedStartService()
@@ -70,26 +108,33 @@ class ListenerService(Service):
         # TCP and TLS listens complete synchronously; a failure must stop the start.
         if isinstance(outcome[0], Failure):
             raise SystemExit(
-                f"chatd: cannot listen for [{self._config.name}] on "
-                f"{self._config.interface}:{self._config.port}: {outcome[0].value}"
+                f"chatd: cannot listen for [{self.name}] on {self._where}: {outcome[0].value}"
             )
         self._port = outcome[0]
         address = self._port.getHost()
-        url = _listener_url(self._config.name, address.host, address.port)
-        self._factory.setSessionParameters(url=url)
-        log.info("chatd {listener} listener ready at {url}", listener=self._config.name, url=url)
+        if self._factory is None:
+            url = _url("http", address.host, address.port, "/metrics")
+        else:
+            url = _url(self.name, address.host, address.port, "/ws")
+            self._factory.setSessionParameters(url=url)
+        log.info("chatd {listener} listener ready at {url}", listener=self.name, url=url)
 
     def stopService(self):
         super().stopService()
-        if self._port is not None:
-            port, self._port = self._port, None
-            return port.stopListening()
+        if self._port is None:
+            return succeed(None)
+        port, self._port = self._port, None
+        stopped = port.stopListening()
+        if self._factory is not None:
+            factory = self._factory
+            stopped.addCallback(lambda _: factory.go_away(self._clock, self._shutdown_timeout))
+        return stopped
 
 
-def _listener_url(scheme: str, host: str, port: int) -> str:
-    """The listener's WebSocket URL; port 0 (not yet bound) is left out: Autobahn rejects it."""
+def _url(scheme: str, host: str, port: int, path: str) -> str:
+    """A listener's URL; port 0 (not yet bound) is left out: Autobahn rejects it."""
     host = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{host}:{port}/ws" if port else f"{scheme}://{host}/ws"
+    return f"{scheme}://{host}:{port}{path}" if port else f"{scheme}://{host}{path}"
 
 
 def makeService(options: Options, reactor=None) -> MultiService:
@@ -108,7 +153,7 @@ def _load(options: Options) -> Config:
     return load_config(path)
 
 
-def _build(config: Config, reactor) -> MultiService:
+def _build(config: Config, reactor) -> ChatService:
     rotation = Rotation(
         daily=config.transcripts.rotate == "daily", max_bytes=config.transcripts.rotate_size
     )
@@ -119,6 +164,7 @@ def _build(config: Config, reactor) -> MultiService:
         raise ConfigError(
             config.source, "transcripts", "directory", f"cannot use {store.directory}: {error}"
         ) from None
+    metrics = Metrics()
     broadcaster = Broadcaster(
         reactor,
         store,
@@ -126,14 +172,16 @@ def _build(config: Config, reactor) -> MultiService:
         config.limits,
         fsync=config.transcripts.fsync == "batch",
         prepare=prepare_frame,
+        metrics=metrics,
     )
+    service = ChatService(broadcaster, store)
     parser = wire.FrameParser(max_text_chars=config.limits.max_text_chars)
-    top = MultiService()
-    BroadcasterService(broadcaster).setServiceParent(top)
+    timeout = config.server.shutdown_timeout
+    health = HealthResource(broadcaster, service.readiness)
     for listener in config.listeners:
         factory = ChatServerFactory(
             listener.name,
-            _listener_url(listener.name, listener.interface, listener.port),
+            _url(listener.name, listener.interface, listener.port, "/ws"),
             broadcaster,
             parser,
             config.limits.max_message_bytes,
@@ -144,9 +192,25 @@ def _build(config: Config, reactor) -> MultiService:
             )
         else:
             endpoint = TCP4ServerEndpoint(reactor, listener.port, interface=listener.interface)
-        site = build_site(factory, broadcaster)
-        ListenerService(listener, endpoint, site, factory).setServiceParent(top)
-    return top
+        site = build_site(factory, health)
+        if config.metrics.enabled and config.metrics.serve_on == listener.name:
+            site.resource.putChild(b"metrics", MetricsResource(metrics))
+        where = f"{listener.interface}:{listener.port}"
+        ListenerService(
+            listener.name, endpoint, site, factory, where, timeout, reactor
+        ).setServiceParent(service)
+    if config.metrics.enabled and config.metrics.serve_on == "local":
+        root = Resource()
+        root.putChild(b"metrics", MetricsResource(metrics))
+        root.putChild(b"healthz", health)
+        endpoint = TCP4ServerEndpoint(
+            reactor, config.metrics.port, interface=config.metrics.interface
+        )
+        where = f"{config.metrics.interface}:{config.metrics.port}"
+        ListenerService(
+            "metrics", endpoint, Site(root), None, where, timeout, reactor
+        ).setServiceParent(service)
+    return service
 
 
 def _tls_options(config: Config):
@@ -161,9 +225,5 @@ def _tls_options(config: Config):
             how="created" if created else "reusing",
             certificate=str(certificate),
         )
-        config = _with_certificate(config, certificate, key)
+        config = replace(config, tls=replace(config.tls, certificate=certificate, key=key))
     return tls.server_options(config.tls, config.source)
-
-
-def _with_certificate(config: Config, certificate: Path, key: Path) -> Config:
-    return replace(config, tls=replace(config.tls, certificate=certificate, key=key))

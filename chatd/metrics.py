@@ -1,0 +1,93 @@
+"""Prometheus metrics, in a registry of our own so that each daemon (and each test) has its own.
+
+Counters are bumped once per event or per connection, never per delivery: fan-out adds the
+member count in one call. Gauges that are cheap to compute (rooms, members, connections) are
+read at scrape time instead of being kept up to date on every change.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from twisted.web.resource import Resource
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = registry = CollectorRegistry()
+        self.connections = Gauge(
+            "chatd_connections", "Open WebSocket connections.", ["listener"], registry=registry
+        )
+        self.handshakes = Counter(
+            "chatd_handshakes",
+            "Completed WebSocket opening handshakes.",
+            ["listener"],
+            registry=registry,
+        )
+        self.handshake_failures = Counter(
+            "chatd_handshake_failures",
+            "Refused or failed WebSocket opening handshakes.",
+            ["listener"],
+            registry=registry,
+        )
+        self.rooms = Gauge("chatd_rooms", "Rooms in memory.", registry=registry)
+        self.members = Gauge(
+            "chatd_room_members",
+            "Room memberships (a user in three rooms counts three).",
+            registry=registry,
+        )
+        self.users = Gauge("chatd_users", "Connected users who have said hello.", registry=registry)
+        self.messages_in = Counter(
+            "chatd_messages_received", "Messages accepted from clients.", registry=registry
+        )
+        self.events = Counter(
+            "chatd_events_committed",
+            "Room events written to transcripts and fanned out.",
+            registry=registry,
+        )
+        self.deliveries = Counter(
+            "chatd_deliveries", "Event frames sent to room members.", registry=registry
+        )
+        self.bytes_out = Counter(
+            "chatd_delivered_payload_bytes",
+            "Payload bytes of event frames sent to members.",
+            registry=registry,
+        )
+        self.errors = Counter(
+            "chatd_errors", "Error frames sent to clients, by code.", ["code"], registry=registry
+        )
+        self.closes = Counter(
+            "chatd_closes",
+            "Closed WebSocket connections, by close code.",
+            ["code"],
+            registry=registry,
+        )
+        self.transcript_write = Histogram(
+            "chatd_transcript_write_seconds",
+            "Time to write (and fsync, if configured) one batch of transcript lines.",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+            registry=registry,
+        )
+        self.resumes = Counter(
+            "chatd_resumes", "Joins with 'since', by outcome.", ["outcome"], registry=registry
+        )
+
+
+class MetricsResource(Resource):
+    """GET /metrics in the Prometheus text format, rendered on the reactor thread."""
+
+    isLeaf = True
+
+    def __init__(self, metrics: Metrics):
+        super().__init__()
+        self._registry = metrics.registry
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+        return generate_latest(self._registry)
