@@ -21,7 +21,9 @@ from typing import Any, Protocol
 from twisted.logger import Logger
 
 from chatd import wire
-from chatd.config import HistoryConfig, LimitsConfig
+from chatd.auth import Identity
+from chatd.config import ANYONE, HistoryConfig, LimitsConfig, RoomPolicy, RoomsConfig
+from chatd.errors import Refused
 from chatd.metrics import Metrics
 from chatd.rooms import Event, Room
 from chatd.transcript import TranscriptStore, new_epoch
@@ -33,22 +35,18 @@ class Connection(Protocol):
     def send_prepared(self, frame: Any) -> None: ...
 
 
-class Refused(Exception):
-    """A request the rules forbid; `code` is its wire error code."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 @dataclass(eq=False)
 class Session:
     """A connected, welcomed user and the rooms it has joined."""
 
     user: str
+    roles: frozenset[str]
     connection: Connection
     rooms: set[str] = field(default_factory=set)
+
+    def may(self, allowed: tuple[str, ...]) -> bool:
+        """True if `allowed` (role names, or "*") admits this user."""
+        return ANYONE in allowed or not self.roles.isdisjoint(allowed)
 
 
 @dataclass(slots=True)
@@ -73,6 +71,7 @@ class Broadcaster:
         prepare: Callable[[bytes], Any],
         make_epoch: Callable[[], str] = new_epoch,
         metrics: Metrics | None = None,
+        rooms: RoomsConfig | None = None,
     ):
         self._clock = clock
         self._store = store
@@ -81,6 +80,7 @@ class Broadcaster:
         self._fsync = fsync
         self._prepare = prepare
         self._make_epoch = make_epoch
+        self._policies = rooms or RoomsConfig(allow_create=True, max_rooms=10_000, declared={})
         self.rooms: dict[str, Room] = {}
         self._users: dict[str, Session] = {}  # by case-folded name
         self._batch: list[_Posted] = []
@@ -94,7 +94,8 @@ class Broadcaster:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def recover(self) -> None:
-        """Load every room that has a transcript: its epoch, last seq and recent history."""
+        """Load every room that has a transcript (its epoch, last seq and recent history),
+        then create the declared rooms that have none yet."""
         for name in self._store.rooms():
             room = self._recover_room(name)
             if room is not None:
@@ -105,15 +106,22 @@ class Broadcaster:
                     seq=room.last_seq,
                     count=len(room.latest(self._history.memory_events)),
                 )
+        for name in self._policies.declared:
+            if name not in self.rooms:
+                self._create_room(name)
+
+    def _memory_events(self, policy: RoomPolicy) -> int:
+        return policy.memory_events or self._history.memory_events
 
     def _recover_room(self, name: str) -> Room | None:
-        recovered = self._store.recover(name, keep=self._history.memory_events)
+        memory_events = self._memory_events(self._policies.policy(name))
+        recovered = self._store.recover(name, keep=memory_events)
         if recovered is None:
             return None
         room = self.rooms[name] = Room(
             name,
             recovered.epoch,
-            memory_events=self._history.memory_events,
+            memory_events=memory_events,
             retry_window=self._limits.retry_window,
             recent=recovered.recent,
             last_seq=recovered.last_seq,
@@ -134,22 +142,34 @@ class Broadcaster:
 
     # -- requests -----------------------------------------------------------------------------
 
-    def hello(self, connection: Connection, name: str) -> Session:
-        key = name.casefold()
+    def hello(self, connection: Connection, identity: Identity) -> Session:
+        key = identity.user.casefold()
         if key in self._users:
-            raise Refused(wire.NAME_TAKEN, f"the name {name!r} is in use")
-        session = self._users[key] = Session(name, connection)
+            raise Refused(wire.NAME_TAKEN, f"the name {identity.user!r} is in use")
+        session = self._users[key] = Session(identity.user, identity.roles, connection)
         return session
 
     def join(self, session: Session, request: wire.Join) -> bytes:
-        room = self.rooms.get(request.room)
-        if room is None:
-            room = self._recover_room(request.room) or self._create_room(request.room)
+        policy = self._policies.policy(request.room)
+        if not session.may(policy.join):
+            raise Refused(wire.FORBIDDEN, f"you may not join {request.room!r}")
+        if (
+            request.room not in session.rooms
+            and len(session.rooms) >= self._limits.max_rooms_per_connection
+        ):
+            raise Refused(
+                wire.TOO_MANY_ROOMS,
+                f"a connection may join at most {self._limits.max_rooms_per_connection} rooms",
+            )
+        room = self.rooms.get(request.room) or self._open_room(request.room)
         if session.user not in room.members:
             room.members[session.user] = session
             session.rooms.add(room.name)
             self._post(room, room.new_presence(session.user, "join", self._clock.seconds()))
-        history, recovered = room.replay(request.since, self._history.replay_events)
+        if policy.replay:
+            history, recovered = room.replay(request.since, self._history.replay_events)
+        else:
+            history, recovered = [], False
         if request.since is not None:
             self.metrics.resumes.labels("recovered" if recovered else "not_recovered").inc()
         return wire.joined(
@@ -162,11 +182,23 @@ class Broadcaster:
             request.ref,
         )
 
+    def _open_room(self, name: str) -> Room:
+        """A room not in memory: recovered from its transcript, or created if allowed."""
+        room = self._recover_room(name)
+        if room is not None:
+            return room
+        if name not in self._policies.declared and not self._policies.allow_create:
+            raise Refused(wire.FORBIDDEN, "new rooms cannot be created on this server")
+        if len(self.rooms) >= self._policies.max_rooms:
+            self._log.warn("refused to create room {room}: at max_rooms", room=name)
+            raise Refused(wire.FORBIDDEN, "this server has as many rooms as it may hold")
+        return self._create_room(name)
+
     def _create_room(self, name: str) -> Room:
         room = self.rooms[name] = Room(
             name,
             self._make_epoch(),
-            memory_events=self._history.memory_events,
+            memory_events=self._memory_events(self._policies.policy(name)),
             retry_window=self._limits.retry_window,
         )
         self._log.info("created room {room} with epoch {epoch}", room=name, epoch=room.epoch)
@@ -178,6 +210,8 @@ class Broadcaster:
 
     def say(self, session: Session, request: wire.Say) -> None:
         room = self._joined_room(session, request.room)
+        if not session.may(self._policies.policy(room.name).post):
+            raise Refused(wire.FORBIDDEN, f"you may not post in {room.name!r}")
         now = self._clock.seconds()
         seq = room.seq_of_retry(session.user, request.id, now)
         if seq is not None:
@@ -188,12 +222,14 @@ class Broadcaster:
         self.metrics.messages_in.inc()
         self._post(room, event, ack_to=session, client_id=request.id)
 
-    def who(self, request: wire.Who) -> bytes:
-        room = self._existing_room(request.room)
+    def who(self, session: Session, request: wire.Who) -> bytes:
+        room = self._visible_room(session, request.room)
         return wire.members(room.name, list(room.members), request.ref)
 
-    def history(self, request: wire.History) -> bytes:
-        room = self._existing_room(request.room)
+    def history(self, session: Session, request: wire.History) -> bytes:
+        room = self._visible_room(session, request.room)
+        if not self._policies.policy(room.name).replay:
+            raise Refused(wire.FORBIDDEN, f"{room.name!r} does not replay its history")
         limit = min(request.limit or self._history.replay_events, self._history.page_limit)
         before = request.before if request.before is not None else room.committed_seq + 1
         events = room.before(before, limit)
@@ -210,7 +246,10 @@ class Broadcaster:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _existing_room(self, name: str) -> Room:
+    def _visible_room(self, session: Session, name: str) -> Room:
+        """A room whose members and history this user may see: one they may join."""
+        if not session.may(self._policies.policy(name).join):
+            raise Refused(wire.FORBIDDEN, f"you may not see {name!r}")
         room = self.rooms.get(name)
         if room is None:
             raise Refused(wire.UNKNOWN_ROOM, f"there is no room {name!r}")

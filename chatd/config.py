@@ -38,6 +38,7 @@ _TRUE = {"yes", "true", "on", "1"}
 _FALSE = {"no", "false", "off", "0"}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9*.\[\]:-]+")
 _SIZE = re.compile(r"^(\d+)\s*([KMG])?$", re.IGNORECASE)
 _SIZE_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, None: 1}
 
@@ -119,6 +120,25 @@ class SectionReader:
             raise self.error(key, f"must be one of {', '.join(choices)}, got {value!r}")
         return value.lower()
 
+    def words(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        """A comma- or space-separated list."""
+        value = self._raw(key)
+        if value is None:
+            return default
+        return tuple(word for word in re.split(r"[,\s]+", value) if word)
+
+    def number(self, key: str, default: float, minimum: float, maximum: float) -> float:
+        value = self._raw(key)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise self.error(key, f"must be a number, got {value!r}") from None
+        if not minimum <= number <= maximum:
+            raise self.error(key, f"must be between {minimum:g} and {maximum:g}, got {value}")
+        return number
+
     def path(self, key: str, default: str | None, must_exist: bool = False) -> Path | None:
         value = self._raw(key)
         if value is None:
@@ -143,10 +163,22 @@ class ServerConfig:
     """Daemon-wide settings."""
 
     shutdown_timeout: float
+    allowed_origins: tuple[str, ...]
 
     @classmethod
     def read(cls, reader: SectionReader) -> ServerConfig:
-        return cls(shutdown_timeout=reader.duration("shutdown_timeout", 10.0, 0.0, 3600.0))
+        origins = reader.words("allowed_origins", ())
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise reader.error(
+                    "allowed_origins",
+                    f"{origin!r} is not an origin like https://chat.example.com or"
+                    " https://*.example.com:8443",
+                )
+        return cls(
+            shutdown_timeout=reader.duration("shutdown_timeout", 10.0, 0.0, 3600.0),
+            allowed_origins=origins,
+        )
 
 
 @dataclass(frozen=True)
@@ -176,6 +208,8 @@ class TLSConfig:
     key: Path | None
     chain: Path | None
     dev_directory: Path
+    ciphers: str
+    min_version: str
 
     @classmethod
     def read(cls, reader: SectionReader) -> TLSConfig:
@@ -193,6 +227,8 @@ class TLSConfig:
             key=key,
             chain=chain,
             dev_directory=reader.path("dev_directory", "var/dev-tls"),
+            ciphers=reader.text("ciphers", "ECDHE+AESGCM:ECDHE+CHACHA20"),
+            min_version=reader.choice("min_version", "1.2", ("1.2", "1.3")),
         )
 
 
@@ -238,19 +274,121 @@ class HistoryConfig:
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    """Per-message limits."""
+    """What one message, one connection and one address may cost the daemon."""
 
     max_message_bytes: int
     max_text_chars: int
     retry_window: float
+    max_connections: int
+    max_connections_per_ip: int
+    handshake_timeout: float
+    messages_per_second: float
+    message_burst: int
+    flood_close_after: int
+    max_rooms_per_connection: int
+    ping_interval: float
+    ping_timeout: float
+    max_buffered_bytes: int
 
     @classmethod
     def read(cls, reader: SectionReader) -> LimitsConfig:
         return cls(
-            max_message_bytes=reader.integer("max_message_bytes", 65536, 1024, 16 * 1024 * 1024),
+            max_message_bytes=reader.size("max_message_bytes", 65536, 1024, 16 * 1024 * 1024),
             max_text_chars=reader.integer("max_text_chars", 4000, 1, 1_000_000),
             retry_window=reader.duration("retry_window", 300.0, 0.0, 86400.0),
+            max_connections=reader.integer("max_connections", 10000, 1, 10_000_000),
+            max_connections_per_ip=reader.integer("max_connections_per_ip", 50, 1, 10_000_000),
+            handshake_timeout=reader.duration("handshake_timeout", 10.0, 0.1, 3600.0),
+            messages_per_second=reader.number("messages_per_second", 10.0, 0.01, 1e6),
+            message_burst=reader.integer("message_burst", 30, 1, 1_000_000),
+            flood_close_after=reader.integer("flood_close_after", 20, 1, 1_000_000),
+            max_rooms_per_connection=reader.integer("max_rooms_per_connection", 50, 1, 100_000),
+            ping_interval=reader.duration("ping_interval", 30.0, 0.0, 86400.0),
+            ping_timeout=reader.duration("ping_timeout", 10.0, 0.1, 3600.0),
+            max_buffered_bytes=reader.size("max_buffered_bytes", 1024 * 1024, 1024, 2**34),
         )
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Who a connection is: a name it picks (open) or a signed JWT (token)."""
+
+    mode: str
+    hello_timeout: float
+    algorithm: str
+    secret_file: Path | None
+    public_key_file: Path | None
+    audience: str | None
+    issuer: str | None
+    leeway: float
+
+    @classmethod
+    def read(cls, reader: SectionReader) -> AuthConfig:
+        mode = reader.choice("mode", "open", ("open", "token"))
+        algorithm = reader.text("algorithm", "HS256")
+        if algorithm not in ("HS256", "RS256", "ES256"):
+            raise reader.error("algorithm", f"must be HS256, RS256 or ES256, got {algorithm!r}")
+        secret_file = reader.path("secret_file", None, must_exist=True)
+        public_key_file = reader.path("public_key_file", None, must_exist=True)
+        if mode == "token" and algorithm == "HS256" and secret_file is None:
+            raise reader.error("secret_file", "is required with mode = token and HS256")
+        if mode == "token" and algorithm != "HS256" and public_key_file is None:
+            raise reader.error("public_key_file", f"is required with mode = token and {algorithm}")
+        return cls(
+            mode=mode,
+            hello_timeout=reader.duration("hello_timeout", 10.0, 0.1, 3600.0),
+            algorithm=algorithm,
+            secret_file=secret_file,
+            public_key_file=public_key_file,
+            audience=reader.text("audience", "") or None,
+            issuer=reader.text("issuer", "") or None,
+            leeway=reader.duration("leeway", 30.0, 0.0, 3600.0),
+        )
+
+
+ANYONE = "*"
+
+
+@dataclass(frozen=True)
+class RoomPolicy:
+    """Who may join and post in a room, and how much of its history it keeps and replays."""
+
+    join: tuple[str, ...] = (ANYONE,)
+    post: tuple[str, ...] = (ANYONE,)
+    replay: bool = True
+    memory_events: int | None = None  # None: [history] memory_events
+
+    @classmethod
+    def read(cls, reader: SectionReader) -> RoomPolicy:
+        return cls(
+            join=reader.words("join", (ANYONE,)),
+            post=reader.words("post", (ANYONE,)),
+            replay=reader.boolean("replay", True),
+            memory_events=reader.integer("memory_events", 0, 0, 1_000_000) or None,
+        )
+
+
+@dataclass(frozen=True)
+class RoomsConfig:
+    """Room creation, and the rooms declared with [room:NAME] sections."""
+
+    allow_create: bool
+    max_rooms: int
+    declared: dict[str, RoomPolicy]
+
+    @classmethod
+    def read(cls, reader: SectionReader, declared: dict[str, RoomPolicy]) -> RoomsConfig:
+        return cls(
+            allow_create=reader.boolean("allow_create", True),
+            max_rooms=reader.integer("max_rooms", 10000, 1, 10_000_000),
+            declared=declared,
+        )
+
+    def policy(self, room: str) -> RoomPolicy:
+        return self.declared.get(room, _OPEN_ROOM)
+
+
+_OPEN_ROOM = RoomPolicy()
 
 
 @dataclass(frozen=True)
@@ -283,6 +421,8 @@ class Config:
     history: HistoryConfig
     limits: LimitsConfig
     metrics: MetricsConfig
+    auth: AuthConfig
+    rooms: RoomsConfig
 
     @property
     def listeners(self) -> list[ListenerConfig]:
@@ -290,7 +430,21 @@ class Config:
 
 
 EMBEDDED_DEFAULTS = "<embedded defaults>"
-SECTIONS = ("server", "ws", "wss", "tls", "transcripts", "history", "limits", "metrics")
+SECTIONS = (
+    "server",
+    "ws",
+    "wss",
+    "tls",
+    "auth",
+    "rooms",
+    "transcripts",
+    "history",
+    "limits",
+    "metrics",
+)
+ROOM_SECTION = "room:"
+# The room name grammar (wire.ROOM_PATTERN), repeated so that config does not import the wire.
+_ROOM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
 def parse_config(text: str, source: str) -> Config:
@@ -301,15 +455,27 @@ def parse_config(text: str, source: str) -> Config:
         parser.read_string(text, source=source)
     except configparser.Error as error:
         raise ConfigError(source, None, None, _describe_parse_error(error)) from None
+    room_sections = [name for name in parser.sections() if name.startswith(ROOM_SECTION)]
     for section in parser.sections():
-        if section not in SECTIONS:
+        if section not in SECTIONS and section not in room_sections:
             raise ConfigError(
-                source, section, None, f"unknown section (known: {', '.join(SECTIONS)})"
+                source,
+                section,
+                None,
+                f"unknown section (known: {', '.join(SECTIONS)}, room:NAME)",
             )
     readers = {
         name: SectionReader(source, name, dict(parser[name]) if parser.has_section(name) else {})
-        for name in SECTIONS
+        for name in (*SECTIONS, *room_sections)
     }
+    declared = {}
+    for section in room_sections:
+        room = section[len(ROOM_SECTION) :]
+        if not _ROOM_NAME.fullmatch(room):
+            raise ConfigError(
+                source, section, None, "a room name is 1-64 of a-z 0-9 _ -, starting a-z or 0-9"
+            )
+        declared[room] = RoomPolicy.read(readers[section])
     config = Config(
         source=source,
         server=ServerConfig.read(readers["server"]),
@@ -320,6 +486,8 @@ def parse_config(text: str, source: str) -> Config:
         history=HistoryConfig.read(readers["history"]),
         limits=LimitsConfig.read(readers["limits"]),
         metrics=MetricsConfig.read(readers["metrics"]),
+        auth=AuthConfig.read(readers["auth"]),
+        rooms=RoomsConfig.read(readers["rooms"], declared),
     )
     for reader in readers.values():
         reader.finish()

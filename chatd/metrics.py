@@ -68,6 +68,11 @@ class Metrics:
             ["code"],
             registry=registry,
         )
+        self.slow_consumer_drops = Counter(
+            "chatd_slow_consumer_drops",
+            "Connections closed because they stopped reading (over max_buffered_bytes).",
+            registry=registry,
+        )
         self.transcript_write = Histogram(
             "chatd_transcript_write_seconds",
             "Time to write (and fsync, if configured) one batch of transcript lines.",

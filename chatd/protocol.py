@@ -1,21 +1,33 @@
 """The WebSocket protocol: decode a frame, dispatch to `handle_<type>`, answer errors in words.
 
-Thin on purpose, like the mailbox server's `server_websocket.py`: every rule lives in the
-broadcaster and the wire module; this class only moves bytes and maps failures to frames.
+Thin on purpose, like the mailbox server's `server_websocket.py`: the rules live in the
+broadcaster, the authenticator and the wire module; this class moves bytes, enforces the
+per-connection limits (hello deadline, message rate, unsent-bytes budget) and maps failures to
+error frames or close codes.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage, WebSocketProtocol
+from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from chatd import wire
-from chatd.broadcaster import Broadcaster, Refused, Session
+from chatd.admission import Admission
+from chatd.broadcaster import Broadcaster, Session
+from chatd.config import LimitsConfig
+from chatd.errors import Refused
+from chatd.ratelimit import TokenBucket
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
 
 
@@ -24,28 +36,88 @@ def prepare_frame(payload: bytes) -> PreparedMessage:
     return PreparedMessage(payload, isBinary=False, applyMask=False, doNotCompress=True)
 
 
+@dataclass(frozen=True)
+class ListenerContext:
+    """What every connection of one listener shares."""
+
+    name: str
+    broadcaster: Broadcaster
+    parser: wire.FrameParser
+    authenticator: object  # auth.OpenAuthenticator or auth.TokenAuthenticator
+    limits: LimitsConfig
+    hello_timeout: float
+    admission: Admission
+    clock: object
+
+
+@implementer(IPushProducer)
 class ChatServerProtocol(WebSocketServerProtocol):
     # Autobahn owns `.log`; ours is `_log`.
     _log = Logger()
 
     session: Session | None = None
     peer_address = "?"
+    _admitted_ip: str | None = None
+    _hello_deadline = None
+    _paused = False
+    _backlog = 0  # bytes written since the transport asked us to pause
+    _strikes = 0  # frames refused in a row by the rate limit
 
     def connectionMade(self):
         super().connectionMade()
         # Autobahn tries this before it copies the factory's options, so accepted sockets
         # would keep Nagle on (~7 ms more fan-out latency, measured): set it ourselves.
         self.transport.setTcpNoDelay(True)
+        # Learn when the peer stops reading: the transport pauses its producer when its
+        # buffer fills. twisted.web's channel was that producer until Autobahn took over.
+        self.transport.unregisterProducer()
+        self.transport.registerProducer(self, True)
+
+    # -- IPushProducer: the transport's flow control ------------------------------------------
+
+    def pauseProducing(self):
+        self._paused = True
+
+    def resumeProducing(self):
+        self._paused = False
+        self._backlog = 0
+
+    def stopProducing(self):
+        pass
+
+    # -- lifecycle ----------------------------------------------------------------------------
 
     def onConnect(self, request):
+        context = self.factory.context
         self.peer_address = request.peer
+        ip = self.transport.getPeer().host
+        refusal = context.admission.admit(ip)
+        if refusal is not None:
+            code, reason = refusal
+            self.factory.handshake_failures.inc()
+            self._log.warn(
+                "refused {peer} on {listener} with HTTP {code}: {reason}",
+                peer=self.peer_address,
+                listener=context.name,
+                code=code,
+                reason=reason,
+            )
+            raise ConnectionDeny(code, reason)
+        self._admitted_ip = ip
         return None
 
     def onOpen(self):
+        context = self.factory.context
         self.factory.live.add(self)
         self.factory.handshakes.inc()
+        self._bucket = TokenBucket(
+            context.limits.messages_per_second,
+            context.limits.message_burst,
+            context.clock.seconds(),
+        )
+        self._hello_deadline = context.clock.callLater(context.hello_timeout, self._hello_overdue)
         self._log.info(
-            "{peer} connected on {listener}", peer=self.peer_address, listener=self.factory.name
+            "{peer} connected on {listener}", peer=self.peer_address, listener=context.name
         )
 
     def failHandshake(self, reason, code=400, responseHeaders=None):
@@ -53,39 +125,78 @@ class ChatServerProtocol(WebSocketServerProtocol):
         super().failHandshake(reason, code, responseHeaders)
 
     def onClose(self, wasClean, code, reason):
+        if self._admitted_ip is not None:
+            self.factory.context.admission.release(self._admitted_ip)
+            self._admitted_ip = None
+        if self._hello_deadline is not None and self._hello_deadline.active():
+            self._hello_deadline.cancel()
         if self not in self.factory.live:
             return  # the opening handshake never completed; Autobahn logged why
-        self.factory.broadcaster.metrics.closes.labels(str(code)).inc()
+        context = self.factory.context
+        context.broadcaster.metrics.closes.labels(str(code)).inc()
         if self.session is not None:
-            self.factory.broadcaster.disconnect(self.session)
+            context.broadcaster.disconnect(self.session)
         self.factory.closed(self)
         self._log.info(
             "{peer} ({user}) disconnected from {listener}: close code {code} {reason}",
             peer=self.peer_address,
             user=self.session.user if self.session else "no hello",
-            listener=self.factory.name,
+            listener=context.name,
             code=code,
             reason=reason or "",
         )
 
+    def _hello_overdue(self):
+        self._hello_deadline = None
+        self._log.info("{peer} said no valid hello in time; closing", peer=self.peer_address)
+        self.close_with(CLOSE_POLICY_VIOLATION, "no valid hello in time")
+
+    # -- frames -------------------------------------------------------------------------------
+
     def onMessage(self, payload, isBinary):
+        context = self.factory.context
         if isBinary:
             self._log.info("{peer} sent a binary frame; closing with 1003", peer=self.peer_address)
             self.close_with(
                 CLOSE_UNSUPPORTED_DATA, "binary frames are not accepted; send JSON text"
             )
             return
+        if not self._bucket.take(context.clock.seconds()):
+            self._over_rate()
+            return
+        self._strikes = 0
         ref = None
         try:
-            frame = self.factory.parser.parse(payload)
+            frame = context.parser.parse(payload)
             ref = frame.ref
             self._dispatch(frame)
         except (wire.ProtocolError, Refused) as error:
-            self.factory.broadcaster.metrics.errors.labels(error.code).inc()
-            self.send(wire.error(error.code, error.message, getattr(error, "ref", None) or ref))
+            self._refuse(error.code, error.message, getattr(error, "ref", None) or ref)
         except Exception:
             self._log.failure("internal error serving {peer}", peer=self.peer_address)
             self.close_with(CLOSE_INTERNAL_ERROR, "internal server error")
+
+    def _refuse(self, code: str, message: str, ref: str | None) -> None:
+        self.factory.context.broadcaster.metrics.errors.labels(code).inc()
+        self.send(wire.error(code, message, ref))
+
+    def _over_rate(self) -> None:
+        limits = self.factory.context.limits
+        self._strikes += 1
+        if self._strikes >= limits.flood_close_after:
+            self._log.warn(
+                "{peer} ({user}) kept flooding past {rate}/s; closing with 1008",
+                peer=self.peer_address,
+                user=self.session.user if self.session else "no hello",
+                rate=limits.messages_per_second,
+            )
+            self.close_with(CLOSE_POLICY_VIOLATION, "rate limit exceeded")
+            return
+        self._refuse(
+            wire.RATE_LIMITED,
+            f"slow down: at most {limits.messages_per_second:g} frames per second",
+            None,
+        )
 
     def _dispatch(self, frame: wire.ClientFrame) -> None:
         if self.session is None and not isinstance(frame, wire.Hello):
@@ -99,25 +210,50 @@ class ChatServerProtocol(WebSocketServerProtocol):
             raise wire.ProtocolError(
                 wire.ALREADY_WELCOMED, f"already welcomed as {self.session.user}", frame.ref
             )
-        self.session = self.factory.broadcaster.hello(self, frame.name)
-        self._log.info("{peer} is {user}", peer=self.peer_address, user=frame.name)
-        self.send(wire.welcome(frame.name, self.factory.parser.max_text_chars))
+        context = self.factory.context
+        try:
+            identity = context.authenticator.identify(frame)
+        except Refused as refusal:
+            if refusal.code in (wire.AUTH_FAILED, wire.TOKEN_EXPIRED):
+                self._log.info(
+                    "{peer} failed authentication: {why}",
+                    peer=self.peer_address,
+                    why=refusal.message,
+                )
+                self._refuse(refusal.code, refusal.message, frame.ref)
+                self.close_with(CLOSE_POLICY_VIOLATION, "authentication failed")
+                return
+            raise
+        self.session = context.broadcaster.hello(self, identity)
+        self._hello_deadline.cancel()
+        self._hello_deadline = None
+        self._log.info("{peer} is {user}", peer=self.peer_address, user=identity.user)
+        self.send(
+            wire.welcome(
+                identity.user,
+                identity.display_name,
+                sorted(identity.roles),
+                context.parser.max_text_chars,
+            )
+        )
 
     def handle_join(self, frame: wire.Join) -> None:
-        self.send(self.factory.broadcaster.join(self.session, frame))
+        self.send(self.factory.context.broadcaster.join(self.session, frame))
 
     def handle_leave(self, frame: wire.Leave) -> None:
-        self.factory.broadcaster.leave(self.session, frame.room)
+        self.factory.context.broadcaster.leave(self.session, frame.room)
         self.send(wire.left(frame.room, frame.ref))
 
     def handle_say(self, frame: wire.Say) -> None:
-        self.factory.broadcaster.say(self.session, frame)
+        self.factory.context.broadcaster.say(self.session, frame)
 
     def handle_who(self, frame: wire.Who) -> None:
-        self.send(self.factory.broadcaster.who(frame))
+        self.send(self.factory.context.broadcaster.who(self.session, frame))
 
     def handle_history(self, frame: wire.History) -> None:
-        self.send(self.factory.broadcaster.history(frame))
+        self.send(self.factory.context.broadcaster.history(self.session, frame))
+
+    # -- sending ------------------------------------------------------------------------------
 
     def close_with(self, code: int, reason: str) -> None:
         """Start the closing handshake with a protocol-level code (1003, 1008, 1011, ...).
@@ -128,17 +264,35 @@ class ChatServerProtocol(WebSocketServerProtocol):
         if self.state == WebSocketProtocol.STATE_OPEN:
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode()[:123], isReply=False)
 
-    # -- the broadcaster's Connection ---------------------------------------------------------
-
     def send(self, payload: bytes) -> None:
         if self.state == WebSocketProtocol.STATE_OPEN:
             self.sendMessage(payload, isBinary=False)
+            if self._paused:
+                self._count_backlog(len(payload))
 
     def send_prepared(self, frame: PreparedMessage) -> None:
         # Straight to the transport: sendPreparedMessage's path through sendData costs a
         # formatted debug log call per delivery (fan-out ~5x slower, measured).
         if self.state == WebSocketProtocol.STATE_OPEN:
-            self.transport.write(frame.payloadHybi)
+            data = frame.payloadHybi
+            self.transport.write(data)
+            if self._paused:
+                self._count_backlog(len(data))
+
+    def _count_backlog(self, size: int) -> None:
+        self._backlog += size
+        budget = self.factory.context.limits.max_buffered_bytes
+        if self._backlog > budget:
+            self.factory.context.broadcaster.metrics.slow_consumer_drops.inc()
+            self._log.warn(
+                "{peer} ({user}) is not reading: over {budget} unsent bytes; closing with 1008",
+                peer=self.peer_address,
+                user=self.session.user if self.session else "no hello",
+                budget=budget,
+            )
+            # The close frame queues behind what it has not read; Autobahn's closing
+            # handshake timeout then drops the TCP connection and its buffer.
+            self.close_with(CLOSE_POLICY_VIOLATION, "slow consumer")
 
 
 class ChatServerFactory(WebSocketServerFactory):
@@ -149,33 +303,34 @@ class ChatServerFactory(WebSocketServerFactory):
 
     protocol = ChatServerProtocol
 
-    def __init__(
-        self,
-        name: str,
-        url: str,
-        broadcaster: Broadcaster,
-        parser: wire.FrameParser,
-        max_message_bytes: int,
-    ):
+    def __init__(self, url: str, context: ListenerContext):
         super().__init__(url)
-        self.name = name
-        self.broadcaster = broadcaster
-        self.parser = parser
+        self.context = context
+        limits = context.limits
         self.live: set[ChatServerProtocol] = set()
         self._drained: Deferred | None = None
-        metrics = broadcaster.metrics
-        metrics.connections.labels(name).set_function(lambda: len(self.live))
-        self.handshakes = metrics.handshakes.labels(name)
-        self.handshake_failures = metrics.handshake_failures.labels(name)
+        metrics = context.broadcaster.metrics
+        metrics.connections.labels(context.name).set_function(lambda: len(self.live))
+        self.handshakes = metrics.handshakes.labels(context.name)
+        self.handshake_failures = metrics.handshake_failures.labels(context.name)
         self.setProtocolOptions(
-            maxFramePayloadSize=max_message_bytes,
-            maxMessagePayloadSize=max_message_bytes,
+            maxFramePayloadSize=limits.max_message_bytes,
+            maxMessagePayloadSize=limits.max_message_bytes,
             autoFragmentSize=0,
             tcpNoDelay=True,
+            openHandshakeTimeout=limits.handshake_timeout,
+            autoPingInterval=limits.ping_interval,
+            autoPingTimeout=limits.ping_timeout,
+            # Browsers send Origin; "null" (sandboxed frames, file://) is never ours.
+            allowNullOrigin=False,
             # Answer protocol violations (1007, 1009, ...) with a close frame the client can
             # read, rather than a bare TCP reset.
             failByDrop=False,
         )
+
+    def allow_origins(self, origins: list[str]) -> None:
+        """Browser origins that may connect (Autobahn's check; clients without Origin pass)."""
+        self.setProtocolOptions(allowedOrigins=origins)
 
     def go_away(self, clock, timeout: float) -> Deferred:
         """Close every connection with 1001 (going away), so clients reconnect and resume.

@@ -11,8 +11,11 @@ returns a service tree that twistd starts:
 from __future__ import annotations
 
 import os
+import signal
+import socket
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from twisted.application.service import MultiService, Service
@@ -25,10 +28,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from chatd import devcert, tls, wire
+from chatd.admission import Admission
+from chatd.auth import authenticator_for
 from chatd.broadcaster import Broadcaster
 from chatd.config import Config, ConfigError, find_config_file, load_config
 from chatd.metrics import Metrics, MetricsResource
-from chatd.protocol import ChatServerFactory, prepare_frame
+from chatd.protocol import ChatServerFactory, ListenerContext, prepare_frame
+from chatd.tls import ReloadableContextFactory
 from chatd.transcript import Rotation, TranscriptStore
 from chatd.web import HealthResource, build_site
 
@@ -54,14 +60,32 @@ class ChatService(MultiService):
     has finished stopping.
     """
 
-    def __init__(self, broadcaster: Broadcaster, store: TranscriptStore):
+    def __init__(
+        self,
+        broadcaster: Broadcaster,
+        store: TranscriptStore,
+        reactor,
+        tls: ReloadableContextFactory | None,
+    ):
         super().__init__()
         self.broadcaster = broadcaster
         self.store = store
+        self._reactor = reactor
+        self._tls = tls
 
     def startService(self):
         self.broadcaster.recover()
         super().startService()
+        # The handler only schedules the reload: it runs between two reactor iterations.
+        signal.signal(
+            signal.SIGHUP, lambda _signum, _frame: self._reactor.callFromThread(self.reload)
+        )
+
+    def reload(self) -> None:
+        """SIGHUP: reload the TLS certificate; established connections are not touched."""
+        log.info("SIGHUP: reloading")
+        if self._tls is not None:
+            self._tls.reload()
 
     def stopService(self):
         stopped = super().stopService()
@@ -87,8 +111,10 @@ class ListenerService(Service):
         where: str,
         shutdown_timeout: float,
         clock,
+        origins: tuple[str, ...] = (),
     ):
         self.setName(name)
+        self._origins = origins
         self._endpoint = endpoint
         self._site = site
         self._factory = factory
@@ -117,6 +143,13 @@ class ListenerService(Service):
         else:
             url = _url(self.name, address.host, address.port, "/ws")
             self._factory.setSessionParameters(url=url)
+            origins = self._origins or own_origins(self.name, address.host, address.port)
+            self._factory.allow_origins(list(origins))
+            log.info(
+                "chatd {listener} accepts browsers from {origins}",
+                listener=self.name,
+                origins=" ".join(origins),
+            )
         log.info("chatd {listener} listener ready at {url}", listener=self.name, url=url)
 
     def stopService(self):
@@ -131,6 +164,18 @@ class ListenerService(Service):
         return stopped
 
 
+def own_origins(listener: str, host: str, port: int) -> list[str]:
+    """The origins of pages this listener itself serves: the names this machine goes by."""
+    scheme = "https" if listener == "wss" else "http"
+    if host in ("0.0.0.0", "::"):
+        names = {"localhost", "127.0.0.1", "[::1]", socket.gethostname(), socket.getfqdn()}
+    else:
+        names = {"[" + host + "]" if ":" in host else host}
+        if host in ("127.0.0.1", "::1"):
+            names |= {"localhost", "127.0.0.1", "[::1]"}
+    return sorted(f"{scheme}://{name}:{port}" for name in names)
+
+
 def _url(scheme: str, host: str, port: int, path: str) -> str:
     """A listener's URL; port 0 (not yet bound) is left out: Autobahn rejects it."""
     host = f"[{host}]" if ":" in host else host
@@ -141,9 +186,17 @@ def makeService(options: Options, reactor=None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
     try:
-        return _build(_load(options), reactor)
+        service = _build(_load(options), reactor)
     except ConfigError as error:
         raise SystemExit(str(error)) from None
+    reactor.addSystemEventTrigger("after", "shutdown", _exit_zero_after_clean_stop, reactor)
+    return service
+
+
+def _exit_zero_after_clean_stop(reactor) -> None:
+    """Exit 0 after a graceful stop: twistd would otherwise re-raise SIGTERM and die by it."""
+    if getattr(reactor, "_exitSignal", None) is not None:
+        reactor._exitSignal = None
 
 
 def _load(options: Options) -> Config:
@@ -173,31 +226,51 @@ def _build(config: Config, reactor) -> ChatService:
         fsync=config.transcripts.fsync == "batch",
         prepare=prepare_frame,
         metrics=metrics,
+        rooms=config.rooms,
     )
-    service = ChatService(broadcaster, store)
+    tls_factory = None
+    if config.wss.enabled:
+        tls_factory = ReloadableContextFactory(_tls_builder(config))
+    service = ChatService(broadcaster, store, reactor, tls_factory)
+    authenticator = authenticator_for(config.auth, config.source)
+    admission = Admission(config.limits.max_connections, config.limits.max_connections_per_ip)
     parser = wire.FrameParser(max_text_chars=config.limits.max_text_chars)
+    limits = config.limits
     timeout = config.server.shutdown_timeout
     health = HealthResource(broadcaster, service.readiness)
     for listener in config.listeners:
+        context = ListenerContext(
+            name=listener.name,
+            broadcaster=broadcaster,
+            parser=parser,
+            authenticator=authenticator,
+            limits=limits,
+            hello_timeout=config.auth.hello_timeout,
+            admission=admission,
+            clock=reactor,
+        )
         factory = ChatServerFactory(
-            listener.name,
-            _url(listener.name, listener.interface, listener.port, "/ws"),
-            broadcaster,
-            parser,
-            config.limits.max_message_bytes,
+            _url(listener.name, listener.interface, listener.port, "/ws"), context
         )
         if listener.name == "wss":
             endpoint = SSL4ServerEndpoint(
-                reactor, listener.port, _tls_options(config), interface=listener.interface
+                reactor, listener.port, tls_factory, interface=listener.interface
             )
         else:
             endpoint = TCP4ServerEndpoint(reactor, listener.port, interface=listener.interface)
-        site = build_site(factory, health)
+        site = build_site(factory, health, limits.handshake_timeout, reactor)
         if config.metrics.enabled and config.metrics.serve_on == listener.name:
             site.resource.putChild(b"metrics", MetricsResource(metrics))
         where = f"{listener.interface}:{listener.port}"
         ListenerService(
-            listener.name, endpoint, site, factory, where, timeout, reactor
+            listener.name,
+            endpoint,
+            site,
+            factory,
+            where,
+            timeout,
+            reactor,
+            config.server.allowed_origins,
         ).setServiceParent(service)
     if config.metrics.enabled and config.metrics.serve_on == "local":
         root = Resource()
@@ -213,7 +286,8 @@ def _build(config: Config, reactor) -> ChatService:
     return service
 
 
-def _tls_options(config: Config):
+def _tls_builder(config: Config):
+    """A function that builds the TLS options from the files; SIGHUP calls it again."""
     if config.tls.certificate is None:
         certificate, key, created = devcert.ensure_dev_certificate(
             config.tls.dev_directory, datetime.now(UTC)
@@ -226,4 +300,4 @@ def _tls_options(config: Config):
             certificate=str(certificate),
         )
         config = replace(config, tls=replace(config.tls, certificate=certificate, key=key))
-    return tls.server_options(config.tls, config.source)
+    return partial(tls.server_options, config.tls, config.source)

@@ -1,16 +1,21 @@
-"""The wss listener's TLS context: TLS 1.2 or newer, forward-secret AEAD ciphers only."""
+"""The wss listener's TLS context: TLS 1.2 or newer, forward-secret AEAD ciphers by default,
+and a certificate that SIGHUP reloads without touching established connections."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
+from twisted.internet.interfaces import IOpenSSLContextFactory
 from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
+from twisted.logger import Logger
+from zope.interface import implementer
 
 from chatd.config import ConfigError, TLSConfig
 
-# TLS 1.3 suites are all forward-secret AEAD; this string governs TLS 1.2.
-CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+_VERSIONS = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
 
 
 def server_options(tls: TLSConfig, source: str) -> CertificateOptions:
@@ -27,12 +32,16 @@ def server_options(tls: TLSConfig, source: str) -> CertificateOptions:
         key = serialization.load_pem_private_key(tls.key.read_bytes(), password=None)
     except (ValueError, TypeError) as error:
         raise problem("key", f"not an unencrypted PEM private key ({error})") from None
+    try:
+        SSL.Context(SSL.TLS_METHOD).set_cipher_list(tls.ciphers.encode())
+    except SSL.Error:
+        raise problem("ciphers", f"no cipher matches {tls.ciphers!r}") from None
     options = CertificateOptions(
         privateKey=crypto.PKey.from_cryptography_key(key),
         certificate=crypto.X509.from_cryptography(certificates[0]),
         extraCertChain=[crypto.X509.from_cryptography(cert) for cert in chain],
-        raiseMinimumTo=TLSVersion.TLSv1_2,
-        acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(CIPHERS),
+        raiseMinimumTo=_VERSIONS[tls.min_version],
+        acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(tls.ciphers),
     )
     try:
         options.getContext()  # checks that the key matches the certificate, now, not later
@@ -49,3 +58,40 @@ def _read_certificates(path, empty: ConfigError) -> list[x509.Certificate]:
     if not certificates:
         raise empty
     return certificates
+
+
+@implementer(IOpenSSLContextFactory)
+class ReloadableContextFactory:
+    """Gives each new TLS connection the current context; `reload()` swaps it.
+
+    Twisted asks its context factory for a context per accepted connection, so established
+    connections keep the context they were made with and new ones get the reloaded one.
+    """
+
+    _log = Logger()
+
+    def __init__(self, build: Callable[[], CertificateOptions]):
+        self._build = build
+        self._options = build()
+
+    def getContext(self):
+        return self._options.getContext()
+
+    def reload(self) -> bool:
+        """Rebuild from the files; on any problem keep serving the old certificate."""
+        try:
+            options = self._build()
+        except (ConfigError, OSError) as error:
+            self._log.error(
+                "TLS reload failed, still serving the previous certificate: {error}",
+                error=str(error),
+            )
+            return False
+        self._options = options
+        certificate = options.certificate.to_cryptography()
+        self._log.info(
+            "TLS certificate reloaded: {subject}, valid until {expiry}",
+            subject=certificate.subject.rfc4514_string(),
+            expiry=certificate.not_valid_after_utc.isoformat(),
+        )
+        return True

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 
 from autobahn.twisted.resource import WebSocketResource
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -37,10 +38,45 @@ class HealthResource(Resource):
         return json.dumps(body).encode()
 
 
-def build_site(websocket_factory, health: HealthResource) -> Site:
+class DeadlineChannel(HTTPChannel):
+    """An HTTP channel that must deliver its first request within the handshake timeout.
+
+    twisted.web's own timeout is an idle timeout, which a client dripping one header byte at a
+    time never trips; this is an absolute deadline. Once a request is in, twisted.web (for
+    /healthz) or Autobahn (for /ws, which takes the connection over) keeps time.
+    """
+
+    deadline = 10.0
+    _deadline_call = None
+
+    def connectionMade(self):
+        super().connectionMade()
+        self._deadline_call = self.callLater(self.deadline, self._deadline_passed)
+
+    def allContentReceived(self):
+        self._cancel_deadline()
+        super().allContentReceived()
+
+    def connectionLost(self, reason):
+        self._cancel_deadline()
+        super().connectionLost(reason)
+
+    def _cancel_deadline(self):
+        if self._deadline_call is not None and self._deadline_call.active():
+            self._deadline_call.cancel()
+        self._deadline_call = None
+
+    def _deadline_passed(self):
+        self._deadline_call = None
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+
+def build_site(websocket_factory, health: HealthResource, handshake_timeout: float, clock) -> Site:
     root = Resource()
     root.putChild(b"ws", WebSocketResource(websocket_factory))
     root.putChild(b"healthz", health)
-    site = Site(root)
+    site = Site(root, timeout=handshake_timeout, reactor=clock)
+    site.protocol = type("Channel", (DeadlineChannel,), {"deadline": handshake_timeout})
     site.displayTracebacks = False
     return site

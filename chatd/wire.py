@@ -28,6 +28,11 @@ BAD_ID = "bad_id"
 NOT_JOINED = "not_joined"
 UNKNOWN_ROOM = "unknown_room"
 UNAVAILABLE = "unavailable"
+AUTH_FAILED = "auth_failed"
+TOKEN_EXPIRED = "token_expired"
+FORBIDDEN = "forbidden"
+RATE_LIMITED = "rate_limited"
+TOO_MANY_ROOMS = "too_many_rooms"
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 ROOM_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -37,6 +42,7 @@ EPOCH_PATTERN = re.compile(r"[a-z0-9]{1,32}")
 # in JSON can smuggle in, and which cannot be written back out as UTF-8).
 _FORBIDDEN_IN_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 _MAX_SEQ = 2**53 - 1  # the largest integer every JSON client can represent exactly
+MAX_TOKEN_CHARS = 8192
 
 
 class ProtocolError(Exception):
@@ -58,8 +64,9 @@ class Since:
 @dataclass(frozen=True, slots=True)
 class Hello:
     type: ClassVar[str] = "hello"
-    name: str
+    name: str | None
     ref: str | None
+    token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,14 +147,20 @@ class FrameParser:
         return parse(obj, ref)
 
     def _hello(self, obj: dict, ref: str | None) -> Hello:
-        name = _field(obj, "name", str, ref)
-        if not NAME_PATTERN.fullmatch(name):
+        """`name` (open mode) and/or `token` (token mode); the authenticator picks."""
+        if "name" not in obj and "token" not in obj:
+            raise ProtocolError(BAD_FRAME, "hello needs a 'name' (or a 'token')", ref)
+        name = _field(obj, "name", str, ref) if "name" in obj else None
+        if name is not None and not NAME_PATTERN.fullmatch(name):
             raise ProtocolError(
                 BAD_NAME,
                 "a name is 1-32 letters, digits, '_', '.' or '-', starting with a letter or digit",
                 ref,
             )
-        return Hello(name=name, ref=ref)
+        token = _field(obj, "token", str, ref) if "token" in obj else None
+        if token is not None and len(token) > MAX_TOKEN_CHARS:
+            raise ProtocolError(BAD_FRAME, f"'token' is longer than {MAX_TOKEN_CHARS}", ref)
+        return Hello(name=name, ref=ref, token=token)
 
     def _join(self, obj: dict, ref: str | None) -> Join:
         room = _room(obj, ref)
@@ -246,8 +259,16 @@ def with_events(head: dict, key: str, lines: list[bytes]) -> bytes:
     return encode(head)[:-1] + b',"' + key.encode() + b'":[' + b",".join(lines) + b"]}"
 
 
-def welcome(user: str, max_text_chars: int) -> bytes:
-    return encode({"type": "welcome", "user": user, "max_text_chars": max_text_chars})
+def welcome(user: str, name: str, roles: list[str], max_text_chars: int) -> bytes:
+    return encode(
+        {
+            "type": "welcome",
+            "user": user,
+            "name": name,
+            "roles": roles,
+            "max_text_chars": max_text_chars,
+        }
+    )
 
 
 def joined(

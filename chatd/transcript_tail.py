@@ -1,0 +1,173 @@
+"""`tail -F` for transcripts: a room's complete lines, across its rotated files, as they arrive.
+
+A room's history is its rotated files, oldest first, then the live `ROOM.jsonl`
+(`transcript.segment_paths`). A `RoomTail` reads them in that order and hands out complete
+lines only. A line still being written (no newline yet) is not consumed: the next call reads
+it again from its start, so it comes out whole once its newline arrives; and if the daemon's
+recovery cuts it off as torn, the line that replaces it is read instead.
+
+The daemon rotates by renaming `ROOM.jsonl` to a rotated name, then creating a new
+`ROOM.jsonl`. The tail keeps the file it has open (by descriptor, so the rename does not
+disturb it) until `ROOM.jsonl` is another file; then it reads what is left in its file and goes
+on with the file that follows it in the listing, found by identity (device and inode), so that
+no line is lost or read twice, however many rotations happened in between.
+
+Polling, not inotify: portable, and cheap (an fstat and a stat per room per call).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from chatd.transcript import ROTATED, SUFFIX, segment_paths
+from chatd.wire import ROOM_PATTERN
+
+Identity = tuple[int, int]  # (st_dev, st_ino): which file, whatever its name now
+
+
+@dataclass(frozen=True)
+class Line:
+    """One complete transcript line, without its newline."""
+
+    room: str
+    path: Path  # the file's name when the tail opened it
+    offset: int
+    data: bytes
+
+
+def room_names(directory: Path) -> list[str]:
+    """Every room with a transcript file in `directory`, live or rotated."""
+    names = set()
+    for entry in os.scandir(directory):
+        rotated = ROTATED.fullmatch(entry.name)
+        if rotated:
+            names.add(rotated["room"])
+        elif entry.name.endswith(SUFFIX) and ROOM_PATTERN.fullmatch(entry.name[: -len(SUFFIX)]):
+            names.add(entry.name[: -len(SUFFIX)])
+    return sorted(names)
+
+
+class RoomTail:
+    """One room's transcript lines, in order, each handed out once."""
+
+    def __init__(self, directory: Path, room: str, warn: Callable[[str], None]):
+        self.directory = directory
+        self.room = room
+        self._warn = warn
+        self._live = directory / f"{room}{SUFFIX}"
+        self._file: BinaryIO | None = None
+        self._path: Path | None = None
+        self._identity: Identity | None = None  # of the open file, or of the last one read
+        self._offset = 0  # where the next unread line starts in the open file
+        self._unfinished = 0  # bytes after the last newline at the last read
+
+    def lines(self, final: bool = False) -> Iterator[Line]:
+        """Complete lines written since the last call (all of them, the first time).
+
+        With `final`, an unfinished last line in the live file is skipped with a warning, as
+        when reading once; otherwise it waits for the next call.
+        """
+        while self._file is not None or self._open_next():
+            yield from self._read_complete_lines()
+            if not self._has_successor():
+                if final and self._unfinished:
+                    self._warn(
+                        f"{self._path.name}: skipped an unfinished last line at byte"
+                        f" {self._offset} (being written, or torn by a crash)"
+                    )
+                return
+            # The rotation is done: whatever the open file holds now is all it will hold.
+            yield from self._read_complete_lines()
+            if self._unfinished:
+                self._warn(f"{self._path.name}: skipped a torn last line at byte {self._offset}")
+            self._file.close()
+            self._file = None
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _read_complete_lines(self) -> Iterator[Line]:
+        if os.fstat(self._file.fileno()).st_size < self._offset:
+            self._warn(f"{self._path.name}: truncated; reading it again from the start")
+            self._offset = 0
+        self._file.seek(self._offset)
+        self._unfinished = 0
+        for chunk in iter(self._file.readline, b""):
+            if not chunk.endswith(b"\n"):
+                self._unfinished = len(chunk)
+                return
+            offset, self._offset = self._offset, self._offset + len(chunk)
+            if len(chunk) > 1:
+                yield Line(self.room, self._path, offset, chunk[:-1])
+
+    def _has_successor(self) -> bool:
+        """Whether a newer file follows the open one."""
+        try:
+            return _identity(self._live) != self._identity
+        except FileNotFoundError:
+            # Mid-rotation (renamed, not yet recreated), or a room left with rotated files only.
+            return bool(self._following_segments())
+
+    def _open_next(self) -> bool:
+        following = self._following_segments()
+        if not following:
+            return False
+        path, identity = following[0]
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 (kept open across calls; see close)
+        except FileNotFoundError:
+            return False  # renamed by a rotation just now: the next call finds its new name
+        if _identity(handle.fileno()) != identity:
+            handle.close()  # `path` is already a newer file: list again on the next call
+            return False
+        self._file, self._path, self._identity, self._offset = handle, path, identity, 0
+        return True
+
+    def _following_segments(self) -> list[tuple[Path, Identity]]:
+        """The room's files after the last one opened (all of them before the first)."""
+        segments = []
+        for path in segment_paths(self.directory, self.room):
+            try:
+                segments.append((path, _identity(path)))
+            except FileNotFoundError:
+                continue  # renamed or removed since the listing
+        identities = [identity for _path, identity in segments]
+        if self._identity is None:
+            return segments
+        if self._identity in identities:
+            return segments[identities.index(self._identity) + 1 :]
+        # The file last read is gone (removed by hand): the live file is what follows.
+        return [segment for segment in segments if segment[0] == self._live]
+
+
+class DirectoryTail:
+    """Tails for one room, or for every room in the directory including rooms that appear."""
+
+    def __init__(self, directory: Path, room: str | None, warn: Callable[[str], None]):
+        self.directory = directory
+        self._room = room
+        self._warn = warn
+        self._tails: dict[str, RoomTail] = {}
+
+    def lines(self, final: bool = False) -> list[Iterator[Line]]:
+        """Each room's `RoomTail.lines`, rooms in name order."""
+        rooms = room_names(self.directory) if self._room is None else [self._room]
+        for room in rooms:
+            if room not in self._tails:
+                self._tails[room] = RoomTail(self.directory, room, self._warn)
+        return [self._tails[room].lines(final) for room in sorted(self._tails)]
+
+    def close(self) -> None:
+        for tail in self._tails.values():
+            tail.close()
+
+
+def _identity(file: Path | int) -> Identity:
+    status = os.stat(file)
+    return status.st_dev, status.st_ino
