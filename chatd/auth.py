@@ -27,12 +27,19 @@ class Identity:
 
 
 class OpenAuthenticator:
-    """Anyone may be anyone: the name in `hello` is the user id."""
+    """Anyone may be anyone: the name in `hello` is the user id.
+
+    `trial_roles` gives roles to chosen names ([support] trial_agents): for local trial only.
+    """
+
+    def __init__(self, trial_roles: dict[str, frozenset[str]] | None = None):
+        self._trial_roles = {name.casefold(): roles for name, roles in (trial_roles or {}).items()}
 
     def identify(self, hello: wire.Hello) -> Identity:
         if hello.name is None:
             raise Refused(wire.BAD_FRAME, "hello needs a 'name'")
-        return Identity(hello.name, hello.name, frozenset())
+        roles = self._trial_roles.get(hello.name.casefold(), frozenset())
+        return Identity(hello.name, hello.name, roles)
 
 
 class TokenAuthenticator:
@@ -100,10 +107,10 @@ def load_verification_key(config: AuthConfig, source: str):
     return key
 
 
-def authenticator_for(config: AuthConfig, source: str):
+def authenticator_for(config: AuthConfig, source: str, trial_roles=None):
     if config.mode == "token":
         return TokenAuthenticator(config, source)
-    return OpenAuthenticator()
+    return OpenAuthenticator(trial_roles)
 
 
 def mint_token(

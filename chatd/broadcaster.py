@@ -26,6 +26,8 @@ from chatd.config import ANYONE, HistoryConfig, LimitsConfig, RoomPolicy, RoomsC
 from chatd.errors import Refused
 from chatd.metrics import Metrics
 from chatd.rooms import Event, Room
+from chatd.support import PREFIX as SUPPORT_PREFIX
+from chatd.support import SupportDesk
 from chatd.transcript import TranscriptStore, new_epoch
 
 
@@ -72,6 +74,7 @@ class Broadcaster:
         make_epoch: Callable[[], str] = new_epoch,
         metrics: Metrics | None = None,
         rooms: RoomsConfig | None = None,
+        support: SupportDesk | None = None,
     ):
         self._clock = clock
         self._store = store
@@ -81,6 +84,7 @@ class Broadcaster:
         self._prepare = prepare
         self._make_epoch = make_epoch
         self._policies = rooms or RoomsConfig(allow_create=True, max_rooms=10_000, declared={})
+        self.support = support
         self.rooms: dict[str, Room] = {}
         self._users: dict[str, Session] = {}  # by case-folded name
         self._batch: list[_Posted] = []
@@ -109,6 +113,10 @@ class Broadcaster:
         for name in self._policies.declared:
             if name not in self.rooms:
                 self._create_room(name)
+        if self.support is not None:
+            for room in self.rooms.values():
+                if room.name.startswith(SUPPORT_PREFIX):
+                    self.support.recover(room)
 
     def _memory_events(self, policy: RoomPolicy) -> int:
         return policy.memory_events or self._history.memory_events
@@ -150,9 +158,8 @@ class Broadcaster:
         return session
 
     def join(self, session: Session, request: wire.Join) -> bytes:
+        self._check_may_see(session, request.room)
         policy = self._policies.policy(request.room)
-        if not session.may(policy.join):
-            raise Refused(wire.FORBIDDEN, f"you may not join {request.room!r}")
         if (
             request.room not in session.rooms
             and len(session.rooms) >= self._limits.max_rooms_per_connection
@@ -238,7 +245,19 @@ class Broadcaster:
         more = bool(events) and Event.from_line(events[0]).seq > 1
         return wire.history(room.name, room.epoch, events, more, request.ref)
 
+    def support_room(self, session: Session) -> str | None:
+        """The customer's own conversation room, when the support desk is on."""
+        return None if self.support is None else self.support.customer_room(session)
+
+    def queue(self, session: Session, request: wire.Queue) -> bytes:
+        """Subscribe an agent to the support queue; the reply is the current queue."""
+        if self.support is None or not self.support.is_agent(session):
+            raise Refused(wire.FORBIDDEN, "only support agents may watch the queue")
+        return self.support.watch(session, request.ref)
+
     def disconnect(self, session: Session) -> None:
+        if self.support is not None:
+            self.support.forget(session)
         if self._users.get(session.user.casefold()) is session:
             del self._users[session.user.casefold()]
         for room_name in sorted(session.rooms):
@@ -246,10 +265,17 @@ class Broadcaster:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _visible_room(self, session: Session, name: str) -> Room:
-        """A room whose members and history this user may see: one they may join."""
-        if not session.may(self._policies.policy(name).join):
+    def _check_may_see(self, session: Session, name: str) -> None:
+        """May this user join the room, and so see its members and history?"""
+        if self.support is not None and name.startswith(SUPPORT_PREFIX):
+            allowed = self.support.may_see(session, name, exists=name in self.rooms)
+        else:
+            allowed = session.may(self._policies.policy(name).join)
+        if not allowed:
             raise Refused(wire.FORBIDDEN, f"you may not see {name!r}")
+
+    def _visible_room(self, session: Session, name: str) -> Room:
+        self._check_may_see(session, name)
         room = self.rooms.get(name)
         if room is None:
             raise Refused(wire.UNKNOWN_ROOM, f"there is no room {name!r}")
@@ -314,6 +340,8 @@ class Broadcaster:
                 self.metrics.events.inc()
                 self.metrics.deliveries.inc(len(room.members))
                 self.metrics.bytes_out.inc(len(room.members) * len(event.line))
+                if self.support is not None and room.name.startswith(SUPPORT_PREFIX):
+                    self.support.observe(room, event)
             if posted.ack_to is not None:
                 posted.ack_to.connection.send(wire.ack(posted.client_id, posted.seq))
 

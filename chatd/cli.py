@@ -23,16 +23,27 @@ def load_daemon_config(path: Path | None) -> Config:
     return load_config(path or find_config_file(Path.cwd()))
 
 
-def check_config(args: argparse.Namespace) -> int:
-    """Run the daemon's start-up checks on the configuration, without starting anything."""
+def check_files(config: Config) -> None:
+    """The daemon's start-up checks of the files the configuration names: raises ConfigError.
+
+    Mirrors what `tap.makeService` loads before it listens (the transcript directory aside:
+    the daemon creates it, and a check should not).
+    """
     # Imported here: Twisted's TLS stack takes a tenth of a second to import, and
     # chatd-transcript, which shares this module, has no use for it.
     from chatd import tls
+    from chatd.auth import authenticator_for
 
+    if config.wss.enabled and config.tls.certificate is not None:
+        tls.server_options(config.tls, config.source)
+    authenticator_for(config.auth, config.source)
+
+
+def check_config(args: argparse.Namespace) -> int:
+    """Run the daemon's start-up checks on the configuration, without starting anything."""
     try:
         config = load_daemon_config(args.config)
-        if config.wss.enabled and config.tls.certificate is not None:
-            tls.server_options(config.tls, config.source)
+        check_files(config)
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 1
@@ -52,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate the configuration as the daemon would at start",
         description=(
             "Load the configuration the daemon would load and run its start-up checks on it,"
-            " including the [tls] certificate and key when wss is enabled. Prints 'FILE: ok'"
-            " and exits 0, or prints the daemon's one-line error and exits 1. File checks are"
-            " made as the user running this command: run it as the daemon's user."
+            " the files it names included: the [tls] certificate and key (when wss is enabled)"
+            " and the [auth] key. Prints 'FILE: ok' and exits 0, or prints the daemon's one-line"
+            " error and exits 1. Files are checked as the user running this command: run it as"
+            " the daemon's user."
         ),
     )
     check.add_argument("--config", "-c", type=Path, metavar="FILE", help=CONFIG_HELP)

@@ -411,6 +411,23 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class SupportConfig:
+    """The customer-support desk (docs/protocol.md, "Support desk")."""
+
+    enabled: bool
+    agent_role: str
+    trial_agents: tuple[str, ...]
+
+    @classmethod
+    def read(cls, reader: SectionReader) -> SupportConfig:
+        return cls(
+            enabled=reader.boolean("enabled", False),
+            agent_role=reader.text("agent_role", "agent"),
+            trial_agents=reader.words("trial_agents", ()),
+        )
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     server: ServerConfig
@@ -423,6 +440,7 @@ class Config:
     metrics: MetricsConfig
     auth: AuthConfig
     rooms: RoomsConfig
+    support: SupportConfig
 
     @property
     def listeners(self) -> list[ListenerConfig]:
@@ -437,6 +455,7 @@ SECTIONS = (
     "tls",
     "auth",
     "rooms",
+    "support",
     "transcripts",
     "history",
     "limits",
@@ -454,9 +473,11 @@ def parse_config(text: str, source: str) -> Config:
     try:
         parser.read_string(text, source=source)
     except configparser.Error as error:
-        raise ConfigError(source, None, None, _describe_parse_error(error)) from None
+        raise ConfigError(source, None, None, _describe_parse_error(error, text)) from None
     room_sections = [name for name in parser.sections() if name.startswith(ROOM_SECTION)]
-    for section in parser.sections():
+    # configparser would silently copy a [DEFAULT] section's keys into every other section.
+    default = [parser.default_section] if parser.defaults() else []
+    for section in default + parser.sections():
         if section not in SECTIONS and section not in room_sections:
             raise ConfigError(
                 source,
@@ -488,14 +509,19 @@ def parse_config(text: str, source: str) -> Config:
         metrics=MetricsConfig.read(readers["metrics"]),
         auth=AuthConfig.read(readers["auth"]),
         rooms=RoomsConfig.read(readers["rooms"], declared),
+        support=SupportConfig.read(readers["support"]),
     )
     for reader in readers.values():
         reader.finish()
     _check_listeners(config)
+    if config.support.trial_agents and config.auth.mode != "open":
+        raise ConfigError(
+            source, "support", "trial_agents", "only for [auth] mode = open; tokens carry roles"
+        )
     return config
 
 
-def _describe_parse_error(error: configparser.Error) -> str:
+def _describe_parse_error(error: configparser.Error, text: str) -> str:
     if isinstance(error, configparser.MissingSectionHeaderError):
         return f"line {error.lineno}: a key outside any [section]"
     if isinstance(error, configparser.DuplicateSectionError):
@@ -503,8 +529,9 @@ def _describe_parse_error(error: configparser.Error) -> str:
     if isinstance(error, configparser.DuplicateOptionError):
         return f"line {error.lineno}: [{error.section}] {error.option} appears twice"
     if isinstance(error, configparser.ParsingError):
-        lineno, line = error.errors[0]
-        return f"line {lineno}: cannot parse {line.strip()!r}"
+        lineno, _quoted = error.errors[0]  # configparser keeps repr(line), newline included
+        line = text.split("\n")[lineno - 1].strip()
+        return f"line {lineno}: cannot parse {line!r}"
     return error.message
 
 

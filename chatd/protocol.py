@@ -234,6 +234,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
                 identity.display_name,
                 sorted(identity.roles),
                 context.parser.max_text_chars,
+                context.broadcaster.support_room(self.session),
             )
         )
 
@@ -252,6 +253,9 @@ class ChatServerProtocol(WebSocketServerProtocol):
 
     def handle_history(self, frame: wire.History) -> None:
         self.send(self.factory.context.broadcaster.history(self.session, frame))
+
+    def handle_queue(self, frame: wire.Queue) -> None:
+        self.send(self.factory.context.broadcaster.queue(self.session, frame))
 
     # -- sending ------------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from chatd.broadcaster import Broadcaster
 from chatd.config import Config, ConfigError, find_config_file, load_config
 from chatd.metrics import Metrics, MetricsResource
 from chatd.protocol import ChatServerFactory, ListenerContext, prepare_frame
+from chatd.support import SupportDesk
 from chatd.tls import ReloadableContextFactory
 from chatd.transcript import Rotation, TranscriptStore
 from chatd.web import HealthResource, build_site
@@ -227,12 +228,23 @@ def _build(config: Config, reactor) -> ChatService:
         prepare=prepare_frame,
         metrics=metrics,
         rooms=config.rooms,
+        support=SupportDesk(config.support.agent_role) if config.support.enabled else None,
     )
     tls_factory = None
     if config.wss.enabled:
         tls_factory = ReloadableContextFactory(_tls_builder(config))
     service = ChatService(broadcaster, store, reactor, tls_factory)
-    authenticator = authenticator_for(config.auth, config.source)
+    trial_roles = {
+        name: frozenset({config.support.agent_role}) for name in config.support.trial_agents
+    }
+    if trial_roles:
+        log.warn(
+            "[support] trial_agents gives the {role} role to {names} by name alone:"
+            " for local trial only",
+            role=config.support.agent_role,
+            names=", ".join(config.support.trial_agents),
+        )
+    authenticator = authenticator_for(config.auth, config.source, trial_roles)
     admission = Admission(config.limits.max_connections, config.limits.max_connections_per_ip)
     parser = wire.FrameParser(max_text_chars=config.limits.max_text_chars)
     limits = config.limits

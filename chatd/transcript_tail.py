@@ -7,10 +7,11 @@ it again from its start, so it comes out whole once its newline arrives; and if 
 recovery cuts it off as torn, the line that replaces it is read instead.
 
 The daemon rotates by renaming `ROOM.jsonl` to a rotated name, then creating a new
-`ROOM.jsonl`. The tail keeps the file it has open (by descriptor, so the rename does not
-disturb it) until `ROOM.jsonl` is another file; then it reads what is left in its file and goes
-on with the file that follows it in the listing, found by identity (device and inode), so that
-no line is lost or read twice, however many rotations happened in between.
+`ROOM.jsonl`, and writes nothing more to the old file once the new one exists. The tail keeps
+the file it has open (by descriptor, so the rename does not disturb it) until `ROOM.jsonl` is
+another file; then it reads what is left in its file and goes on with the file that follows it
+in the listing, found by identity (device and inode), so that no line is lost or read twice,
+however many rotations happened in between.
 
 Polling, not inotify: portable, and cheap (an fstat and a stat per room per call).
 """
@@ -23,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from chatd.transcript import ROTATED, SUFFIX, segment_paths
-from chatd.wire import ROOM_PATTERN
+from chatd.transcript import SUFFIX, TranscriptStore, segment_paths
 
 Identity = tuple[int, int]  # (st_dev, st_ino): which file, whatever its name now
 
@@ -37,18 +37,6 @@ class Line:
     path: Path  # the file's name when the tail opened it
     offset: int
     data: bytes
-
-
-def room_names(directory: Path) -> list[str]:
-    """Every room with a transcript file in `directory`, live or rotated."""
-    names = set()
-    for entry in os.scandir(directory):
-        rotated = ROTATED.fullmatch(entry.name)
-        if rotated:
-            names.add(rotated["room"])
-        elif entry.name.endswith(SUFFIX) and ROOM_PATTERN.fullmatch(entry.name[: -len(SUFFIX)]):
-            names.add(entry.name[: -len(SUFFIX)])
-    return sorted(names)
 
 
 class RoomTail:
@@ -72,16 +60,17 @@ class RoomTail:
         when reading once; otherwise it waits for the next call.
         """
         while self._file is not None or self._open_next():
+            # Look for a successor before reading: once it exists, the daemon has finished
+            # with the open file, so this read gets everything the file will ever hold.
+            finished = self._has_successor()
             yield from self._read_complete_lines()
-            if not self._has_successor():
+            if not finished:
                 if final and self._unfinished:
                     self._warn(
                         f"{self._path.name}: skipped an unfinished last line at byte"
                         f" {self._offset} (being written, or torn by a crash)"
                     )
                 return
-            # The rotation is done: whatever the open file holds now is all it will hold.
-            yield from self._read_complete_lines()
             if self._unfinished:
                 self._warn(f"{self._path.name}: skipped a torn last line at byte {self._offset}")
             self._file.close()
@@ -153,11 +142,12 @@ class DirectoryTail:
         self.directory = directory
         self._room = room
         self._warn = warn
+        self._store = TranscriptStore(directory)  # only to list the rooms, as the daemon does
         self._tails: dict[str, RoomTail] = {}
 
     def lines(self, final: bool = False) -> list[Iterator[Line]]:
         """Each room's `RoomTail.lines`, rooms in name order."""
-        rooms = room_names(self.directory) if self._room is None else [self._room]
+        rooms = self._store.rooms() if self._room is None else [self._room]
         for room in rooms:
             if room not in self._tails:
                 self._tails[room] = RoomTail(self.directory, room, self._warn)

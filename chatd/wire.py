@@ -112,7 +112,13 @@ class History:
     ref: str | None
 
 
-ClientFrame = Hello | Join | Leave | Say | Who | History
+@dataclass(frozen=True, slots=True)
+class Queue:
+    type: ClassVar[str] = "queue"
+    ref: str | None
+
+
+ClientFrame = Hello | Join | Leave | Say | Who | History | Queue
 
 
 class FrameParser:
@@ -127,6 +133,7 @@ class FrameParser:
             "say": self._say,
             "who": self._who,
             "history": self._history,
+            "queue": self._queue,
         }
 
     def parse(self, payload: bytes) -> ClientFrame:
@@ -203,6 +210,9 @@ class FrameParser:
         limit = _integer(obj, "limit", ref, minimum=1) if "limit" in obj else None
         return History(room=room, before=before, limit=limit, ref=ref)
 
+    def _queue(self, obj: dict, ref: str | None) -> Queue:
+        return Queue(ref=ref)
+
 
 def _ref_of(obj: dict) -> str | None:
     """The client's `id`, echoed as `ref` in replies; absent unless it is well-formed."""
@@ -259,16 +269,19 @@ def with_events(head: dict, key: str, lines: list[bytes]) -> bytes:
     return encode(head)[:-1] + b',"' + key.encode() + b'":[' + b",".join(lines) + b"]}"
 
 
-def welcome(user: str, name: str, roles: list[str], max_text_chars: int) -> bytes:
-    return encode(
-        {
-            "type": "welcome",
-            "user": user,
-            "name": name,
-            "roles": roles,
-            "max_text_chars": max_text_chars,
-        }
-    )
+def welcome(
+    user: str, name: str, roles: list[str], max_text_chars: int, support_room: str | None
+) -> bytes:
+    frame = {
+        "type": "welcome",
+        "user": user,
+        "name": name,
+        "roles": roles,
+        "max_text_chars": max_text_chars,
+    }
+    if support_room is not None:
+        frame["support_room"] = support_room
+    return encode(frame)
 
 
 def joined(
