@@ -308,7 +308,7 @@ class ChatServerFactory(WebSocketServerFactory):
     protocol = ChatServerProtocol
 
     def __init__(self, url: str, context: ListenerContext):
-        super().__init__(url)
+        super().__init__(url, reactor=context.clock)
         self.context = context
         limits = context.limits
         self.live: set[ChatServerProtocol] = set()

@@ -77,10 +77,23 @@ class ChatService(MultiService):
     def startService(self):
         self.broadcaster.recover()
         super().startService()
-        # The handler only schedules the reload: it runs between two reactor iterations.
-        signal.signal(
-            signal.SIGHUP, lambda _signum, _frame: self._reactor.callFromThread(self.reload)
-        )
+        # After the reactor's own handlers, so that ours are the ones that stay.
+        self._reactor.callWhenRunning(self._handle_signals)
+
+    def _handle_signals(self) -> None:
+        """SIGHUP reloads; SIGTERM and SIGINT stop gracefully and exit 0 (the reactor's own
+        handlers would have twistd re-raise the signal and die by it). Each handler only
+        schedules the work, which runs between two reactor iterations."""
+        reactor = self._reactor
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: reactor.callFromThread(self.reload))
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(
+                stop_signal, lambda signum, _frame: reactor.callFromThread(self._stop, signum)
+            )
+
+    def _stop(self, signum: int) -> None:
+        log.info("{signal}: stopping gracefully", signal=signal.Signals(signum).name)
+        self._reactor.stop()
 
     def reload(self) -> None:
         """SIGHUP: reload the TLS certificate; established connections are not touched."""
@@ -187,17 +200,9 @@ def makeService(options: Options, reactor=None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
     try:
-        service = _build(_load(options), reactor)
+        return _build(_load(options), reactor)
     except ConfigError as error:
         raise SystemExit(str(error)) from None
-    reactor.addSystemEventTrigger("after", "shutdown", _exit_zero_after_clean_stop, reactor)
-    return service
-
-
-def _exit_zero_after_clean_stop(reactor) -> None:
-    """Exit 0 after a graceful stop: twistd would otherwise re-raise SIGTERM and die by it."""
-    if getattr(reactor, "_exitSignal", None) is not None:
-        reactor._exitSignal = None
 
 
 def _load(options: Options) -> Config:

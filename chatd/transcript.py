@@ -232,6 +232,9 @@ class TranscriptStore:
         recent: list[Event] = []
         epoch = None
         last_seq = 0
+        # Unreadable lines after the newest readable one: each may have held a delivered event,
+        # so their seqs are skipped, never reused.
+        unreadable_newest = 0
         for index, path in enumerate(reversed(segment_paths(self.directory, room))):
             # Only the newest file can end in a torn line: rotation follows a complete write.
             with open(path, "r+b" if index == 0 else "rb") as handle:
@@ -246,9 +249,14 @@ class TranscriptStore:
                             offset=offset,
                             error=str(error),
                         )
-                        continue
+                        if epoch is None:
+                            unreadable_newest += 1
+                            continue
+                        break  # the history in memory must have no hole: it ends here
                     if epoch is None:
-                        epoch, last_seq = event.epoch, event.seq
+                        epoch, last_seq = event.epoch, event.seq + unreadable_newest
+                        if unreadable_newest:
+                            break
                     if event.epoch != epoch or len(recent) >= keep:
                         break
                     recent.append(event)

@@ -1,0 +1,77 @@
+"""Per-connection limits through a real daemon: rate, flood, hello deadline, connections per IP.
+
+The other e2e tests raise the rate limit out of the way (conftest.py); these set their own.
+"""
+
+from __future__ import annotations
+
+import pytest
+from chatd_harness import wait_for
+from websockets.exceptions import InvalidStatus
+
+
+def test_a_flooding_client_is_refused_then_closed_and_nobody_else_notices(make_daemon, clients):
+    daemon = make_daemon(
+        # A burst of 5 frames, and then practically nothing: one frame per 100 s.
+        limits={"messages_per_second": 0.01, "message_burst": 5, "flood_close_after": 3}
+    )
+    alice, bob = clients(daemon.url("ws")), clients(daemon.url("wss"))
+    alice.hello("alice")  # frame 1 of 5
+    alice.join("lobby")  # 2
+    bob.hello("bob")
+    bob.join("lobby")
+    alice.next_event()  # bob's presence
+    said = [
+        alice.say("lobby", f"within the burst {number}", f"a-{number}")[0] for number in range(3)
+    ]
+    for message in said:
+        assert bob.next_event() == message
+
+    # Over the limit: refused, not posted, connection kept...
+    for number in range(2):
+        alice.send({"type": "say", "room": "lobby", "text": "too fast", "id": f"x-{number}"})
+        error = alice.recv()
+        assert (error["type"], error["code"]) == ("error", "rate_limited"), error
+    # ... until flood_close_after frames in a row were refused.
+    alice.send({"type": "say", "room": "lobby", "text": "too fast", "id": "x-2"})
+    assert alice.expect_closed()[0] == 1008
+
+    leave = bob.next_event()
+    assert (leave["user"], leave["event"]) == ("alice", "leave")
+    message, _ack = bob.say("lobby", "bob has his own budget", "b-1")
+    assert message["seq"] == leave["seq"] + 1
+    texts = [
+        event.get("text") for event in daemon.transcript("lobby") if event["type"] == "message"
+    ]
+    assert texts == [*(message["text"] for message in said), "bob has his own budget"]
+
+
+def test_no_hello_in_time_closes_with_1008(make_daemon, clients):
+    daemon = make_daemon(auth={"hello_timeout": "1s"})
+    silent, prompt = clients(daemon.url("ws")), clients(daemon.url("wss"))
+    prompt.hello("prompt")
+    assert silent.expect_closed()[0] == 1008
+    # A welcomed connection has no deadline.
+    prompt.join("lobby")
+    prompt.send({"type": "who", "room": "lobby"})
+    assert prompt.recv()["members"] == ["prompt"]
+
+
+def test_connections_per_address_are_capped(make_daemon, clients):
+    daemon = make_daemon(limits={"max_connections_per_ip": 2})
+    first, second = clients(daemon.url("ws")), clients(daemon.url("wss"))
+    with pytest.raises(InvalidStatus) as refused:
+        clients(daemon.url("ws"))
+    assert refused.value.response.status_code == 429
+    # The admitted ones work; and a closed connection frees its place.
+    first.hello("first")
+    second.close()
+    wait_for(lambda: _connect_or_none(clients, daemon.url("wss")), 5, "a free place")
+
+
+def _connect_or_none(clients, url):
+    try:
+        return clients(url)
+    except InvalidStatus as refused:
+        assert refused.response.status_code == 429
+        return None

@@ -1,0 +1,356 @@
+"""Shared fixtures for the unit tests: no sockets, no sleeps, no global reactor.
+
+Time is a `task.Clock` (or a `MemoryReactorClock` where Autobahn needs a reactor); transcripts
+are real files under pytest's `tmp_path`. The doubles stand in for collaborators, never for
+the thing under test: `RecordingConnection` for a WebSocket connection as the broadcaster sees
+it, and iosim's in-memory transports (with `TCPTransport` remembering TCP_NODELAY) for sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import txaio
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import globalLogPublisher
+from twisted.test import iosim
+
+from chatd import wire
+from chatd.admission import Admission
+from chatd.auth import OpenAuthenticator
+from chatd.broadcaster import Broadcaster, Session
+from chatd.config import load_config
+from chatd.protocol import ChatServerFactory, ListenerContext, prepare_frame
+from chatd.transcript import TranscriptStore
+from chatd.web import HealthResource, build_site
+
+DEFAULTS = load_config(None)
+
+
+class Prepared:
+    """What the broadcaster's `prepare` made of an event: compared by identity, not value."""
+
+    def __init__(self, line: bytes):
+        self.line = line
+
+
+class RecordingConnection:
+    """Records every frame the broadcaster hands to a connection, decoded, in order."""
+
+    def __init__(self):
+        self.frames: list[dict] = []
+        self.prepared: list[Prepared] = []
+
+    def send(self, payload: bytes) -> None:
+        self.frames.append(json.loads(payload))
+
+    def send_prepared(self, frame: Prepared) -> None:
+        self.prepared.append(frame)
+        self.frames.append(json.loads(frame.line))
+
+    def of_type(self, kind: str) -> list[dict]:
+        return [frame for frame in self.frames if frame["type"] == kind]
+
+
+def _global_delayed_calls() -> set:
+    reactor = sys.modules.get("twisted.internet.reactor")
+    return set(reactor.getDelayedCalls()) if reactor is not None else set()
+
+
+@pytest.fixture(autouse=True)
+def global_reactor_untouched():
+    """Unit tests run on injected clocks: nothing may be left scheduled on the global reactor."""
+    before = _global_delayed_calls()
+    yield
+    assert _global_delayed_calls() <= before, "a unit test scheduled a call on the global reactor"
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def transcript_dir(tmp_path: Path) -> Path:
+    return tmp_path / "transcripts"
+
+
+@pytest.fixture
+def make_connection():
+    return RecordingConnection
+
+
+@pytest.fixture
+def prepared_frames() -> list[Prepared]:
+    """Every frame any broadcaster of this test prepared, in order."""
+    return []
+
+
+@pytest.fixture
+def make_broadcaster(clock, transcript_dir, prepared_frames):
+    """Build a recovered Broadcaster on a real TranscriptStore; closes the stores afterwards."""
+    stores: list[TranscriptStore] = []
+
+    def record(line: bytes) -> Prepared:
+        frame = Prepared(line)
+        prepared_frames.append(frame)
+        return frame
+
+    def make(
+        *,
+        memory_events: int = 1000,
+        replay_events: int = 50,
+        page_limit: int = 200,
+        retry_window: float = 300.0,
+        fsync: bool = False,
+        clock: Clock = clock,
+        prepare=record,
+    ) -> Broadcaster:
+        store = TranscriptStore(transcript_dir)
+        store.prepare()
+        stores.append(store)
+        broadcaster = Broadcaster(
+            clock,
+            store,
+            replace(
+                DEFAULTS.history,
+                memory_events=memory_events,
+                replay_events=replay_events,
+                page_limit=page_limit,
+            ),
+            replace(DEFAULTS.limits, retry_window=retry_window),
+            fsync=fsync,
+            prepare=prepare,
+        )
+        broadcaster.recover()
+        return broadcaster
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+def identify(name: str):
+    """The identity an open-mode hello as `name` establishes."""
+    return OpenAuthenticator().identify(wire.Hello(name=name, ref=None))
+
+
+@pytest.fixture
+def hello():
+    """`hello(broadcaster, connection, name)`: a session, as the protocol would make it."""
+
+    def hello(broadcaster: Broadcaster, connection, name: str) -> Session:
+        return broadcaster.hello(connection, identify(name))
+
+    return hello
+
+
+@pytest.fixture
+def enter(make_connection):
+    """Say hello as `name` and join `room`: returns (session, connection, joined reply)."""
+
+    def enter(
+        broadcaster: Broadcaster,
+        name: str,
+        room: str = "lobby",
+        since: wire.Since | None = None,
+    ) -> tuple[Session, RecordingConnection, dict]:
+        connection = make_connection()
+        session = broadcaster.hello(connection, identify(name))
+        joined = json.loads(broadcaster.join(session, wire.Join(room=room, since=since, ref=None)))
+        return session, connection, joined
+
+    return enter
+
+
+@pytest.fixture
+def log_events():
+    """Every twisted.logger event emitted during the test."""
+    events: list[dict] = []
+    observer = events.append
+    globalLogPublisher.addObserver(observer)
+    yield events
+    globalLogPublisher.removeObserver(observer)
+
+
+@pytest.fixture
+def umask_022():
+    """A fixed umask, so that file modes do not depend on the shell that runs the tests."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+@pytest.fixture
+def limited_file_size():
+    """`limit(n)`: writes past n bytes fail with EFBIG (RLIMIT_FSIZE); `limit(None)` lifts it.
+
+    The one way to make a real write fail halfway, as a full disk would.
+    """
+    previous_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    def limit(size: int | None) -> None:
+        new = previous_limit if size is None else (size, previous_limit[1])
+        resource.setrlimit(resource.RLIMIT_FSIZE, new)
+
+    yield limit
+    resource.setrlimit(resource.RLIMIT_FSIZE, previous_limit)
+    signal.signal(signal.SIGXFSZ, previous_handler)
+
+
+# -- an in-memory listener: a real Autobahn client against the real server protocol ----------
+
+URL = "ws://127.0.0.1:8080/ws"
+LIMITS = replace(
+    DEFAULTS.limits, max_message_bytes=1024, max_text_chars=100, max_buffered_bytes=2048
+)
+HELLO_TIMEOUT = 10.0
+
+
+class ChatClient(WebSocketClientProtocol):
+    """Records what the server sent: decoded text frames and the close code it chose."""
+
+    server_side = None  # the ChatServerProtocol at the other end, set by ChatServer.connect
+
+    def __init__(self):
+        super().__init__()
+        self.frames: list[dict] = []
+        self.opened = False
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+
+    def onOpen(self):
+        self.opened = True
+
+    def onMessage(self, payload, isBinary):
+        self.frames.append(json.loads(payload))
+
+    def onClose(self, wasClean, code, reason):
+        self.close_code = self.remoteCloseCode
+        self.close_reason = self.remoteCloseReason
+
+    def send_json(self, obj: dict) -> None:
+        self.sendMessage(json.dumps(obj).encode())
+
+    def of_type(self, kind: str) -> list[dict]:
+        return [frame for frame in self.frames if frame["type"] == kind]
+
+
+class TCPTransport(iosim.FakeTransport):
+    """iosim's transport, remembering TCP_NODELAY as a TCP socket would."""
+
+    tcp_no_delay = False
+
+    def setTcpNoDelay(self, enabled):
+        self.tcp_no_delay = bool(enabled)
+
+    def getTcpNoDelay(self):
+        return self.tcp_no_delay
+
+
+class ChatServer:
+    """One listener, as tap builds it, with in-memory connections to it.
+
+    `via_site` puts twisted.web in front (the daemon's path: HTTP upgrade at /ws through
+    WebSocketResource); otherwise connections go straight to the WebSocket factory.
+    """
+
+    limits = LIMITS
+    hello_timeout = HELLO_TIMEOUT
+
+    def __init__(self, reactor, broadcaster: Broadcaster, admission: Admission, via_site: bool):
+        self.reactor = reactor
+        self.broadcaster = broadcaster
+        context = ListenerContext(
+            name="ws",
+            broadcaster=broadcaster,
+            parser=wire.FrameParser(max_text_chars=LIMITS.max_text_chars),
+            authenticator=OpenAuthenticator(),
+            limits=LIMITS,
+            hello_timeout=HELLO_TIMEOUT,
+            admission=admission,
+            clock=reactor,
+        )
+        self.factory = ChatServerFactory(URL, context)
+        self.checks = {"listener_ws": True}
+        self.health = HealthResource(broadcaster, lambda: dict(self.checks))
+        self.site = build_site(self.factory, self.health, LIMITS.handshake_timeout, reactor)
+        self._entry = self.site if via_site else self.factory
+        self.pumps: list[iosim.IOPump] = []
+        self.server_transports: list[TCPTransport] = []
+        self._port = 40000
+
+    def connect(self, ip: str = "127.0.0.1") -> ChatClient:
+        self._port += 1
+        client_address = IPv4Address("TCP", ip, self._port)
+        server_address = IPv4Address("TCP", "127.0.0.1", 8080)
+        server = self._entry.buildProtocol(client_address)
+        client_factory = WebSocketClientFactory(URL, reactor=self.reactor)
+        client_factory.protocol = ChatClient
+        client = client_factory.buildProtocol(server_address)
+        server_transport = TCPTransport(
+            server, isServer=True, hostAddress=server_address, peerAddress=client_address
+        )
+        client_transport = iosim.FakeTransport(
+            client, isServer=False, hostAddress=client_address, peerAddress=server_address
+        )
+        self.server_transports.append(server_transport)
+        self.pumps.append(
+            iosim.connect(server, server_transport, client, client_transport, clock=self.reactor)
+        )
+        self.flush()
+        client.server_side = server_transport.protocol  # the chat protocol, after any upgrade
+        return client
+
+    def flush(self) -> None:
+        """Move bytes both ways on every connection (committing batches) until all is quiet."""
+        while any([pump.flush() for pump in self.pumps]):
+            pass
+
+    def welcomed(self, name: str) -> ChatClient:
+        client = self.connect()
+        client.send_json({"type": "hello", "name": name})
+        self.flush()
+        assert client.frames[-1]["type"] == "welcome"
+        return client
+
+    def joined(self, name: str, room: str = "lobby") -> ChatClient:
+        client = self.welcomed(name)
+        client.send_json({"type": "join", "room": room})
+        self.flush()
+        return client
+
+
+@pytest.fixture
+def reactor(monkeypatch) -> MemoryReactorClock:
+    """The only clock: the broadcaster's, the protocol's and Autobahn's (through txaio)."""
+    reactor = MemoryReactorClock()
+    monkeypatch.setattr(txaio.config, "loop", reactor)
+    return reactor
+
+
+@pytest.fixture
+def make_server(reactor, make_broadcaster):
+    def make(
+        max_connections: int = 100, max_per_ip: int = 100, via_site: bool = False
+    ) -> ChatServer:
+        broadcaster = make_broadcaster(clock=reactor, prepare=prepare_frame)
+        return ChatServer(reactor, broadcaster, Admission(max_connections, max_per_ip), via_site)
+
+    return make
+
+
+@pytest.fixture
+def server(make_server) -> ChatServer:
+    return make_server()

@@ -1,0 +1,562 @@
+import json
+import os
+
+import pytest
+
+from chatd import wire
+from chatd.errors import Refused
+
+
+def say(broadcaster, session, text: str, client_id: str | None = None, room: str = "lobby"):
+    broadcaster.say(session, wire.Say(room=room, text=text, id=client_id or f"id-{text}"))
+
+
+def transcript_lines(directory, room: str = "lobby") -> list[dict]:
+    path = directory / f"{room}.jsonl"
+    return [json.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
+
+
+def texts(frames: list[dict]) -> list[str]:
+    return [frame["text"] for frame in frames if frame["type"] == "message"]
+
+
+def refusal_code(call, *args) -> str:
+    with pytest.raises(Refused) as caught:
+        call(*args)
+    return caught.value.code
+
+
+# -- hello -------------------------------------------------------------------------------------
+
+
+def test_hello_welcomes_a_user(make_broadcaster, make_connection, hello):
+    broadcaster = make_broadcaster()
+    session = hello(broadcaster, make_connection(), "alice")
+    assert (session.user, session.rooms, broadcaster.user_count) == ("alice", set(), 1)
+
+
+def test_names_are_unique_ignoring_case(make_broadcaster, make_connection, hello):
+    broadcaster = make_broadcaster()
+    hello(broadcaster, make_connection(), "Alice")
+    assert refusal_code(hello, broadcaster, make_connection(), "aLICE") == wire.NAME_TAKEN
+
+
+def test_a_name_is_free_again_after_disconnect(make_broadcaster, make_connection, hello):
+    broadcaster = make_broadcaster()
+    broadcaster.disconnect(hello(broadcaster, make_connection(), "alice"))
+    assert hello(broadcaster, make_connection(), "ALICE").user == "ALICE"
+    assert broadcaster.user_count == 1
+
+
+# -- join, leave, disconnect -------------------------------------------------------------------
+
+
+def test_first_join_creates_the_room(make_broadcaster, enter):
+    broadcaster = make_broadcaster()
+    _session, _connection, joined = enter(broadcaster, "alice")
+    assert joined["type"] == "joined"
+    assert (joined["room"], joined["seq"], joined["members"]) == ("lobby", 0, ["alice"])
+    assert (joined["history"], joined["recovered"]) == ([], False)
+    assert joined["epoch"] == broadcaster.rooms["lobby"].epoch
+
+
+def test_the_joiners_presence_follows_as_a_live_event_after_the_commit(
+    make_broadcaster, enter, clock
+):
+    broadcaster = make_broadcaster()
+    _session, connection, joined = enter(broadcaster, "alice")
+    assert connection.frames == []
+    clock.advance(0)
+    [presence] = connection.frames
+    assert presence == {
+        "type": "presence",
+        "room": "lobby",
+        "epoch": joined["epoch"],
+        "seq": joined["seq"] + 1,
+        "ts": "1970-01-01T00:00:00.000Z",
+        "user": "alice",
+        "event": "join",
+    }
+
+
+def test_members_see_others_join_and_leave(make_broadcaster, enter, clock):
+    broadcaster = make_broadcaster()
+    _alice, alice_connection, _joined = enter(broadcaster, "alice")
+    bob, bob_connection, joined = enter(broadcaster, "bob")
+    assert joined["members"] == ["alice", "bob"]
+    clock.advance(0)
+    broadcaster.leave(bob, "lobby")
+    clock.advance(0)
+    presence = [(f["user"], f["event"]) for f in alice_connection.of_type("presence")]
+    assert presence == [("alice", "join"), ("bob", "join"), ("bob", "leave")]
+    assert [(f["user"], f["event"]) for f in bob_connection.frames] == [
+        ("alice", "join"),
+        ("bob", "join"),
+    ]
+    assert bob.rooms == set()
+
+
+def test_joining_again_posts_no_second_presence(make_broadcaster, enter, clock, transcript_dir):
+    broadcaster = make_broadcaster()
+    session, connection, first = enter(broadcaster, "alice")
+    clock.advance(0)
+    again = json.loads(broadcaster.join(session, wire.Join("lobby", None, "j2")))
+    clock.advance(0)
+    assert (again["seq"], again["ref"]) == (first["seq"] + 1, "j2")
+    assert len(connection.of_type("presence")) == 1
+    assert len(transcript_lines(transcript_dir)) == 1
+
+
+def test_disconnect_leaves_every_room(make_broadcaster, enter, make_connection, hello, clock):
+    broadcaster = make_broadcaster()
+    alice = hello(broadcaster, make_connection(), "alice")
+    for room in ("one", "two"):
+        broadcaster.join(alice, wire.Join(room, None, None))
+    _bob, bob_one, _ = enter(broadcaster, "bob", room="one")
+    _carol, carol_two, _ = enter(broadcaster, "carol", room="two")
+    clock.advance(0)
+    broadcaster.disconnect(alice)
+    clock.advance(0)
+    assert bob_one.frames[-1]["user"] == "alice" and bob_one.frames[-1]["event"] == "leave"
+    assert carol_two.frames[-1]["user"] == "alice" and carol_two.frames[-1]["event"] == "leave"
+    assert broadcaster.rooms["one"].members.keys() == {"bob"}
+    assert broadcaster.user_count == 2
+
+
+def test_leave_without_join_is_not_joined(make_broadcaster, make_connection, hello):
+    broadcaster = make_broadcaster()
+    session = hello(broadcaster, make_connection(), "alice")
+    assert refusal_code(broadcaster.leave, session, "lobby") == wire.NOT_JOINED
+
+
+# -- say: commit, fan-out, ack -----------------------------------------------------------------
+
+
+def test_a_message_reaches_every_member_once_then_the_sender_gets_its_ack(
+    make_broadcaster, enter, clock, prepared_frames
+):
+    broadcaster = make_broadcaster()
+    people = [enter(broadcaster, name) for name in ("alice", "bob", "carol")]
+    clock.advance(0)
+    connections = [connection for _session, connection, _joined in people]
+    seen_before = [len(connection.frames) for connection in connections]
+    say(broadcaster, people[0][0], "hi all", "c-17")
+    clock.advance(0)
+    new_frames = [c.frames[n:] for c, n in zip(connections, seen_before, strict=True)]
+    message = {
+        "type": "message",
+        "room": "lobby",
+        "epoch": broadcaster.rooms["lobby"].epoch,
+        "seq": 4,
+        "ts": "1970-01-01T00:00:00.000Z",
+        "from": "alice",
+        "id": "c-17",
+        "text": "hi all",
+    }
+    assert new_frames == [
+        [message, {"type": "ack", "id": "c-17", "seq": 4}],
+        [message],
+        [message],
+    ]
+    # The event is prepared once, and that one frame is handed to every member.
+    assert len(prepared_frames) == 4  # three presence events, then the message
+    frame = prepared_frames[-1]
+    assert json.loads(frame.line) == message
+    assert [connection.prepared[-1] is frame for connection in connections] == [True] * 3
+
+
+def test_nothing_is_sent_before_the_commit(make_broadcaster, enter, clock, transcript_dir):
+    broadcaster = make_broadcaster()
+    alice, connection, _ = enter(broadcaster, "alice")
+    say(broadcaster, alice, "one")
+    say(broadcaster, alice, "two")
+    assert connection.frames == []
+    assert transcript_lines(transcript_dir) == []
+    clock.advance(0)
+    assert texts(connection.frames) == ["one", "two"]
+    assert [frame["seq"] for frame in connection.of_type("ack")] == [2, 3]
+
+
+def test_the_transcript_line_is_written_before_any_member_sees_it_or_the_ack(
+    make_broadcaster, make_connection, hello, transcript_dir, clock
+):
+    class CheckingConnection(make_connection):
+        """Looks at the transcript file at the moment each frame is handed over."""
+
+        def __init__(self):
+            super().__init__()
+            self.on_disk_when_sent: list[bool] = []
+
+        def _record(self, frame: dict) -> None:
+            seq = frame.get("seq")
+            self.on_disk_when_sent.append(
+                seq in {line["seq"] for line in transcript_lines(transcript_dir)}
+            )
+
+        def send(self, payload):
+            super().send(payload)
+            self._record(self.frames[-1])
+
+        def send_prepared(self, frame):
+            super().send_prepared(frame)
+            self._record(self.frames[-1])
+
+    broadcaster = make_broadcaster()
+    connection = CheckingConnection()
+    session = hello(broadcaster, connection, "alice")
+    broadcaster.join(session, wire.Join("lobby", None, None))
+    say(broadcaster, session, "durable")
+    clock.advance(0)
+    assert [frame["type"] for frame in connection.frames] == ["presence", "message", "ack"]
+    assert connection.on_disk_when_sent == [True, True, True]
+
+
+def test_from_is_the_sessions_name(make_broadcaster, enter, clock, transcript_dir):
+    broadcaster = make_broadcaster()
+    alice, _connection, _ = enter(broadcaster, "alice")
+    say(broadcaster, alice, "me")
+    clock.advance(0)
+    assert transcript_lines(transcript_dir)[-1]["from"] == "alice"
+
+
+def test_say_in_a_room_not_joined_is_refused(make_broadcaster, enter):
+    broadcaster = make_broadcaster()
+    alice, _connection, _ = enter(broadcaster, "alice", room="lobby")
+    enter(broadcaster, "bob", room="other")
+    request = wire.Say(room="other", text="hi", id="c1")
+    assert refusal_code(broadcaster.say, alice, request) == wire.NOT_JOINED
+
+
+def test_a_joiner_during_a_pending_batch_misses_nothing_and_gets_nothing_twice(
+    make_broadcaster, enter, clock
+):
+    broadcaster = make_broadcaster()
+    alice, _connection, _ = enter(broadcaster, "alice")
+    clock.advance(0)
+    say(broadcaster, alice, "in flight")
+    _bob, bob_connection, joined = enter(broadcaster, "bob")
+    clock.advance(0)
+    history = [event["seq"] for event in joined["history"]]
+    live = [frame["seq"] for frame in bob_connection.frames if "seq" in frame]
+    assert history + live == list(range(1, broadcaster.rooms["lobby"].committed_seq + 1))
+    assert joined["seq"] == history[-1]
+
+
+def test_fsync_batch_syncs_the_transcript_before_the_ack(
+    make_broadcaster, enter, clock, monkeypatch
+):
+    synced: list[tuple[int, int]] = []  # (fd, acks sent so far)
+    real_fsync = os.fsync
+    broadcaster = make_broadcaster(fsync=True)
+    alice, connection, _ = enter(broadcaster, "alice")
+
+    def recording_fsync(fd):
+        synced.append((fd, len(connection.of_type("ack"))))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    say(broadcaster, alice, "sync me")
+    clock.advance(0)
+    assert len(synced) == 1
+    assert synced[0][1] == 0
+    assert connection.of_type("ack")
+
+
+def test_without_fsync_nothing_is_synced(make_broadcaster, enter, clock, monkeypatch):
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    broadcaster = make_broadcaster(fsync=False)
+    alice, connection, _ = enter(broadcaster, "alice")
+    say(broadcaster, alice, "no sync")
+    clock.advance(0)
+    assert connection.of_type("ack")
+    assert synced == []
+
+
+def test_a_failed_write_is_reported_unavailable_and_nothing_is_delivered(
+    make_broadcaster, enter, clock, transcript_dir, limited_file_size
+):
+    broadcaster = make_broadcaster()
+    alice, alice_connection, _ = enter(broadcaster, "alice")
+    _bob, bob_connection, _ = enter(broadcaster, "bob")
+    clock.advance(0)
+    size = (transcript_dir / "lobby.jsonl").stat().st_size
+    say(broadcaster, alice, "lost", "c1")
+    limited_file_size(size + 10)
+    clock.advance(0)
+    limited_file_size(None)
+    assert alice_connection.frames[-1] == {
+        "type": "error",
+        "code": wire.UNAVAILABLE,
+        "message": "the message could not be stored; retry later",
+        "ref": "c1",
+    }
+    assert texts(bob_connection.frames) == []
+    assert (transcript_dir / "lobby.jsonl").stat().st_size == size
+    # The retry is posted anew once the disk takes writes again.
+    say(broadcaster, alice, "lost", "c1")
+    clock.advance(0)
+    assert texts(bob_connection.frames) == ["lost"]
+    assert alice_connection.frames[-1]["type"] == "ack"
+    assert [line.get("text") for line in transcript_lines(transcript_dir)].count("lost") == 1
+
+
+# -- retries -----------------------------------------------------------------------------------
+
+
+def test_a_retry_in_the_same_batch_is_acked_with_the_original_seq_and_sent_once(
+    make_broadcaster, enter, clock, transcript_dir
+):
+    broadcaster = make_broadcaster()
+    alice, connection, _ = enter(broadcaster, "alice")
+    _bob, bob_connection, _ = enter(broadcaster, "bob")
+    say(broadcaster, alice, "once", "c1")
+    say(broadcaster, alice, "once", "c1")
+    clock.advance(0)
+    acks = connection.of_type("ack")
+    assert [ack["seq"] for ack in acks] == [3, 3]
+    assert texts(connection.frames) == texts(bob_connection.frames) == ["once"]
+    assert [line.get("id") for line in transcript_lines(transcript_dir)].count("c1") == 1
+
+
+def test_a_retry_in_a_later_batch_is_acked_and_not_broadcast_again(
+    make_broadcaster, enter, clock, transcript_dir
+):
+    broadcaster = make_broadcaster(retry_window=300.0)
+    alice, connection, _ = enter(broadcaster, "alice")
+    _bob, bob_connection, _ = enter(broadcaster, "bob")
+    say(broadcaster, alice, "once", "c1")
+    clock.advance(0)
+    clock.advance(299)
+    bob_frames = len(bob_connection.frames)
+    say(broadcaster, alice, "once", "c1")
+    clock.advance(0)
+    assert connection.frames[-1] == {"type": "ack", "id": "c1", "seq": 3}
+    assert len(bob_connection.frames) == bob_frames
+    assert texts(connection.frames) == ["once"]
+    assert len(transcript_lines(transcript_dir)) == 3
+
+
+def test_a_retry_after_the_window_is_a_new_message(make_broadcaster, enter, clock):
+    broadcaster = make_broadcaster(retry_window=300.0)
+    alice, connection, _ = enter(broadcaster, "alice")
+    say(broadcaster, alice, "again", "c1")
+    clock.advance(0)
+    clock.advance(300.5)
+    say(broadcaster, alice, "again", "c1")
+    clock.advance(0)
+    assert [ack["seq"] for ack in connection.of_type("ack")] == [2, 3]
+    assert texts(connection.frames) == ["again", "again"]
+
+
+def test_the_same_id_from_another_sender_is_another_message(make_broadcaster, enter, clock):
+    broadcaster = make_broadcaster()
+    alice, alice_connection, _ = enter(broadcaster, "alice")
+    bob, _bob_connection, _ = enter(broadcaster, "bob")
+    say(broadcaster, alice, "from alice", "c1")
+    say(broadcaster, bob, "from bob", "c1")
+    clock.advance(0)
+    assert texts(alice_connection.frames) == ["from alice", "from bob"]
+
+
+def test_a_retry_after_a_restart_is_acked_with_the_original_seq(
+    make_broadcaster, enter, clock, transcript_dir
+):
+    before = make_broadcaster()
+    alice, _connection, _ = enter(before, "alice")
+    say(before, alice, "survives", "c1")
+    clock.advance(0)
+    original = transcript_lines(transcript_dir)[-1]["seq"]
+    before.shutdown()
+    clock.advance(10)
+
+    after = make_broadcaster()
+    alice, connection, _ = enter(after, "alice")
+    clock.advance(0)
+    lines = len(transcript_lines(transcript_dir))
+    say(after, alice, "survives", "c1")
+    clock.advance(0)
+    assert connection.frames[-1] == {"type": "ack", "id": "c1", "seq": original}
+    assert texts(connection.frames) == []
+    assert len(transcript_lines(transcript_dir)) == lines
+
+
+# -- resume ------------------------------------------------------------------------------------
+
+
+def test_resume_after_a_restart_gets_exactly_the_missed_events(
+    make_broadcaster, enter, make_connection, hello, clock, transcript_dir
+):
+    before = make_broadcaster()
+    alice, _alice_connection, _ = enter(before, "alice")
+    bob, bob_connection, _ = enter(before, "bob")
+    say(before, alice, "seen")
+    clock.advance(0)
+    last_seen = bob_connection.frames[-1]["seq"]
+    epoch = bob_connection.frames[-1]["epoch"]
+    before.disconnect(bob)
+    for text in ("missed 1", "missed 2"):
+        say(before, alice, text)
+    clock.advance(0)
+    expected = [line for line in transcript_lines(transcript_dir) if line["seq"] > last_seen]
+    # No shutdown: the daemon died; the transcript is all that is left.
+
+    after = make_broadcaster()
+    _bob, _connection, joined = enter(after, "bob", since=wire.Since(epoch, last_seen))
+    assert joined["recovered"] is True
+    assert joined["epoch"] == epoch
+    assert joined["history"] == expected
+    assert [event.get("text") for event in expected] == [None, "missed 1", "missed 2"]
+    assert joined["seq"] == expected[-1]["seq"]
+
+
+def test_resume_into_a_new_epoch_gets_the_latest_events(
+    make_broadcaster, enter, clock, transcript_dir
+):
+    before = make_broadcaster()
+    alice, connection, _ = enter(before, "alice")
+    say(before, alice, "old history")
+    clock.advance(0)
+    old_epoch = connection.of_type("message")[0]["epoch"]
+    before.shutdown()
+    (transcript_dir / "lobby.jsonl").unlink()
+
+    after = make_broadcaster(replay_events=5)
+    _bob, _connection, joined = enter(after, "bob", since=wire.Since(old_epoch, 2))
+    assert joined["epoch"] != old_epoch
+    assert (joined["recovered"], joined["history"], joined["seq"]) == (False, [], 0)
+
+
+def test_resume_from_a_seq_the_room_never_reached_is_not_recovered(make_broadcaster, enter, clock):
+    broadcaster = make_broadcaster(replay_events=1)
+    _alice, _connection, joined = enter(broadcaster, "alice")
+    clock.advance(0)
+    epoch = joined["epoch"]
+    _bob, _c, joined = enter(broadcaster, "bob", since=wire.Since(epoch, 99))
+    assert joined["recovered"] is False
+    assert [event["seq"] for event in joined["history"]] == [1]
+
+
+# -- who and history ---------------------------------------------------------------------------
+
+
+def test_who_lists_the_members(make_broadcaster, enter):
+    broadcaster = make_broadcaster()
+    alice, _c, _j = enter(broadcaster, "alice")
+    enter(broadcaster, "bob")
+    reply = json.loads(broadcaster.who(alice, wire.Who("lobby", "w1")))
+    assert reply == {"type": "members", "room": "lobby", "members": ["alice", "bob"], "ref": "w1"}
+
+
+def test_who_and_history_of_an_unknown_room(make_broadcaster, make_connection, hello):
+    broadcaster = make_broadcaster()
+    alice = hello(broadcaster, make_connection(), "alice")
+    assert refusal_code(broadcaster.who, alice, wire.Who("nowhere", None)) == wire.UNKNOWN_ROOM
+    request = wire.History("nowhere", None, None, None)
+    assert refusal_code(broadcaster.history, alice, request) == wire.UNKNOWN_ROOM
+
+
+def history_page(broadcaster, session, before=None, limit=None) -> dict:
+    return json.loads(broadcaster.history(session, wire.History("lobby", before, limit, "h")))
+
+
+def posted_room(make_broadcaster, enter, clock, count: int, **options):
+    broadcaster = make_broadcaster(**options)
+    alice, _connection, _ = enter(broadcaster, "alice")
+    for number in range(1, count + 1):
+        say(broadcaster, alice, f"m{number}")
+    clock.advance(0)
+    return broadcaster, alice
+
+
+def test_history_defaults_to_the_latest_events(make_broadcaster, enter, clock):
+    broadcaster, alice = posted_room(make_broadcaster, enter, clock, 10, replay_events=4)
+    page = history_page(broadcaster, alice)
+    assert [event["seq"] for event in page["events"]] == [8, 9, 10, 11]
+    assert (page["more"], page["ref"], page["epoch"]) == (
+        True,
+        "h",
+        broadcaster.rooms["lobby"].epoch,
+    )
+
+
+def test_history_limit_is_cut_to_page_limit(make_broadcaster, enter, clock):
+    broadcaster, alice = posted_room(make_broadcaster, enter, clock, 10, page_limit=3)
+    page = history_page(broadcaster, alice, before=11, limit=50)
+    assert [event["seq"] for event in page["events"]] == [8, 9, 10]
+
+
+def test_history_reaching_the_first_event_has_no_more(make_broadcaster, enter, clock):
+    broadcaster, alice = posted_room(make_broadcaster, enter, clock, 3)
+    page = history_page(broadcaster, alice, before=3, limit=10)
+    assert ([event["seq"] for event in page["events"]], page["more"]) == ([1, 2], False)
+
+
+def test_history_pages_back_past_memory_into_the_transcript(make_broadcaster, enter, clock):
+    broadcaster, alice = posted_room(
+        make_broadcaster, enter, clock, 30, memory_events=5, replay_events=5
+    )
+    seen, before, pages = [], None, 0
+    while True:
+        page = history_page(broadcaster, alice, before=before, limit=4)
+        pages += 1
+        seen[:0] = page["events"]
+        if not page["more"]:
+            break
+        before = page["events"][0]["seq"]
+    assert [event["seq"] for event in seen] == list(range(1, 32))
+    assert [event.get("text") for event in seen[1:]] == [f"m{n}" for n in range(1, 31)]
+    assert pages == 8
+
+
+def test_history_after_a_restart_reads_the_transcript(make_broadcaster, enter, clock):
+    before, _alice = posted_room(make_broadcaster, enter, clock, 12, memory_events=3)
+    before.shutdown()
+    after = make_broadcaster(memory_events=3)
+    bob, _connection, _ = enter(after, "bob")
+    page = history_page(after, bob, before=6, limit=3)
+    assert [event.get("text") for event in page["events"]] == ["m2", "m3", "m4"]
+
+
+# -- shutdown ----------------------------------------------------------------------------------
+
+
+def test_shutdown_commits_what_is_pending(make_broadcaster, enter, transcript_dir):
+    broadcaster = make_broadcaster()
+    alice, connection, _ = enter(broadcaster, "alice")
+    say(broadcaster, alice, "last words", "c9")
+    broadcaster.shutdown()
+    assert connection.frames[-1] == {"type": "ack", "id": "c9", "seq": 2}
+    assert transcript_lines(transcript_dir)[-1]["text"] == "last words"
+
+
+def test_recover_loads_every_room_with_a_transcript(make_broadcaster, enter, clock):
+    before = make_broadcaster()
+    for room in ("one", "two"):
+        enter(before, f"user-{room}", room=room)
+    clock.advance(0)
+    epochs = {name: room.epoch for name, room in before.rooms.items()}
+    before.shutdown()
+    after = make_broadcaster()
+    assert {name: room.epoch for name, room in after.rooms.items()} == epochs
+    assert after.rooms["one"].committed_seq == 1
+
+
+def test_resume_across_an_unreadable_transcript_line_is_not_recovered(
+    make_broadcaster, enter, clock, transcript_dir
+):
+    before = make_broadcaster()
+    alice, connection, _ = enter(before, "alice")
+    for text in ("one", "two", "three"):
+        say(before, alice, text)
+    clock.advance(0)
+    epoch = connection.frames[0]["epoch"]
+    before.shutdown()
+    path = transcript_dir / "lobby.jsonl"
+    lines = path.read_bytes().splitlines()
+    lines[2] = b"{corrupted"  # seq 3, "two", delivered before the restart
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+    after = make_broadcaster()
+    _bob, _connection, joined = enter(after, "bob", since=wire.Since(epoch, 1))
+    assert joined["recovered"] is False

@@ -1,0 +1,266 @@
+"""ChatServerProtocol end to end in memory: a real Autobahn client talks to the real server
+protocol over iosim's fake transports, with a MemoryReactorClock as the only clock
+(the `server` fixture, in conftest.py)."""
+
+import pytest
+
+from chatd import wire
+
+
+def error_for(server, client, frame: dict | bytes) -> dict:
+    before = len(client.frames)
+    if isinstance(frame, bytes):
+        client.sendMessage(frame)
+    else:
+        client.send_json(frame)
+    server.flush()
+    [reply] = client.frames[before:]
+    assert reply["type"] == "error"
+    return reply
+
+
+# -- connection ---------------------------------------------------------------------------------
+
+
+def test_tcp_nodelay_is_set_on_accepted_connections(server):
+    server.connect()
+    assert server.server_transports[0].getTcpNoDelay() is True
+
+
+def test_the_opening_handshake_completes(server):
+    client = server.connect()
+    assert client.opened
+    assert client.close_code is None
+
+
+def test_hello_is_welcomed(server):
+    client = server.connect()
+    client.send_json({"type": "hello", "name": "alice", "id": "h1"})
+    server.flush()
+    assert client.frames == [
+        {"type": "welcome", "user": "alice", "name": "alice", "roles": [], "max_text_chars": 100}
+    ]
+
+
+def test_join_replies_joined_then_the_presence_event(server):
+    client = server.welcomed("alice")
+    client.send_json({"type": "join", "room": "lobby", "id": "j1"})
+    server.flush()
+    joined, presence = client.frames[1:]
+    assert (joined["type"], joined["ref"], joined["members"]) == ("joined", "j1", ["alice"])
+    assert (presence["type"], presence["seq"]) == ("presence", joined["seq"] + 1)
+
+
+def test_say_delivers_the_message_to_everyone_then_acks_the_sender(server):
+    alice = server.joined("alice")
+    bob = server.joined("bob")
+    alice.send_json({"type": "say", "room": "lobby", "text": "hi bob", "id": "c-1"})
+    server.flush()
+    message = alice.frames[-2]
+    assert (message["type"], message["from"], message["text"]) == ("message", "alice", "hi bob")
+    assert alice.frames[-1] == {"type": "ack", "id": "c-1", "seq": message["seq"]}
+    assert bob.frames[-1] == message
+    assert bob.of_type("ack") == []
+
+
+def test_from_is_the_welcomed_name_whatever_the_frame_says(server):
+    alice = server.joined("alice")
+    alice.send_json({"type": "say", "room": "lobby", "text": "x", "id": "c", "from": "mallory"})
+    server.flush()
+    assert alice.of_type("message")[-1]["from"] == "alice"
+
+
+def test_leave_replies_left_and_the_others_see_it(server):
+    alice = server.joined("alice")
+    bob = server.joined("bob")
+    bob.send_json({"type": "leave", "room": "lobby", "id": "l1"})
+    server.flush()
+    assert bob.frames[-1] == {"type": "left", "room": "lobby", "ref": "l1"}
+    assert (alice.frames[-1]["user"], alice.frames[-1]["event"]) == ("bob", "leave")
+
+
+def test_who_and_history(server):
+    alice = server.joined("alice")
+    server.joined("bob")
+    alice.send_json({"type": "who", "room": "lobby"})
+    alice.send_json({"type": "history", "room": "lobby", "limit": 1})
+    server.flush()
+    members, history = alice.frames[-2:]
+    assert members == {"type": "members", "room": "lobby", "members": ["alice", "bob"], "ref": None}
+    assert history["type"] == "history"
+    assert [(event["user"], event["event"]) for event in history["events"]] == [("bob", "join")]
+
+
+def test_closing_the_connection_leaves_every_room_and_frees_the_name(server):
+    alice = server.joined("alice")
+    bob = server.joined("bob")
+    bob.sendClose()
+    server.flush()
+    assert (alice.frames[-1]["user"], alice.frames[-1]["event"]) == ("bob", "leave")
+    assert server.welcomed("bob").frames[-1]["user"] == "bob"
+
+
+# -- errors keep the connection open -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "ref"),
+    [
+        (b"{not json", wire.BAD_JSON, None),
+        (b"[1, 2]", wire.BAD_FRAME, None),
+        ({"type": "dance", "id": "d1"}, wire.UNKNOWN_TYPE, "d1"),
+        ({"type": "hello", "name": "bob", "id": "h2"}, wire.ALREADY_WELCOMED, "h2"),
+        ({"type": "join", "room": "Not A Room", "id": "j9"}, wire.BAD_ROOM, "j9"),
+        ({"type": "who", "room": "lobby", "id": "no spaces"}, wire.BAD_ID, None),
+        ({"type": "say", "room": "lobby", "text": "no id"}, wire.BAD_ID, None),
+        ({"type": "say", "room": "lobby", "text": " ", "id": "c1"}, wire.BAD_TEXT, "c1"),
+        ({"type": "say", "room": "lobby", "text": "x" * 101, "id": "c2"}, wire.TEXT_TOO_LONG, "c2"),
+        ({"type": "say", "room": "elsewhere", "text": "hi", "id": "c3"}, wire.NOT_JOINED, "c3"),
+        ({"type": "leave", "room": "elsewhere", "id": "l1"}, wire.NOT_JOINED, "l1"),
+        ({"type": "who", "room": "nowhere", "id": "w1"}, wire.UNKNOWN_ROOM, "w1"),
+        ({"type": "history", "room": "nowhere"}, wire.UNKNOWN_ROOM, None),
+    ],
+)
+def test_a_bad_frame_gets_an_error_frame_and_the_connection_stays_open(server, frame, code, ref):
+    client = server.joined("alice")
+    reply = error_for(server, client, frame)
+    assert (reply["code"], reply["ref"]) == (code, ref)
+    assert reply["message"]
+    client.send_json({"type": "who", "room": "lobby"})
+    server.flush()
+    assert client.frames[-1]["type"] == "members"
+    assert client.close_code is None
+
+
+def test_a_frame_before_hello_is_hello_required(server):
+    client = server.connect()
+    reply = error_for(server, client, {"type": "join", "room": "lobby", "id": "j1"})
+    assert (reply["code"], reply["ref"]) == (wire.HELLO_REQUIRED, "j1")
+
+
+def test_a_bad_name_is_refused_and_hello_can_be_tried_again(server):
+    client = server.connect()
+    assert error_for(server, client, {"type": "hello", "name": "-x"})["code"] == wire.BAD_NAME
+    client.send_json({"type": "hello", "name": "x"})
+    server.flush()
+    assert client.frames[-1]["type"] == "welcome"
+
+
+def test_a_name_in_use_is_name_taken_ignoring_case(server):
+    server.welcomed("Alice")
+    client = server.connect()
+    assert error_for(server, client, {"type": "hello", "name": "alice"})["code"] == (
+        wire.NAME_TAKEN
+    )
+
+
+# -- close codes -------------------------------------------------------------------------------
+
+
+def test_a_binary_message_closes_with_1003(server):
+    alice = server.joined("alice")
+    bob = server.joined("bob")
+    bob.sendMessage(b'{"type": "who", "room": "lobby"}', isBinary=True)
+    server.flush()
+    assert bob.close_code == 1003
+    assert (alice.frames[-1]["user"], alice.frames[-1]["event"]) == ("bob", "leave")
+
+
+def test_an_oversized_message_closes_with_1009(server):
+    client = server.joined("alice")
+    client.send_json({"type": "say", "room": "lobby", "text": "x", "id": "c", "pad": "y" * 1100})
+    server.flush()
+    assert client.close_code == 1009
+    assert client.of_type("ack") == []
+
+
+def test_invalid_utf8_closes_with_1007(server):
+    client = server.welcomed("alice")
+    client.sendMessage(b'{"type": "who", "room": "\xff"}')
+    server.flush()
+    assert client.close_code == 1007
+
+
+def test_an_internal_error_closes_with_1011(server, transcript_dir):
+    """A room whose transcript path is a directory cannot be opened: a server fault."""
+    client = server.welcomed("alice")
+    (transcript_dir / "broken.jsonl").mkdir()
+    client.send_json({"type": "join", "room": "broken"})
+    server.flush()
+    assert client.close_code == 1011
+    assert server.broadcaster.user_count == 0
+
+
+def test_no_hello_in_time_closes_with_1008(server, reactor):
+    client = server.connect()
+    reactor.advance(server.hello_timeout - 0.1)
+    server.flush()
+    assert client.close_code is None
+    reactor.advance(0.2)
+    server.flush()
+    assert client.close_code == 1008
+
+
+def test_a_hello_in_time_cancels_the_deadline(server, reactor):
+    client = server.welcomed("alice")
+    reactor.advance(server.hello_timeout * 2)
+    server.flush()
+    assert client.close_code is None
+
+
+def test_frames_over_the_rate_are_refused_then_a_flood_is_closed(server):
+    client = server.welcomed("alice")
+    burst = server.limits.message_burst
+    for _ in range(burst - 1):  # the hello took one token
+        client.send_json({"type": "who", "room": "nowhere"})
+    client.send_json({"type": "who", "room": "nowhere"})
+    server.flush()
+    assert client.frames[-1]["code"] == wire.RATE_LIMITED
+    assert client.close_code is None
+    for _ in range(server.limits.flood_close_after):
+        client.send_json({"type": "who", "room": "nowhere"})
+    server.flush()
+    assert client.close_code == 1008
+
+
+def test_connections_over_the_per_address_limit_are_refused(make_server):
+    server = make_server(max_per_ip=1)
+    first = server.connect("10.0.0.1")
+    second = server.connect("10.0.0.1")
+    other = server.connect("10.0.0.2")
+    assert (first.opened, second.opened, other.opened) == (True, False, True)
+    first.sendClose()
+    server.flush()
+    assert server.connect("10.0.0.1").opened
+
+
+def test_going_away_closes_every_connection_with_1001(server, reactor):
+    clients = [server.joined("alice"), server.joined("bob")]
+    drained = server.factory.go_away(reactor, timeout=5.0)
+    server.flush()
+    assert [client.close_code for client in clients] == [1001, 1001]
+    assert drained.called
+
+
+def test_a_consumer_that_stops_reading_is_closed_once_over_its_budget(server):
+    alice = server.joined("alice")
+    bob = server.joined("bob")
+    bob.server_side.pauseProducing()  # what the transport does when its buffer is full
+    for number in range(20):
+        alice.send_json({"type": "say", "room": "lobby", "text": "x" * 90, "id": f"c{number}"})
+        server.flush()
+    assert bob.close_code == 1008
+    assert bob.close_reason == "slow consumer"
+    assert alice.close_code is None
+
+
+def test_a_consumer_that_catches_up_is_not_closed(server):
+    alice = server.joined("alice")
+    bob = server.joined("bob")
+    for number in range(20):
+        bob.server_side.pauseProducing()
+        alice.send_json({"type": "say", "room": "lobby", "text": "x" * 90, "id": f"c{number}"})
+        server.flush()
+        bob.server_side.resumeProducing()
+    assert bob.close_code is None
+    assert len(bob.of_type("message")) == 20

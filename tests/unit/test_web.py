@@ -1,0 +1,86 @@
+"""The HTTP side of a listener: twisted.web in front, WebSocket upgrade at /ws, /healthz."""
+
+import json
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+
+
+@pytest.fixture
+def web(make_server):
+    return make_server(via_site=True)
+
+
+def open_channel(web) -> tuple[object, StringTransport]:
+    channel = web.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+def get(web, path: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+    channel, transport = open_channel(web)
+    channel.dataReceived(b"GET " + path + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    status_line, *header_lines = head.split(b"\r\n")
+    headers = dict(line.lower().split(b": ", 1) for line in header_lines)
+    return int(status_line.split(b" ")[1]), headers, body
+
+
+def test_websocket_upgrade_at_ws_reaches_the_chat_protocol(web):
+    alice = web.joined("alice")
+    alice.send_json({"type": "say", "room": "lobby", "text": "through the site", "id": "c1"})
+    web.flush()
+    assert alice.frames[-1] == {"type": "ack", "id": "c1", "seq": 2}
+
+
+def test_tcp_nodelay_is_set_on_connections_upgraded_by_the_site(web):
+    web.welcomed("alice")
+    assert web.server_transports[0].getTcpNoDelay() is True
+
+
+def test_healthz_is_200_with_counts_when_ready(web):
+    web.joined("alice")
+    status, headers, body = get(web, b"/healthz")
+    assert status == 200
+    assert headers[b"content-type"] == b"application/json"
+    assert headers[b"cache-control"] == b"no-store"
+    assert json.loads(body) == {
+        "status": "ok",
+        "checks": {"listener_ws": True},
+        "rooms": 1,
+        "users": 1,
+    }
+
+
+def test_healthz_is_503_when_a_check_fails(web):
+    web.checks["transcripts_writable"] = False
+    status, _headers, body = get(web, b"/healthz")
+    assert status == 503
+    assert json.loads(body)["status"] == "unavailable"
+
+
+def test_unknown_paths_are_404(web):
+    assert get(web, b"/nope")[0] == 404
+
+
+def test_a_request_dripped_slower_than_the_deadline_is_aborted(web, reactor):
+    """An absolute deadline: bytes trickling in do not keep the connection alive."""
+    deadline = web.limits.handshake_timeout
+    channel, transport = open_channel(web)
+    for byte in b"GET /healthz HTTP/1.1\r\nX-Drip: " + b"x" * 1000:
+        channel.dataReceived(bytes([byte]))
+        reactor.advance(deadline / 50)
+        if transport.disconnected:
+            break
+    assert transport.disconnected
+    assert reactor.seconds() <= deadline + deadline / 50
+
+
+def test_a_request_completed_in_time_is_not_aborted(web, reactor):
+    channel, transport = open_channel(web)
+    channel.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    reactor.advance(web.limits.handshake_timeout + 1)
+    assert not transport.disconnected
+    assert transport.value().startswith(b"HTTP/1.1 200")
