@@ -177,8 +177,16 @@ class ServerConfig:
                 )
         return cls(
             shutdown_timeout=reader.duration("shutdown_timeout", 10.0, 0.0, 3600.0),
-            allowed_origins=origins,
+            allowed_origins=tuple(_with_port(origin) for origin in origins),
         )
+
+
+def _with_port(origin: str) -> str:
+    """Autobahn compares patterns with `scheme://host:port`, the port always spelled out: an
+    origin written without one means its scheme's default port, as browsers send it."""
+    if origin == "*" or re.search(r":(\d+|\*)$", origin):
+        return origin
+    return origin + (":443" if origin.startswith("https:") else ":80")
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,9 @@ class ChatServerProtocol(WebSocketServerProtocol):
 
     def failHandshake(self, reason, code=400, responseHeaders=None):
         self.factory.handshake_failures.inc()
+        if code == 400 and reason.startswith("WebSocket connection denied: origin"):
+            # Autobahn's origin check answers 400; RFC 6455 (4.2.2) says 403 Forbidden.
+            code = 403
         super().failHandshake(reason, code, responseHeaders)
 
     def onClose(self, wasClean, code, reason):

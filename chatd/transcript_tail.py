@@ -19,6 +19,7 @@ Polling, not inotify: portable, and cheap (an fstat and a stat per room per call
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ class RoomTail:
         self._file: BinaryIO | None = None
         self._path: Path | None = None
         self._identity: Identity | None = None  # of the open file, or of the last one read
+        self._queue: deque[tuple[Path, Identity]] = deque()  # listed files after that one
         self._offset = 0  # where the next unread line starts in the open file
         self._unfinished = 0  # bytes after the last newline at the last read
 
@@ -104,28 +106,29 @@ class RoomTail:
             return bool(self._following_segments())
 
     def _open_next(self) -> bool:
-        following = self._following_segments()
-        if not following:
+        # Rotated files keep their names: list the directory again only to go on to the live
+        # file, which may have been rotated since the last listing.
+        if not self._queue or self._queue[0][0] == self._live:
+            self._queue = deque(self._following_segments())
+        if not self._queue:
             return False
-        path, identity = following[0]
+        path, identity = self._queue[0]
         try:
             handle = open(path, "rb")  # noqa: SIM115 (kept open across calls; see close)
         except FileNotFoundError:
-            return False  # renamed by a rotation just now: the next call finds its new name
+            self._queue.clear()  # renamed by a rotation just now, or removed: list again
+            return False
         if _identity(handle.fileno()) != identity:
             handle.close()  # `path` is already a newer file: list again on the next call
+            self._queue.clear()
             return False
+        self._queue.popleft()
         self._file, self._path, self._identity, self._offset = handle, path, identity, 0
         return True
 
     def _following_segments(self) -> list[tuple[Path, Identity]]:
         """The room's files after the last one opened (all of them before the first)."""
-        segments = []
-        for path in segment_paths(self.directory, self.room):
-            try:
-                segments.append((path, _identity(path)))
-            except FileNotFoundError:
-                continue  # renamed or removed since the listing
+        segments = self._segments()
         identities = [identity for _path, identity in segments]
         if self._identity is None:
             return segments
@@ -133,6 +136,22 @@ class RoomTail:
             return segments[identities.index(self._identity) + 1 :]
         # The file last read is gone (removed by hand): the live file is what follows.
         return [segment for segment in segments if segment[0] == self._live]
+
+    def _segments(self) -> list[tuple[Path, Identity]]:
+        """The room's files, oldest first, with their identities, as of one moment.
+
+        A rotation while the directory is listed could hide a file: listed as ROOM.jsonl, then
+        stat'ed after the new ROOM.jsonl replaced it. Every rotation gives ROOM.jsonl a new
+        identity, so a listing taken while that identity stayed the same is complete.
+        """
+        while True:
+            live = _identity_if_any(self._live)
+            segments = []
+            for path in segment_paths(self.directory, self.room):
+                identity = _identity_if_any(path)
+                if identity is not None:  # else removed since the listing
+                    segments.append((path, identity))
+            return segments
 
 
 class DirectoryTail:
@@ -161,3 +180,10 @@ class DirectoryTail:
 def _identity(file: Path | int) -> Identity:
     status = os.stat(file)
     return status.st_dev, status.st_ino
+
+
+def _identity_if_any(path: Path) -> Identity | None:
+    try:
+        return _identity(path)
+    except FileNotFoundError:
+        return None

@@ -1,14 +1,16 @@
-"""The HTTP side of a listener: the WebSocket endpoint at /ws and /healthz, via twisted.web."""
+"""The HTTP side of a listener: the browser client, /ws and /healthz, via twisted.web."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+from twisted.web.static import File
 
 from chatd.broadcaster import Broadcaster
 
@@ -73,7 +75,13 @@ class DeadlineChannel(HTTPChannel):
 
 
 def build_site(websocket_factory, health: HealthResource, handshake_timeout: float, clock) -> Site:
-    root = Resource()
+    # The browser client (chatd/static, package data): "/" is index.html, the chat, and the
+    # support desk's pages answer at clean URLs too. chatd/static holds index.html and no
+    # subdirectory, so File never renders a directory listing; other paths are 404.
+    static = Path(__file__).parent / "static"
+    root = File(str(static))
+    root.putChild(b"support", File(str(static / "support.html")))
+    root.putChild(b"agent", File(str(static / "agent.html")))
     root.putChild(b"ws", WebSocketResource(websocket_factory))
     root.putChild(b"healthz", health)
     site = Site(root, timeout=handshake_timeout, reactor=clock)

@@ -205,6 +205,7 @@ class Client:
         ssl_context: ssl.SSLContext | None,
         name: str | None = None,
         max_queue: int | None = None,
+        sock=None,
     ):
         """max_queue: frames buffered unread before the client stops reading its socket.
 
@@ -222,6 +223,7 @@ class Client:
                 close_timeout=2,
                 ping_interval=None,
                 max_queue=max_queue,
+                sock=sock,
             )
         )
         self.name = name

@@ -1,0 +1,251 @@
+// The chat page (/): rooms, members, messages with history, and a composer.
+
+import { ChatConnection } from "./connection.js";
+import { session } from "./login.js";
+import { $, composer, el, MessageList, Notice, Scroller, StatusBar, textLength } from "./ui.js";
+
+const ROOMS_KEY = "chatd.rooms";
+const DEFAULT_ROOM = "lobby";
+
+const view = {
+  chat: $("#chat"),
+  roomList: $("#room-list"),
+  memberList: $("#member-list"),
+  memberCount: $("#member-count"),
+  title: $("#room-title"),
+  older: $("#older"),
+  current: $("#current"),
+  empty: $("#no-room"),
+  leave: $("#leave"),
+  text: $("#text"),
+  me: $("#me"),
+  sidebar: $("#sidebar"),
+  toggle: $("#toggle-sidebar"),
+};
+const notice = new Notice($("#notice"));
+const scroller = new Scroller($("#scroller"));
+let status = null;
+let connection = null;
+let current = null; // the room shown
+const rooms = new Map(); // name -> {list: MessageList, members: [], unread, more}
+
+function savedRooms() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(ROOMS_KEY));
+    if (Array.isArray(saved) && saved.length) return saved.filter((name) => typeof name === "string");
+  } catch {
+    // a damaged entry: start from the default room
+  }
+  return [DEFAULT_ROOM];
+}
+
+function saveRooms() {
+  localStorage.setItem(ROOMS_KEY, JSON.stringify([...rooms.keys()]));
+}
+
+function start(credentials) {
+  connection?.stop();
+  connection = new ChatConnection(credentials);
+  status = status || new StatusBar($("#status"), () => connection.retryNow());
+  rooms.clear();
+  view.roomList.replaceChildren();
+  current = null;
+  view.chat.hidden = false;
+
+  connection.addEventListener("status", (event) => {
+    status.show(event.detail);
+    renderPending(current);
+  });
+  connection.addEventListener("welcome", (event) => {
+    view.me.textContent = event.detail.name || event.detail.user;
+  });
+  connection.addEventListener("fatal", () => {
+    view.chat.hidden = true;
+  });
+  connection.addEventListener("reset", ({ detail }) => {
+    const room = rooms.get(detail.room);
+    room.more = detail.more;
+    whenShown(detail.room, () => room.list.reset(detail.events), true);
+  });
+  connection.addEventListener("events", ({ detail }) => {
+    const room = rooms.get(detail.room);
+    whenShown(detail.room, () => room.list.append(detail.events));
+    if (detail.room !== current) {
+      room.unread += detail.events.filter((e) => e.type === "message").length;
+      renderRoomList();
+    }
+  });
+  connection.addEventListener("older", ({ detail }) => {
+    const room = rooms.get(detail.room);
+    room.more = detail.more;
+    if (detail.room === current) scroller.keepPosition(() => room.list.prepend(detail.events));
+    else room.list.prepend(detail.events);
+    renderOlder();
+  });
+  connection.addEventListener("members", ({ detail }) => {
+    rooms.get(detail.room).members = detail.members;
+    if (detail.room === current) renderMembers();
+  });
+  connection.addEventListener("pending", ({ detail }) => renderPending(detail.room));
+  connection.addEventListener("joinfailed", ({ detail }) => {
+    notice.show(`Cannot join #${detail.room}: ${detail.message}`);
+    drop(detail.room);
+  });
+  connection.addEventListener("problem", ({ detail }) => notice.show(detail.message));
+
+  for (const name of fromHash() ? [...new Set([...savedRooms(), fromHash()])] : savedRooms()) open(name);
+  show(fromHash() && rooms.has(fromHash()) ? fromHash() : rooms.keys().next().value);
+  connection.start();
+  return connection;
+}
+
+function fromHash() {
+  return decodeURIComponent(location.hash.slice(1)).toLowerCase() || null;
+}
+
+// Join a room (if not yet) and keep its list.
+function open(name) {
+  if (!rooms.has(name)) {
+    const list = new MessageList({ me: () => connection.user ?? "you", label: `Messages in #${name}` });
+    rooms.set(name, { list, members: [], unread: 0, more: false });
+    connection.join(name);
+    saveRooms();
+  }
+  renderRoomList();
+}
+
+function drop(name) {
+  rooms.delete(name);
+  saveRooms();
+  if (current === name) show(rooms.keys().next().value ?? null);
+  renderRoomList();
+}
+
+function show(name) {
+  current = name ?? null;
+  const room = rooms.get(current);
+  view.empty.hidden = Boolean(room);
+  view.leave.hidden = !room;
+  view.text.disabled = !room;
+  view.title.textContent = room ? `#${current}` : "No room";
+  view.text.placeholder = room ? `Message #${current}` : "Join a room to chat";
+  if (room) {
+    room.unread = 0;
+    history.replaceState(null, "", `#${current}`);
+    scroller.update(() => view.current.replaceChildren(room.list.node), true);
+    renderPending(current);
+  } else {
+    view.current.replaceChildren();
+  }
+  renderOlder();
+  renderMembers();
+  renderRoomList();
+}
+
+// Change a room's list; if it is the one shown, keep the view scrolled to the newest.
+function whenShown(name, change, force = false) {
+  if (name === current) scroller.update(change, force);
+  else change();
+}
+
+function renderRoomList() {
+  view.roomList.replaceChildren(
+    ...[...rooms].map(([name, room]) =>
+      el(
+        "li",
+        {},
+        el(
+          "button",
+          {
+            type: "button",
+            class: "room",
+            "aria-current": name === current ? "true" : false,
+            onclick: () => {
+              show(name);
+              closeSidebar();
+              view.text.focus();
+            },
+          },
+          el("span", { class: "room-name" }, `#${name}`),
+          room.unread ? el("span", { class: "badge", "aria-label": `${room.unread} unread` }, String(room.unread)) : null,
+        ),
+      ),
+    ),
+  );
+}
+
+function renderMembers() {
+  const members = rooms.get(current)?.members ?? [];
+  view.memberCount.textContent = members.length ? `(${members.length})` : "";
+  const me = connection?.user;
+  view.memberList.replaceChildren(
+    ...[...members]
+      .sort((a, b) => a.localeCompare(b))
+      .map((name) =>
+        el("li", { class: "member" }, el("span", { class: "dot", "aria-hidden": "true" }), name, name === me ? el("span", { class: "you" }, " (you)") : null),
+      ),
+  );
+}
+
+function renderOlder() {
+  view.older.hidden = !rooms.get(current)?.more;
+}
+
+function renderPending(name) {
+  const room = rooms.get(name);
+  if (!room || !connection) return;
+  whenShown(name, () => room.list.setPending(connection.pendingIn(name), Boolean(connection.welcome)));
+}
+
+function closeSidebar() {
+  view.sidebar.classList.remove("open");
+  view.toggle.setAttribute("aria-expanded", "false");
+}
+
+// -- controls -------------------------------------------------------------------------------
+
+$("#join-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const input = $("#room-input");
+  // Room names are lower case; the server checks the rest and says what is wrong.
+  const name = input.value.trim().replace(/^#/, "").toLowerCase();
+  if (!name || !connection) return;
+  input.value = "";
+  open(name);
+  show(name);
+  closeSidebar();
+  view.text.focus();
+});
+
+view.leave.addEventListener("click", () => {
+  if (!current) return;
+  connection.leave(current);
+  drop(current);
+});
+
+window.addEventListener("hashchange", () => {
+  const name = fromHash();
+  if (!name || !connection || name === current) return;
+  open(name);
+  show(name);
+});
+
+view.older.addEventListener("click", () => connection.loadOlder(current));
+
+view.toggle.addEventListener("click", () => {
+  const open = view.sidebar.classList.toggle("open");
+  view.toggle.setAttribute("aria-expanded", String(open));
+});
+
+composer($("#composer"), view.text, (text) => {
+  if (!current) return false;
+  const limit = connection.welcome?.max_text_chars;
+  if (limit && textLength(text) > limit) {
+    notice.show(`That message is ${textLength(text)} characters long; the limit is ${limit}.`);
+    return false;
+  }
+  connection.say(current, text);
+  return true;
+});
+
+session($("#login"), start);

@@ -1,0 +1,355 @@
+// The reconnecting chatd connection and its resume state (docs/protocol.md).
+//
+// It owns what must survive a dropped socket: the rooms this client wants to be in, with the
+// epoch and the last seq of every event it has handed to the page, and the messages said but
+// not yet acknowledged. On every (re)connection it says hello again, re-joins each room with
+// `since: {epoch, seq}` and resends the pending messages with their original ids, so a network
+// blip or a daemon restart shows the page no gap and no duplicate:
+//   - events are handed on only if their seq is above the room's last one (dedupe by seq);
+//   - a `joined` with `recovered: false` (new epoch, or history no longer in memory) replaces
+//     the room's events with the history it carries ("reset");
+//   - the server answers a resent `say` whose id it already has with the original ack.
+//
+// The page listens with addEventListener(type, handler); `event.detail` holds the data:
+//   status   {state: "connecting" | "online" | "offline" | "stopped", reason, retryAt}
+//   welcome  the welcome frame (once per connection)
+//   fatal    {code, message}: the server refused us (bad token, name taken...); stopped
+//   reset    {room, events, more}: replace the room's events with these
+//   events   {room, events}: new events, in seq order, never seen before
+//   older    {room, events, more}: earlier events, from "load earlier"
+//   members  {room, members}: the room's members now
+//   pending  {room}: the room's unacknowledged messages changed (see pendingIn)
+//   joinfailed {room, code, message}: a join was refused; the room is dropped
+//   problem  {code, message, ref}: an error frame about something else, in words
+//   frame    every frame received, after the above (for the support desk's own frames)
+
+const BACKOFF_FIRST_MS = 500;
+const BACKOFF_MAX_MS = 15000;
+// A connection that lived this long starts the next backoff from the beginning again; one
+// that the server keeps closing soon after hello (say a flood or slow-consumer close) backs
+// off further each time.
+const STABLE_AFTER_MS = 10000;
+const RESEND_AFTER_MS = 1500;
+// Errors in answer to hello that another attempt cannot fix.
+const FRAME_HANDLERS = {
+  welcome: "onWelcome",
+  joined: "onJoined",
+  message: "onEvent",
+  presence: "onEvent",
+  ack: "onAck",
+  history: "onHistory",
+  members: "onMembers",
+  error: "onError",
+};
+const HELLO_REFUSALS = new Set(["auth_failed", "token_expired", "bad_name", "name_taken", "bad_frame"]);
+// Errors that settle a `say` for good: the message is dropped (and the page says why).
+const SAY_REFUSALS = new Set(["bad_text", "text_too_long", "bad_id", "forbidden", "not_joined", "bad_room"]);
+
+export function socketUrl(loc = window.location) {
+  return (loc.protocol === "https:" ? "wss://" : "ws://") + loc.host + "/ws";
+}
+
+function randomTag() {
+  const bytes = new Uint8Array(6);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+export class ChatConnection extends EventTarget {
+  // credentials: {name} in open mode, or {token} with token auth: sent in hello only, never
+  // in the URL (URLs end up in proxy and access logs).
+  constructor(credentials, url = socketUrl()) {
+    super();
+    this.credentials = credentials;
+    this.url = url;
+    this.ws = null;
+    this.welcome = null; // the current connection's welcome frame, null until welcomed
+    this.user = null; // our user id, from the last welcome
+    this.rooms = new Map(); // name -> {epoch, seq, oldest, more, members: Set, joined}
+    this.pending = new Map(); // say id -> {id, room, text}, in the order they were said
+    this.stopped = false;
+    this.attempt = 0;
+    this.everWelcomed = false;
+    this.welcomedAt = 0;
+    this.retryTimer = null;
+    this.resendTimer = null;
+    // Message ids must be unique per sender for [limits] retry_window, across page loads
+    // too: a random tag per page, then a counter.
+    this.idTag = randomTag();
+    this.counter = 0;
+    this.joinRefs = new Map(); // join id -> room, to tell which join an error is about
+    this.onOnline = () => this.retryNow();
+  }
+
+  // -- lifecycle ------------------------------------------------------------------------------
+
+  start() {
+    window.addEventListener("online", this.onOnline);
+    this.open();
+  }
+
+  stop() {
+    this.stopped = true;
+    window.removeEventListener("online", this.onOnline);
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.resendTimer);
+    if (this.ws) this.ws.close(1000);
+    this.ws = null;
+    this.emit("status", { state: "stopped" });
+  }
+
+  // Reconnect at once (the "Retry now" button; the browser saying it is back online). An
+  // attempt still connecting is dropped: it began offline and may take long to fail.
+  retryNow() {
+    if (this.stopped || this.ws?.readyState === WebSocket.OPEN) return;
+    const stale = this.ws;
+    this.ws = null;
+    stale?.close();
+    this.attempt = 0;
+    this.open();
+  }
+
+  open() {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    this.emit("status", { state: "connecting" });
+    const ws = new WebSocket(this.url);
+    this.ws = ws;
+    // Handlers check `ws === this.ws`: a socket we gave up on must not touch the state.
+    ws.onopen = () => {
+      if (ws === this.ws) this.send({ type: "hello", ...this.credentials });
+    };
+    ws.onmessage = (message) => {
+      if (ws === this.ws) this.receive(message.data);
+    };
+    ws.onclose = (close) => {
+      if (ws === this.ws) this.closed(close);
+    };
+  }
+
+  closed(close) {
+    this.ws = null;
+    const lived = this.welcome ? Date.now() - this.welcomedAt : 0;
+    this.welcome = null;
+    this.joinRefs.clear();
+    for (const room of this.rooms.values()) room.joined = false;
+    if (this.stopped) return;
+    if (lived >= STABLE_AFTER_MS) this.attempt = 0;
+    // Exponential backoff with jitter: a restarted server is not hit by every client at once.
+    const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.attempt);
+    const delay = ceiling / 2 + Math.random() * (ceiling / 2);
+    this.attempt += 1;
+    const reason =
+      close.code === 1001
+        ? "the server is restarting"
+        : close.reason || (this.everWelcomed ? "the connection was lost" : "cannot reach the server");
+    this.retryTimer = setTimeout(() => this.open(), delay);
+    this.emit("status", { state: "offline", reason, retryAt: Date.now() + delay });
+  }
+
+  // -- what the page asks for -----------------------------------------------------------------
+
+  // Join a room, now and after every reconnection (a room already wanted: nothing to do).
+  join(name) {
+    if (this.rooms.has(name)) return;
+    this.rooms.set(name, { epoch: null, seq: 0, oldest: null, more: false, members: new Set(), joined: false });
+    if (this.welcome) this.sendJoin(name);
+  }
+
+  leave(name) {
+    if (this.forget(name) && this.welcome) this.send({ type: "leave", room: name });
+  }
+
+  // Drop a room and its unsent messages (left, or refused by the server).
+  forget(name) {
+    if (!this.rooms.delete(name)) return false;
+    for (const [id, say] of this.pending) if (say.room === name) this.pending.delete(id);
+    return true;
+  }
+
+  // Queue a message; it is sent now if we are connected, else after the next welcome.
+  say(room, text) {
+    this.counter += 1;
+    const say = { type: "say", room, text, id: `m-${this.idTag}-${this.counter}` };
+    this.pending.set(say.id, say);
+    if (this.welcome) this.send(say);
+    this.emit("pending", { room });
+    return say.id;
+  }
+
+  pendingIn(room) {
+    return [...this.pending.values()].filter((say) => say.room === room);
+  }
+
+  loadOlder(name) {
+    const room = this.rooms.get(name);
+    if (!room || !room.more || !this.welcome) return;
+    this.send({ type: "history", room: name, before: room.oldest, limit: 50 });
+  }
+
+  send(frame) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
+  }
+
+  sendJoin(name) {
+    const room = this.rooms.get(name);
+    const id = `j${++this.counter}`;
+    this.joinRefs.set(id, name);
+    const frame = { type: "join", room: name, id };
+    if (room.epoch !== null) frame.since = { epoch: room.epoch, seq: room.seq };
+    this.send(frame);
+  }
+
+  // -- frames ---------------------------------------------------------------------------------
+
+  receive(data) {
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      return;
+    }
+    const handler = FRAME_HANDLERS[frame.type];
+    if (handler) this[handler](frame);
+    this.emit("frame", frame);
+  }
+
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  // Hand on the events not seen yet (seq above the room's last), and settle our own pending
+  // messages that they contain (their ack may have been lost with the connection).
+  deliver(room, events) {
+    const fresh = events.filter((event) => event.epoch === room.epoch && event.seq > room.seq);
+    for (const event of fresh) {
+      room.seq = event.seq;
+      this.settle(event);
+      if (event.type === "presence") {
+        if (event.event === "join") room.members.add(event.user);
+        else room.members.delete(event.user);
+      }
+    }
+    return fresh;
+  }
+
+  settle(event) {
+    if (event.type === "message" && event.from === this.user && this.pending.delete(event.id)) {
+      this.emit("pending", { room: event.room });
+    }
+  }
+
+  resendPending() {
+    clearTimeout(this.resendTimer);
+    this.resendTimer = null;
+    if (!this.welcome) return;
+    for (const say of this.pending.values()) this.send(say);
+  }
+
+  laterResend() {
+    if (this.resendTimer === null) this.resendTimer = setTimeout(() => this.resendPending(), RESEND_AFTER_MS);
+  }
+
+  // -- frame handlers ----------------------------------------------------------------------
+
+  onWelcome(frame) {
+    this.welcome = frame;
+    this.user = frame.user;
+    this.everWelcomed = true;
+    this.welcomedAt = Date.now();
+    // Frames on one connection are handled in order: the joins are done before the says.
+    for (const name of this.rooms.keys()) this.sendJoin(name);
+    this.resendPending();
+    this.emit("status", { state: "online" });
+    this.emit("welcome", frame);
+  }
+
+  onJoined(frame) {
+    this.joinRefs.delete(frame.ref);
+    const room = this.rooms.get(frame.room);
+    if (!room) return; // left meanwhile
+    room.joined = true;
+    if (frame.recovered && room.epoch === frame.epoch) {
+      const events = this.deliver(room, frame.history);
+      room.seq = Math.max(room.seq, frame.seq);
+      if (events.length) this.emit("events", { room: frame.room, events });
+    } else {
+      // A first join, or history we cannot resume from: start the room's list afresh.
+      room.epoch = frame.epoch;
+      room.seq = 0;
+      const events = this.deliver(room, frame.history);
+      room.seq = frame.seq;
+      room.oldest = events.length ? events[0].seq : frame.seq + 1;
+      room.more = room.oldest > 1;
+      this.emit("reset", { room: frame.room, events, more: room.more });
+    }
+    // The member list as of frame.seq, the end of the history: it overrides what the
+    // presence events in the history did to the set.
+    room.members = new Set(frame.members);
+    this.emit("members", { room: frame.room, members: [...room.members] });
+  }
+
+  // A live event (message or presence).
+  onEvent(frame) {
+    const room = this.rooms.get(frame.room);
+    if (!room) return; // a room we left; its last events may still be on the way
+    const events = this.deliver(room, [frame]);
+    if (!events.length) return;
+    this.emit("events", { room: frame.room, events });
+    if (frame.type === "presence") this.emit("members", { room: frame.room, members: [...room.members] });
+  }
+
+  onAck(frame) {
+    const say = this.pending.get(frame.id);
+    if (say && this.pending.delete(frame.id)) this.emit("pending", { room: say.room });
+  }
+
+  onHistory(frame) {
+    const room = this.rooms.get(frame.room);
+    if (!room || frame.epoch !== room.epoch) return;
+    const events = frame.events.filter((event) => event.seq < room.oldest);
+    if (events.length) room.oldest = events[0].seq;
+    room.more = frame.more && events.length > 0;
+    this.emit("older", { room: frame.room, events, more: room.more });
+  }
+
+  onMembers(frame) {
+    const room = this.rooms.get(frame.room);
+    if (!room) return;
+    room.members = new Set(frame.members);
+    this.emit("members", { room: frame.room, members: frame.members });
+  }
+
+  onError(frame) {
+    if (!this.welcome && HELLO_REFUSALS.has(frame.code)) {
+      if (frame.code === "name_taken" && this.everWelcomed) {
+        // After a blip the server may not have noticed our old connection's end yet: it
+        // still holds the name. Try again later; its ping timeout frees the name.
+        if (this.ws) this.ws.close(1000);
+        return;
+      }
+      this.stop();
+      this.emit("fatal", { code: frame.code, message: frame.message });
+      return;
+    }
+    const say = frame.ref ? this.pending.get(frame.ref) : undefined;
+    if (say && SAY_REFUSALS.has(frame.code)) {
+      this.pending.delete(say.id);
+      this.emit("pending", { room: say.room });
+      this.emit("problem", { code: frame.code, message: `Not sent: ${frame.message}`, ref: frame.ref });
+      return;
+    }
+    const joinRoom = frame.ref ? this.joinRefs.get(frame.ref) : undefined;
+    if (joinRoom !== undefined) {
+      this.joinRefs.delete(frame.ref);
+      this.forget(joinRoom);
+      this.emit("joinfailed", { room: joinRoom, code: frame.code, message: frame.message });
+      return;
+    }
+    // The server dropped a frame (rate limit; it does not say which) or could not store a
+    // message: send the pending messages again in a moment, with the same ids, so none is
+    // lost and none is posted twice.
+    if (frame.code === "rate_limited" || frame.code === "unavailable") this.laterResend();
+    this.emit("problem", { code: frame.code, message: frame.message, ref: frame.ref });
+  }
+}

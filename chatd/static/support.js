@@ -1,0 +1,97 @@
+// The customer's page (/support): one private conversation with the support agents.
+//
+// The server names the conversation room in welcome (`support_room`); every other member of
+// that room is a support agent, so a presence join from anyone else is "an agent joined".
+
+import { ChatConnection } from "./connection.js";
+import { session } from "./login.js";
+import { $, composer, MessageList, Notice, Scroller, StatusBar, textLength } from "./ui.js";
+
+const notice = new Notice($("#notice"));
+const scroller = new Scroller($("#scroller"));
+const banner = $("#banner");
+const older = $("#older");
+let status = null;
+let connection = null;
+let room = null; // our support room, from welcome
+let list = null;
+
+function start(credentials) {
+  connection?.stop();
+  connection = new ChatConnection(credentials);
+  status = status || new StatusBar($("#status"), () => connection.retryNow());
+  room = null;
+  const me = () => connection.user ?? "you";
+  list = new MessageList({
+    me,
+    label: "Messages in your conversation",
+    describePresence: (event) => `Support agent ${event.user} ${event.event === "join" ? "joined" : "left"} the conversation`,
+  });
+  $("#current").replaceChildren(list.node);
+  $("#support").hidden = false;
+
+  // Our own comings and goings (each reconnection is one) are no news to us.
+  const shown = (events) => events.filter((event) => event.type !== "presence" || event.user !== connection.user);
+  const update = (change, force = false) => scroller.update(change, force);
+
+  connection.addEventListener("status", (event) => {
+    status.show(event.detail);
+    renderPending();
+  });
+  connection.addEventListener("welcome", ({ detail }) => {
+    $("#me").textContent = detail.name || detail.user;
+    if (!detail.support_room) {
+      notice.show("The support desk is not open on this server.", { sticky: true });
+      banner.textContent = "The support desk is not open on this server.";
+      return;
+    }
+    room = detail.support_room;
+    connection.join(room);
+  });
+  connection.addEventListener("fatal", () => {
+    $("#support").hidden = true;
+  });
+  connection.addEventListener("reset", ({ detail }) => {
+    older.hidden = !detail.more;
+    update(() => list.reset(shown(detail.events)), true);
+  });
+  connection.addEventListener("events", ({ detail }) => update(() => list.append(shown(detail.events))));
+  connection.addEventListener("older", ({ detail }) => {
+    older.hidden = !detail.more;
+    scroller.keepPosition(() => list.prepend(shown(detail.events)));
+  });
+  connection.addEventListener("members", ({ detail }) => renderBanner(detail.members));
+  connection.addEventListener("pending", renderPending);
+  connection.addEventListener("joinfailed", ({ detail }) => notice.show(`Cannot open your conversation: ${detail.message}`, { sticky: true }));
+  connection.addEventListener("problem", ({ detail }) => notice.show(detail.message));
+  connection.start();
+  return connection;
+}
+
+function renderBanner(members) {
+  const agents = members.filter((name) => name !== connection.user);
+  banner.classList.toggle("agent-here", agents.length > 0);
+  banner.textContent = agents.length
+    ? `Support agent ${agents.join(", ")} ${agents.length > 1 ? "are" : "is"} here to help.`
+    : "You are in the queue: an agent will answer here as soon as possible. You can write your question now.";
+}
+
+function renderPending() {
+  if (!list || !connection) return;
+  scroller.update(() => list.setPending(room ? connection.pendingIn(room) : [], Boolean(connection.welcome)));
+}
+
+older.addEventListener("click", () => room && connection.loadOlder(room));
+
+composer($("#composer"), $("#text"), (text) => {
+  if (!room) return false;
+  const limit = connection.welcome?.max_text_chars;
+  if (limit && textLength(text) > limit) {
+    notice.show(`That message is ${textLength(text)} characters long; the limit is ${limit}.`);
+    return false;
+  }
+  connection.say(room, text);
+  return true;
+});
+
+session($("#login"), start);

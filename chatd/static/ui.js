@@ -1,0 +1,256 @@
+// Rendering shared by the pages. Whatever users or the server wrote goes into the page as
+// text only (text nodes, textContent, plain attributes), never as HTML: a message reading
+// <img src=x onerror=alert(1)> is shown as exactly those characters.
+
+// el("li", {class: "x", onclick: f}, "text", childNode, ...): an element; strings are text.
+export function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+export const $ = (selector, root = document) => root.querySelector(selector);
+
+// -- time ---------------------------------------------------------------------------------------
+
+function sameDay(a, b) {
+  return a.getFullYear() === b.getFullYear() && a.getMonth() === b.getMonth() && a.getDate() === b.getDate();
+}
+
+export function formatTime(ts, now = new Date()) {
+  const date = new Date(ts);
+  const time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  if (sameDay(date, now)) return time;
+  return `${date.toLocaleDateString([], { month: "short", day: "numeric" })}, ${time}`;
+}
+
+// "just now", "4 min", "1 h 20 min", "2 d"
+export function formatWait(since, now = Date.now()) {
+  const minutes = Math.floor((now - new Date(since).getTime()) / 60000);
+  if (minutes < 1) return "just now";
+  if (minutes < 60) return `${minutes} min`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 24) return minutes % 60 ? `${hours} h ${minutes % 60} min` : `${hours} h`;
+  return `${Math.floor(hours / 24)} d`;
+}
+
+// -- the message list -----------------------------------------------------------------------
+
+const GROUP_WITHIN_MS = 5 * 60 * 1000;
+
+// One room's events and its messages not yet acknowledged, in a scrolling container.
+// Events come already de-duplicated and in order from the connection.
+export class MessageList {
+  constructor({ me, describePresence, label }) {
+    this.me = me; // () => our user id
+    this.describePresence = describePresence || ((event) => `${event.user} ${event.event === "join" ? "joined" : "left"}`);
+    // role=log: screen readers announce what is appended, politely.
+    this.events = el("ol", { class: "events", role: "log", "aria-live": "polite", "aria-label": label });
+    this.pending = el("ol", { class: "events pending", "aria-label": "Not sent yet" });
+    this.node = el("div", { class: "message-list" }, this.events, this.pending);
+  }
+
+  reset(events) {
+    this.events.replaceChildren();
+    this.append(events);
+  }
+
+  append(events) {
+    const fragment = document.createDocumentFragment();
+    let previous = this.events.lastElementChild;
+    for (const event of events) {
+      const item = this.render(event, previous);
+      fragment.append(item);
+      previous = item;
+    }
+    this.events.append(fragment);
+  }
+
+  prepend(events) {
+    const fragment = document.createDocumentFragment();
+    let previous = null;
+    for (const event of events) {
+      const item = this.render(event, previous);
+      fragment.append(item);
+      previous = item;
+    }
+    this.events.prepend(fragment);
+  }
+
+  // says: [{id, text}], in the order they were said.
+  setPending(says, online) {
+    this.pending.replaceChildren(
+      ...says.map((say) =>
+        el(
+          "li",
+          { class: "event message mine unsent", dataset: { id: say.id } },
+          el("div", { class: "meta" }, el("span", { class: "from" }, this.me()), el("span", { class: "state" }, online ? "sending…" : "waiting for the connection…")),
+          el("div", { class: "text" }, say.text),
+        ),
+      ),
+    );
+  }
+
+  render(event, previous) {
+    if (event.type === "presence") {
+      return el("li", { class: `event presence ${event.event}`, dataset: { seq: event.seq } }, this.describePresence(event), " ", timeElement(event.ts));
+    }
+    const mine = event.from === this.me();
+    // Consecutive messages from one sender within a few minutes share one header.
+    const continued =
+      previous &&
+      previous.dataset.from === event.from &&
+      new Date(event.ts) - new Date(previous.dataset.ts) < GROUP_WITHIN_MS;
+    return el(
+      "li",
+      {
+        class: `event message${mine ? " mine" : ""}${continued ? " continued" : ""}`,
+        dataset: { seq: event.seq, from: event.from, ts: event.ts },
+      },
+      el("div", { class: "meta" }, el("span", { class: "from" }, event.from), timeElement(event.ts)),
+      el("div", { class: "text" }, event.text),
+    );
+  }
+}
+
+function timeElement(ts) {
+  return el("time", { datetime: ts, title: new Date(ts).toLocaleString() }, formatTime(ts));
+}
+
+// Keeps a scroller pinned to the bottom while the reader is there, and leaves it alone when
+// they have scrolled up to read.
+export class Scroller {
+  constructor(node) {
+    this.node = node;
+  }
+
+  atBottom() {
+    const { scrollTop, scrollHeight, clientHeight } = this.node;
+    return scrollHeight - scrollTop - clientHeight < 40;
+  }
+
+  // Run change(), then follow it down if we were at the bottom (or always, with force).
+  update(change, force = false) {
+    const follow = force || this.atBottom();
+    change();
+    if (follow) this.node.scrollTop = this.node.scrollHeight;
+  }
+
+  // Run change() that adds content above, keeping what the reader sees in place.
+  keepPosition(change) {
+    const fromBottom = this.node.scrollHeight - this.node.scrollTop;
+    change();
+    this.node.scrollTop = this.node.scrollHeight - fromBottom;
+  }
+}
+
+// -- the composer ---------------------------------------------------------------------------
+
+// Enter sends, Shift+Enter starts a new line; onSend(text) returns true if it took the text.
+export function composer(form, textarea, onSend) {
+  const grow = () => {
+    textarea.style.height = "auto";
+    textarea.style.height = `${Math.min(textarea.scrollHeight, 160)}px`;
+  };
+  const submit = () => {
+    // The server refuses control characters other than newline and tab.
+    const text = textarea.value.replace(/\r\n?/g, "\n");
+    if (!text.trim()) return;
+    if (onSend(text)) {
+      textarea.value = "";
+      grow();
+    }
+    textarea.focus();
+  };
+  textarea.addEventListener("keydown", (event) => {
+    // isComposing: Enter that confirms an IME composition is not a send.
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      submit();
+    }
+  });
+  textarea.addEventListener("input", grow);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    submit();
+  });
+}
+
+// Characters as the server counts them (code points after NFC), for max_text_chars.
+export function textLength(text) {
+  return [...text.normalize("NFC")].length;
+}
+
+// -- connection status and notices ----------------------------------------------------------
+
+// Shows the connection's state: online, connecting, or offline with a countdown to the next
+// attempt and a button to try now.
+export class StatusBar {
+  constructor(node, onRetry) {
+    this.node = node;
+    this.onRetry = onRetry;
+    this.timer = null;
+    this.status = { state: "connecting" };
+  }
+
+  show(status) {
+    this.status = status;
+    clearInterval(this.timer);
+    this.timer = null;
+    if (status.state === "offline") this.timer = setInterval(() => this.paint(), 1000);
+    this.paint();
+  }
+
+  paint() {
+    const { state, reason, retryAt } = this.status;
+    this.node.dataset.state = state;
+    if (state === "online") {
+      this.node.replaceChildren(el("span", { class: "dot" }), "Connected");
+    } else if (state === "connecting") {
+      this.node.replaceChildren(el("span", { class: "dot" }), "Connecting…");
+    } else if (state === "offline") {
+      const seconds = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
+      this.node.replaceChildren(
+        el("span", { class: "dot" }),
+        `Offline: ${reason}. Retrying in ${seconds} s `,
+        el("button", { type: "button", class: "link", onclick: () => this.onRetry() }, "Retry now"),
+      );
+    } else {
+      this.node.replaceChildren(el("span", { class: "dot" }), "Signed out");
+    }
+  }
+}
+
+// One line for problems the server reported (error frames, in its words) and the like.
+export class Notice {
+  constructor(node) {
+    this.node = node;
+    this.timer = null;
+  }
+
+  show(message, { sticky = false } = {}) {
+    clearTimeout(this.timer);
+    this.node.replaceChildren(
+      el("span", { class: "notice-text" }, message),
+      el("button", { type: "button", class: "link", "aria-label": "Dismiss", onclick: () => this.hide() }, "Dismiss"),
+    );
+    this.node.hidden = false;
+    if (!sticky) this.timer = setTimeout(() => this.hide(), 10000);
+  }
+
+  hide() {
+    clearTimeout(this.timer);
+    this.node.hidden = true;
+    this.node.replaceChildren();
+  }
+}
