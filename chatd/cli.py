@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
-from chatd.config import Config, ConfigError, find_config_file, load_config
+from chatd.config import Config, ConfigError, load_daemon_config, parse_duration
 
 CONFIG_HELP = (
     "the INI file; default, as for the daemon: etc/chatd.ini under the working directory,"
     " else /etc/chatd/chatd.ini, else the embedded defaults"
 )
-
-
-def load_daemon_config(path: Path | None) -> Config:
-    """The configuration `twistd chatd [--config path]` would load if started here."""
-    return load_config(path or find_config_file(Path.cwd()))
 
 
 def check_files(config: Config) -> None:
@@ -51,6 +47,44 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def mint(args: argparse.Namespace) -> int:
+    """Print a token the daemon's [auth] settings accept, for operators and tests."""
+    from chatd.auth import mint_token
+
+    ttl = parse_duration(args.ttl)
+    if ttl is None or ttl <= 0:
+        print(f"chatd token: --ttl must be a duration such as 30m or 1h, got {args.ttl!r}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        config = load_daemon_config(args.config)
+        auth = config.auth
+        if auth.algorithm == "HS256" and auth.secret_file is None:
+            raise ConfigError(config.source, "auth", "secret_file", "is needed to sign tokens")
+        if auth.algorithm != "HS256" and args.signing_key is None:
+            print(f"chatd token: {auth.algorithm} tokens are signed with the identity provider's"
+                  " private key: pass --signing-key FILE", file=sys.stderr)  # fmt: skip
+            return 2
+        signing_key = args.signing_key.read_bytes() if args.signing_key else None
+        token = mint_token(
+            auth,
+            args.user,
+            roles=args.role,
+            ttl=ttl,
+            now=time.time(),
+            name=args.name,
+            signing_key=signing_key,
+        )
+    except (ConfigError, OSError) as error:
+        print(error, file=sys.stderr)
+        return 1
+    if auth.mode != "token":
+        print(f"{config.source}: note: [auth] mode is {auth.mode}; the daemon ignores tokens",
+              file=sys.stderr)  # fmt: skip
+    print(token)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chatd",
@@ -71,6 +105,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--config", "-c", type=Path, metavar="FILE", help=CONFIG_HELP)
     check.set_defaults(run=check_config)
+
+    token = commands.add_parser(
+        "token",
+        help="mint a token for a user (for operators and tests)",
+        description=(
+            "Print a JWT that the daemon's [auth] settings accept: signed with [auth]"
+            " secret_file (HS256) or with --signing-key (RS256/ES256), carrying [auth] audience"
+            " and issuer if set. Keep it secret: it is the user's identity until it expires."
+        ),
+    )
+    token.add_argument("user", help="the user id (the token's sub)")
+    token.add_argument("--role", action="append", default=[], help="a role; repeat for more")
+    token.add_argument("--name", help="the display name (default: the user id)")
+    token.add_argument("--ttl", default="1h", help="lifetime, e.g. 30m, 8h (default 1h)")
+    token.add_argument("--signing-key", type=Path, metavar="FILE", help="PEM private key")
+    token.add_argument("--config", "-c", type=Path, metavar="FILE", help=CONFIG_HELP)
+    token.set_defaults(run=mint)
     return parser
 
 

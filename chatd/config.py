@@ -43,6 +43,14 @@ _SIZE = re.compile(r"^(\d+)\s*([KMG])?$", re.IGNORECASE)
 _SIZE_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, None: 1}
 
 
+def parse_duration(text: str) -> float | None:
+    """Seconds from `30`, `30s`, `500ms`, `5m` or `1h`; None if it is not a duration."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        return None
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
 class SectionReader:
     """Typed access to one INI section; `finish()` rejects keys nobody asked for."""
 
@@ -91,10 +99,9 @@ class SectionReader:
         value = self._raw(key)
         if value is None:
             return default
-        match = _DURATION.match(value)
-        if match is None:
+        seconds = parse_duration(value)
+        if seconds is None:
             raise self.error(key, f"must be a duration such as 30s, 500ms, 5m or 1h, got {value!r}")
-        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
         if not minimum <= seconds <= maximum:
             raise self.error(key, f"must be between {minimum:g}s and {maximum:g}s, got {value!r}")
         return seconds
@@ -145,6 +152,16 @@ class SectionReader:
             value = default
         if not value:
             return None
+        return self._checked_path(key, value, must_exist)
+
+    def directory(self, key: str, default: str) -> Path:
+        """A directory path that may not be empty (the daemon creates it if missing)."""
+        value = self._raw(key)
+        if value == "":
+            raise self.error(key, "must not be empty")
+        return self._checked_path(key, value or default, must_exist=False)
+
+    def _checked_path(self, key: str, value: str, must_exist: bool) -> Path:
         path = Path(value).expanduser()
         if must_exist and not path.is_file():
             raise self.error(key, f"{value} does not exist or is not a file")
@@ -234,7 +251,7 @@ class TLSConfig:
             certificate=certificate,
             key=key,
             chain=chain,
-            dev_directory=reader.path("dev_directory", "var/dev-tls"),
+            dev_directory=reader.directory("dev_directory", "var/dev-tls"),
             ciphers=reader.text("ciphers", "ECDHE+AESGCM:ECDHE+CHACHA20"),
             min_version=reader.choice("min_version", "1.2", ("1.2", "1.3")),
         )
@@ -252,7 +269,7 @@ class TranscriptConfig:
     @classmethod
     def read(cls, reader: SectionReader) -> TranscriptConfig:
         return cls(
-            directory=reader.path("directory", "var/transcripts"),
+            directory=reader.directory("directory", "var/transcripts"),
             fsync=reader.choice("fsync", "no", ("no", "batch")),
             rotate=reader.choice("rotate", "daily", ("daily", "never")),
             rotate_size=reader.size("rotate_size", 0, 0, 2**40),
@@ -579,6 +596,11 @@ def load_config(path: str | os.PathLike | None) -> Config:
     except UnicodeDecodeError:
         raise ConfigError(source, None, None, "is not UTF-8 text") from None
     return parse_config(text, source)
+
+
+def load_daemon_config(path: Path | None) -> Config:
+    """The configuration `twistd chatd [--config path]` loads when started here."""
+    return load_config(path or find_config_file(Path.cwd()))
 
 
 def find_config_file(cwd: Path, system_path: Path = Path("/etc/chatd/chatd.ini")) -> Path | None:

@@ -31,7 +31,7 @@ from chatd import devcert, tls, wire
 from chatd.admission import Admission
 from chatd.auth import authenticator_for
 from chatd.broadcaster import Broadcaster
-from chatd.config import Config, ConfigError, find_config_file, load_config
+from chatd.config import EMBEDDED_DEFAULTS, Config, ConfigError, load_daemon_config
 from chatd.metrics import Metrics, MetricsResource
 from chatd.protocol import ChatServerFactory, ListenerContext, prepare_frame
 from chatd.support import SupportDesk
@@ -206,10 +206,10 @@ def makeService(options: Options, reactor=None) -> MultiService:
 
 
 def _load(options: Options) -> Config:
-    path = options["config"] or find_config_file(Path.cwd())
-    if path is None:
+    config = load_daemon_config(options["config"])
+    if config.source == EMBEDDED_DEFAULTS:
         log.info("no etc/chatd.ini or /etc/chatd/chatd.ini: using the embedded defaults")
-    return load_config(path)
+    return config
 
 
 def _build(config: Config, reactor) -> ChatService:

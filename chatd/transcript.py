@@ -49,6 +49,18 @@ def segment_paths(directory: Path, room: str) -> list[Path]:
     return paths
 
 
+def room_names(directory: Path) -> list[str]:
+    """Every room with a current or a rotated transcript in `directory`."""
+    names = set()
+    for entry in os.scandir(directory):
+        rotated = ROTATED.fullmatch(entry.name)
+        if rotated:
+            names.add(rotated["room"])
+        elif entry.name.endswith(SUFFIX) and ROOM_PATTERN.fullmatch(entry.name[: -len(SUFFIX)]):
+            names.add(entry.name[: -len(SUFFIX)])
+    return sorted(names)
+
+
 def rotated_path(current: Path, first_ts: float) -> Path:
     """Where `current` goes when it is rotated: named by the UTC time of its first event."""
     room = current.name[: -len(SUFFIX)]
@@ -189,15 +201,7 @@ class TranscriptStore:
         return self.directory / f"{room}{SUFFIX}"
 
     def rooms(self) -> list[str]:
-        """Every room with a current or a rotated transcript."""
-        names = set()
-        for entry in os.scandir(self.directory):
-            rotated = ROTATED.fullmatch(entry.name)
-            if rotated:
-                names.add(rotated["room"])
-            elif entry.name.endswith(SUFFIX) and ROOM_PATTERN.fullmatch(entry.name[:-6]):
-                names.add(entry.name[: -len(SUFFIX)])
-        return sorted(names)
+        return room_names(self.directory)
 
     def writer(self, room: str) -> TranscriptWriter:
         writer = self._writers.get(room)

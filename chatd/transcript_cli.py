@@ -20,8 +20,8 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from chatd.cli import CONFIG_HELP, load_daemon_config
-from chatd.config import ConfigError
+from chatd.cli import CONFIG_HELP
+from chatd.config import ConfigError, load_daemon_config
 from chatd.transcript import segment_paths
 from chatd.transcript_tail import DirectoryTail, Line
 from chatd.wire import ROOM_PATTERN

@@ -11,7 +11,8 @@ The daemon rotates by renaming `ROOM.jsonl` to a rotated name, then creating a n
 the file it has open (by descriptor, so the rename does not disturb it) until `ROOM.jsonl` is
 another file; then it reads what is left in its file and goes on with the file that follows it
 in the listing, found by identity (device and inode), so that no line is lost or read twice,
-however many rotations happened in between.
+however many rotations happened in between. A file that shrinks (truncated in place, as
+logrotate's copytruncate does) is read again from its start.
 
 Polling, not inotify: portable, and cheap (an fstat and a stat per room per call).
 """
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from chatd.transcript import SUFFIX, TranscriptStore, segment_paths
+from chatd.transcript import SUFFIX, room_names, segment_paths
 
 Identity = tuple[int, int]  # (st_dev, st_ino): which file, whatever its name now
 
@@ -151,7 +152,8 @@ class RoomTail:
                 identity = _identity_if_any(path)
                 if identity is not None:  # else removed since the listing
                     segments.append((path, identity))
-            return segments
+            if _identity_if_any(self._live) == live:
+                return segments
 
 
 class DirectoryTail:
@@ -161,12 +163,11 @@ class DirectoryTail:
         self.directory = directory
         self._room = room
         self._warn = warn
-        self._store = TranscriptStore(directory)  # only to list the rooms, as the daemon does
         self._tails: dict[str, RoomTail] = {}
 
     def lines(self, final: bool = False) -> list[Iterator[Line]]:
         """Each room's `RoomTail.lines`, rooms in name order."""
-        rooms = self._store.rooms() if self._room is None else [self._room]
+        rooms = room_names(self.directory) if self._room is None else [self._room]
         for room in rooms:
             if room not in self._tails:
                 self._tails[room] = RoomTail(self.directory, room, self._warn)

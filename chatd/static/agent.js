@@ -40,6 +40,7 @@ function start(credentials) {
   opened.clear();
   show(null);
   view.desk.hidden = false;
+  view.toggle.hidden = false;
 
   connection.addEventListener("status", (event) => {
     status.show(event.detail);
@@ -51,6 +52,7 @@ function start(credentials) {
   });
   connection.addEventListener("fatal", () => {
     view.desk.hidden = true;
+    view.toggle.hidden = true;
   });
   connection.addEventListener("frame", ({ detail: frame }) => {
     if (frame.type === "queue") {
@@ -197,6 +199,11 @@ view.leave.addEventListener("click", () => {
 });
 
 view.older.addEventListener("click", () => connection.loadOlder(current));
+
+$(".conversation").addEventListener("click", () => {
+  view.sidebar.classList.remove("open");
+  view.toggle.setAttribute("aria-expanded", "false");
+});
 
 view.toggle.addEventListener("click", () => {
   const isOpen = view.sidebar.classList.toggle("open");

@@ -51,6 +51,7 @@ function start(credentials) {
   view.roomList.replaceChildren();
   current = null;
   view.chat.hidden = false;
+  view.toggle.hidden = false;
 
   connection.addEventListener("status", (event) => {
     status.show(event.detail);
@@ -58,9 +59,11 @@ function start(credentials) {
   });
   connection.addEventListener("welcome", (event) => {
     view.me.textContent = event.detail.name || event.detail.user;
+    if (document.activeElement === document.body) view.text.focus();
   });
   connection.addEventListener("fatal", () => {
     view.chat.hidden = true;
+    view.toggle.hidden = true;
   });
   connection.addEventListener("reset", ({ detail }) => {
     const room = rooms.get(detail.room);
@@ -93,14 +96,21 @@ function start(credentials) {
   });
   connection.addEventListener("problem", ({ detail }) => notice.show(detail.message));
 
-  for (const name of fromHash() ? [...new Set([...savedRooms(), fromHash()])] : savedRooms()) open(name);
-  show(fromHash() && rooms.has(fromHash()) ? fromHash() : rooms.keys().next().value);
+  // The rooms of the last visit (or the lobby), and the one in the address (/#room).
+  const wanted = fromHash();
+  for (const name of new Set([...savedRooms(), ...(wanted ? [wanted] : [])])) open(name);
+  show(wanted ?? rooms.keys().next().value);
   connection.start();
   return connection;
 }
 
+// The room named in the address (/#release), if any.
 function fromHash() {
-  return decodeURIComponent(location.hash.slice(1)).toLowerCase() || null;
+  try {
+    return decodeURIComponent(location.hash.slice(1)).toLowerCase() || null;
+  } catch {
+    return null; // a malformed %-escape
+  }
 }
 
 // Join a room (if not yet) and keep its list.
@@ -231,6 +241,8 @@ window.addEventListener("hashchange", () => {
 });
 
 view.older.addEventListener("click", () => connection.loadOlder(current));
+
+$(".conversation").addEventListener("click", closeSidebar);
 
 view.toggle.addEventListener("click", () => {
   const open = view.sidebar.classList.toggle("open");

@@ -30,7 +30,7 @@ const BACKOFF_MAX_MS = 15000;
 // off further each time.
 const STABLE_AFTER_MS = 10000;
 const RESEND_AFTER_MS = 1500;
-// Errors in answer to hello that another attempt cannot fix.
+// The method that handles each type of server frame.
 const FRAME_HANDLERS = {
   welcome: "onWelcome",
   joined: "onJoined",
@@ -41,6 +41,7 @@ const FRAME_HANDLERS = {
   members: "onMembers",
   error: "onError",
 };
+// Errors in answer to hello that another attempt cannot fix.
 const HELLO_REFUSALS = new Set(["auth_failed", "token_expired", "bad_name", "name_taken", "bad_frame"]);
 // Errors that settle a `say` for good: the message is dropped (and the page says why).
 const SAY_REFUSALS = new Set(["bad_text", "text_too_long", "bad_id", "forbidden", "not_joined", "bad_room"]);
@@ -73,6 +74,7 @@ export class ChatConnection extends EventTarget {
     this.welcomedAt = 0;
     this.retryTimer = null;
     this.resendTimer = null;
+    this.offlineReason = null; // why the last welcomed connection ended, until the next welcome
     // Message ids must be unique per sender for [limits] retry_window, across page loads
     // too: a random tag per page, then a counter.
     this.idTag = randomTag();
@@ -129,7 +131,8 @@ export class ChatConnection extends EventTarget {
 
   closed(close) {
     this.ws = null;
-    const lived = this.welcome ? Date.now() - this.welcomedAt : 0;
+    const wasWelcomed = Boolean(this.welcome);
+    const lived = wasWelcomed ? Date.now() - this.welcomedAt : 0;
     this.welcome = null;
     this.joinRefs.clear();
     for (const room of this.rooms.values()) room.joined = false;
@@ -139,10 +142,15 @@ export class ChatConnection extends EventTarget {
     const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.attempt);
     const delay = ceiling / 2 + Math.random() * (ceiling / 2);
     this.attempt += 1;
-    const reason =
-      close.code === 1001
-        ? "the server is restarting"
-        : close.reason || (this.everWelcomed ? "the connection was lost" : "cannot reach the server");
+    // Why we are offline is why the last good connection ended; the attempts that fail after
+    // it (the server still restarting, say) do not change the story.
+    if (wasWelcomed || !this.offlineReason) {
+      this.offlineReason =
+        close.code === 1001
+          ? "the server is restarting"
+          : close.reason || (wasWelcomed ? "the connection was lost" : "cannot reach the server");
+    }
+    const reason = this.offlineReason;
     this.retryTimer = setTimeout(() => this.open(), delay);
     this.emit("status", { state: "offline", reason, retryAt: Date.now() + delay });
   }
@@ -257,6 +265,7 @@ export class ChatConnection extends EventTarget {
     this.user = frame.user;
     this.everWelcomed = true;
     this.welcomedAt = Date.now();
+    this.offlineReason = null;
     // Frames on one connection are handled in order: the joins are done before the says.
     for (const name of this.rooms.keys()) this.sendJoin(name);
     this.resendPending();

@@ -71,8 +71,9 @@ function start(credentials) {
 function renderBanner(members) {
   const agents = members.filter((name) => name !== connection.user);
   banner.classList.toggle("agent-here", agents.length > 0);
+  const names = agents.length > 1 ? `${agents.slice(0, -1).join(", ")} and ${agents.at(-1)}` : agents[0];
   banner.textContent = agents.length
-    ? `Support agent ${agents.join(", ")} ${agents.length > 1 ? "are" : "is"} here to help.`
+    ? `Support agent${agents.length > 1 ? "s" : ""} ${names} ${agents.length > 1 ? "are" : "is"} here to help.`
     : "You are in the queue: an agent will answer here as soon as possible. You can write your question now.";
 }
 

@@ -103,7 +103,13 @@ export class MessageList {
 
   render(event, previous) {
     if (event.type === "presence") {
-      return el("li", { class: `event presence ${event.event}`, dataset: { seq: event.seq } }, this.describePresence(event), " ", timeElement(event.ts));
+      return el(
+        "li",
+        { class: `event presence ${event.event}`, dataset: { seq: event.seq } },
+        el("span", { class: "presence-text" }, this.describePresence(event)),
+        " ",
+        timeElement(event.ts),
+      );
     }
     const mine = event.from === this.me();
     // Consecutive messages from one sender within a few minutes share one header.

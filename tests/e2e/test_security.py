@@ -13,6 +13,8 @@ import json
 import signal
 import socket
 import ssl
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -385,3 +387,18 @@ def test_sighup_swaps_the_certificate_without_dropping_sessions(make_daemon, ca,
         ("alice", "the old session goes on"),
         ("alice", "and goes on"),
     ]
+
+
+def test_chatd_token_mints_what_the_daemon_accepts(token_daemon, clients):
+    """The operator's `chatd token`, reading the daemon's own INI, signs an accepted token."""
+    command = Path(sys.executable).parent / "chatd"
+    minted = subprocess.run(
+        [str(command), "token", "carol", "--role", "agent", "--name", "Carol C", "--ttl", "10m",
+         "--config", str(token_daemon.config)],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout.strip()  # fmt: skip
+    claims = jwt.decode(minted, SECRET, algorithms=["HS256"], audience=AUDIENCE)
+    assert 590 <= claims["exp"] - claims["iat"] <= 600
+    client = clients(token_daemon.url("wss"))
+    welcome = hello_with_token(client, minted)
+    assert (welcome["user"], welcome["name"], welcome["roles"]) == ("carol", "Carol C", ["agent"])

@@ -327,3 +327,12 @@ def test_find_config_file_prefers_the_working_directory(tmp_path):
     assert find_config_file(tmp_path, system) == system
     system.unlink()
     assert find_config_file(tmp_path, system) is None
+
+
+@pytest.mark.parametrize(
+    ("section", "key"), [("transcripts", "directory"), ("tls", "dev_directory")]
+)
+def test_a_directory_may_not_be_empty(section, key):
+    with pytest.raises(ConfigError) as error:
+        parse_config(f"[{section}]\n{key} =\n", "t.ini")
+    assert str(error.value) == f"t.ini: [{section}] {key}: must not be empty"
