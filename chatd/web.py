@@ -74,14 +74,35 @@ class DeadlineChannel(HTTPChannel):
             self.transport.abortConnection()
 
 
+class StaticFile(File):
+    """The browser client's files, with the headers a page facing the internet should carry.
+
+    The pages repeat the policy in a meta tag; only a header can forbid framing
+    (clickjacking), and nosniff keeps a browser from running a file as another type.
+    """
+
+    POLICY = (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+        " connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+    def render(self, request):
+        request.setHeader(b"content-security-policy", self.POLICY.encode())
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(b"referrer-policy", b"no-referrer")
+        # Revalidate each time, so a new version of the client is picked up at once.
+        request.setHeader(b"cache-control", b"no-cache")
+        return super().render(request)
+
+
 def build_site(websocket_factory, health: HealthResource, handshake_timeout: float, clock) -> Site:
     # The browser client (chatd/static, package data): "/" is index.html, the chat, and the
     # support desk's pages answer at clean URLs too. chatd/static holds index.html and no
     # subdirectory, so File never renders a directory listing; other paths are 404.
     static = Path(__file__).parent / "static"
-    root = File(str(static))
-    root.putChild(b"support", File(str(static / "support.html")))
-    root.putChild(b"agent", File(str(static / "agent.html")))
+    root = StaticFile(str(static))
+    root.putChild(b"support", StaticFile(str(static / "support.html")))
+    root.putChild(b"agent", StaticFile(str(static / "agent.html")))
     root.putChild(b"ws", WebSocketResource(websocket_factory))
     root.putChild(b"healthz", health)
     site = Site(root, timeout=handshake_timeout, reactor=clock)

@@ -1,0 +1,80 @@
+"""What the browser tests share besides fixtures (conftest.py): paths, the tab, small steps.
+
+A module of its own, named so as not to clash with other test directories' helpers (tests/ has
+no __init__.py files, so test directories share sys.path); test modules import from it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+# The pictures of the pages in the docs; $CHATD_SCREENSHOTS puts them elsewhere (so that a
+# test run need not touch the work tree).
+SCREENSHOTS = Path(os.environ.get("CHATD_SCREENSHOTS") or ROOT / "docs" / "screenshots")
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 10_000  # Playwright's waits (actions and expect) give up after this long
+
+
+def unavailable(reason: str):
+    """Skip, or fail under CI: a CI run must not pass without running the browser tests."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so the browser tests must run)", pytrace=False)
+    pytest.skip(reason)
+
+
+def chromium_path() -> str | None:
+    """$CHATD_CHROMIUM, else Debian's chromium on PATH or in /usr/bin."""
+    candidate = os.environ.get("CHATD_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    return candidate if os.access(candidate, os.X_OK) else None
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (for a daemon that must come back on the same one)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Tab:
+    """A page in a browser context of its own, and what went wrong in it."""
+
+    page: object
+    errors: list[str] = field(default_factory=list)  # uncaught exceptions
+    dialogs: list[str] = field(default_factory=list)  # alert/confirm/prompt messages
+
+    @property
+    def context(self):
+        return self.page.context
+
+
+def sign_in(tab: Tab, name: str) -> None:
+    """Fill the name prompt and wait for the connection to be up."""
+    box = tab.page.locator("#login [name=name]")
+    box.fill(name)
+    box.press("Enter")
+    tab.page.locator("#status[data-state=online]").wait_for()
+
+
+def screenshot(tab: Tab, name: str) -> Path:
+    """Save the page for the docs (docs/screenshots/NAME.png, or $CHATD_SCREENSHOTS/)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    tab.page.screenshot(path=str(path))
+    return path
