@@ -16,16 +16,22 @@ def test_a_flooding_client_is_refused_then_closed_and_nobody_else_notices(make_d
         limits={"messages_per_second": 0.01, "message_burst": 5, "flood_close_after": 3}
     )
     alice, bob = clients(daemon.url("ws")), clients(daemon.url("wss"))
+    carol = clients(daemon.url("ws"))
     alice.hello("alice")  # frame 1 of 5
     alice.join("lobby")  # 2
     bob.hello("bob")
     bob.join("lobby")
+    carol.hello("carol")
+    carol.join("lobby")
     alice.next_event()  # bob's presence
+    alice.next_event()  # carol's
+    bob.next_event()  # carol's
     said = [
         alice.say("lobby", f"within the burst {number}", f"a-{number}")[0] for number in range(3)
     ]
     for message in said:
         assert bob.next_event() == message
+        assert carol.next_event() == message
 
     # Over the limit: refused, not posted, connection kept...
     for number in range(2):
@@ -38,12 +44,20 @@ def test_a_flooding_client_is_refused_then_closed_and_nobody_else_notices(make_d
 
     leave = bob.next_event()
     assert (leave["user"], leave["event"]) == ("alice", "leave")
+    assert carol.next_event() == leave
     message, _ack = bob.say("lobby", "bob has his own budget", "b-1")
     assert message["seq"] == leave["seq"] + 1
+    assert carol.next_event() == message
+    reply, _ack = carol.say("lobby", "and so has carol", "c-1")
+    assert bob.next_event() == reply
     texts = [
         event.get("text") for event in daemon.transcript("lobby") if event["type"] == "message"
     ]
-    assert texts == [*(message["text"] for message in said), "bob has his own budget"]
+    assert texts == [
+        *(message["text"] for message in said),
+        "bob has his own budget",
+        "and so has carol",
+    ]
 
 
 def test_no_hello_in_time_closes_with_1008(make_daemon, clients):
