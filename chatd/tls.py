@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from OpenSSL import SSL, crypto
+from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLContextFactory
 from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 from twisted.logger import Logger
@@ -37,9 +37,9 @@ def server_options(tls: TLSConfig, source: str) -> CertificateOptions:
     except SSL.Error:
         raise problem("ciphers", f"no cipher matches {tls.ciphers!r}") from None
     options = CertificateOptions(
-        privateKey=crypto.PKey.from_cryptography_key(key),
-        certificate=crypto.X509.from_cryptography(certificates[0]),
-        extraCertChain=[crypto.X509.from_cryptography(cert) for cert in chain],
+        privateKey=key,
+        certificate=certificates[0],
+        extraCertChain=chain,
         raiseMinimumTo=_VERSIONS[tls.min_version],
         acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(tls.ciphers),
     )
@@ -88,7 +88,7 @@ class ReloadableContextFactory:
             )
             return False
         self._options = options
-        certificate = options.certificate.to_cryptography()
+        certificate = options.certificate
         self._log.info(
             "TLS certificate reloaded: {subject}, valid until {expiry}",
             subject=certificate.subject.rfc4514_string(),
