@@ -1,0 +1,110 @@
+"""Baseline 2: Python `websockets` on asyncio, the minimal chat protocol, no persistence.
+
+Fan-out with `websockets.broadcast()`, which encodes the frame once per member and writes it
+without awaiting (no backpressure). Compression and keepalive pings are off.
+
+    python websockets_broadcast.py [--port 0] [--tls CERT KEY]
+
+Prints `READY <port>` once listening; SIGTERM or SIGINT stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import ssl
+import sys
+import time
+
+from websockets.asyncio.server import ServerConnection, broadcast, serve
+
+EPOCH = "bench"
+
+
+def iso_now() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
+
+def encode(obj: dict) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+class Room:
+    def __init__(self, name: str):
+        self.name = name
+        self.seq = 0
+        self.members: dict[ServerConnection, None] = {}  # insertion-ordered set
+
+
+rooms: dict[str, Room] = {}
+
+
+async def handler(ws: ServerConnection) -> None:
+    user = None
+    joined: list[Room] = []
+    try:
+        async for payload in ws:
+            frame = json.loads(payload)
+            kind = frame.get("type")
+            if kind == "hello":
+                user = frame["name"]
+                await ws.send(encode({"type": "welcome", "user": user, "max_text_chars": 4000}))
+            elif kind == "join":
+                room = rooms.get(frame["room"])
+                if room is None:
+                    room = rooms[frame["room"]] = Room(frame["room"])
+                room.members[ws] = None
+                joined.append(room)
+                reply = {"type": "joined", "room": room.name, "epoch": EPOCH, "seq": room.seq}
+                await ws.send(encode(reply))
+            elif kind == "say":
+                room = rooms[frame["room"]]
+                room.seq += 1
+                event = {
+                    "type": "message",
+                    "room": room.name,
+                    "epoch": EPOCH,
+                    "seq": room.seq,
+                    "ts": iso_now(),
+                    "from": user,
+                    "id": frame["id"],
+                    "text": frame["text"],
+                }
+                broadcast(room.members, encode(event))
+                await ws.send(encode({"type": "ack", "id": frame["id"], "seq": room.seq}))
+    finally:
+        for room in joined:
+            room.members.pop(ws, None)
+
+
+async def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    args = parser.parse_args(argv)
+    context = None
+    if args.tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*args.tls)
+    stop = asyncio.get_running_loop().create_future()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set_result, None)
+    async with serve(
+        handler,
+        "127.0.0.1",
+        args.port,
+        ssl=context,
+        compression=None,
+        ping_interval=None,
+        max_queue=None,
+    ) as server:
+        port = server.sockets[0].getsockname()[1]
+        print(f"READY {port}", flush=True)
+        await stop
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))

@@ -1,0 +1,1251 @@
+/*
+ * loadgen: a WebSocket load generator that speaks chatd's wire protocol (docs/protocol.md).
+ *
+ * One process, one thread, one epoll loop, non-blocking sockets; optional TLS (OpenSSL) when
+ * built with -DWITH_TLS. It prints one JSON object per line on stdout; bench/run.py reads them.
+ *
+ * Modes:
+ *   chat       connect --clients, hello, join room r(i % --rooms); then a rate sweep: each step
+ *              sends --rate messages/s in total (round-robin over the first --senders clients)
+ *              for --step-seconds, waits for every delivery (--drain-seconds at most), and
+ *              reports latency percentiles, losses and CPU; the rate grows by --factor until the
+ *              step fails (p99 over --p99-ms, or a loss), then --refine bisection steps. A step
+ *              during which other processes used over --disturbed-pct of the server's core
+ *              (--server-core) is repeated, at most --repeats times in a row.
+ *   idle       connect --clients and hello (no join); pause after --warmup and after all, each
+ *              time until a line arrives on stdin (the harness reads the server's RSS then).
+ *   handshake  for --duration seconds keep --concurrency opening handshakes in flight:
+ *              TCP connect (+ a full TLS handshake: no session is ever offered), HTTP upgrade,
+ *              101, then an abortive close (RST, so no TIME_WAIT piles up).
+ *
+ * Latency: the sender writes CLOCK_MONOTONIC nanoseconds into the text of each `say`; every
+ * receiver (the sender included) subtracts it from its own clock when it has parsed the frame.
+ * Integrity: every event's room seq must be the previous one + 1 on each connection (else it is
+ * counted as a gap or a duplicate), and every message must reach every member of its room.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef WITH_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#else
+typedef struct ssl_st SSL;
+#endif
+
+#define MAX_STEPS 40
+#define HBUCKETS 1280
+#define STDIN_KEY UINT32_MAX
+
+/* ---------------------------------------------------------------------------------------------
+ * options */
+
+static struct {
+    const char *host, *path, *sni, *mode, *prefix;
+    int port, tls, clients, rooms, senders, refine, max_steps, text_bytes, concurrency, warmup;
+    int server_pid, server_core;
+    double rate, factor, max_rate, step_s, drain_s, p99_ms, duration_s, hold_s, max_s, settle_s;
+    double connect_s, disturbed_pct;
+    int repeats;
+} opt = {
+    .host = "127.0.0.1", .path = "/ws", .sni = "localhost", .mode = "chat", .prefix = "u",
+    .clients = 10, .rooms = 1, .senders = 1, .refine = 2, .max_steps = 12, .text_bytes = 64,
+    .concurrency = 32, .warmup = 100, .rate = 10, .factor = 2, .max_rate = 1e7, .step_s = 3,
+    .drain_s = 5, .p99_ms = 100, .duration_s = 5, .hold_s = 60, .max_s = 300, .settle_s = 20,
+    .connect_s = 120, .server_core = -1,
+    .disturbed_pct = 10, .repeats = 1,
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * clocks, random numbers, small helpers */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static double self_cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+           (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* utime + stime of the server process (all its threads), from /proc/PID/stat; -1 if unknown */
+static double server_cpu_s(void)
+{
+    if (opt.server_pid <= 0)
+        return -1;
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", opt.server_pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    unsigned long long utime, stime;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
+                     &stime) != 2)
+        return -1;
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* jiffies the server's core spent on processes (user, nice, system) and on interrupts */
+static int core_jiffies(unsigned long long *procs, unsigned long long *irqs)
+{
+    if (opt.server_core < 0)
+        return -1;
+    char want[16], line[512];
+    snprintf(want, sizeof want, "cpu%d ", opt.server_core);
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return -1;
+    int found = -1;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long user, nice, sys, idle, iowait, irq, softirq;
+        if (strncmp(line, want, strlen(want)) == 0 &&
+            sscanf(line + strlen(want), "%llu %llu %llu %llu %llu %llu %llu", &user, &nice, &sys,
+                   &idle, &iowait, &irq, &softirq) == 7) {
+            *procs = user + nice + sys;
+            *irqs = irq + softirq;
+            found = 0;
+            break;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15u;
+
+static uint32_t rnd(void) /* xorshift64*: masking keys and handshake keys, not cryptography */
+{
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return (uint32_t)((rng_state * 0x2545f4914f6cdd1du) >> 32);
+}
+
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "loadgen: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    printf("{\"phase\":\"error\"}\n");
+    exit(2);
+}
+
+static int warnings_left = 10;
+
+static void warn(const char *fmt, ...)
+{
+    if (warnings_left <= 0)
+        return;
+    if (--warnings_left == 0)
+        fprintf(stderr, "loadgen: (further warnings suppressed)\n");
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "loadgen: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * latency histogram: microseconds, exact below 64, then 32 sub-buckets per power of two (~3%) */
+
+struct hist {
+    uint64_t n, max, b[HBUCKETS];
+};
+
+static int hbucket(uint64_t v)
+{
+    if (v < 64)
+        return (int)v;
+    int e = 63 - __builtin_clzll(v), shift = e - 5;
+    int i = 64 + (e - 6) * 32 + (int)((v >> shift) - 32);
+    return i < HBUCKETS ? i : HBUCKETS - 1;
+}
+
+static double hvalue(int i) /* the middle of bucket i */
+{
+    if (i < 64)
+        return i;
+    int e = (i - 64) / 32 + 6, shift = e - 5;
+    uint64_t low = (uint64_t)((i - 64) % 32 + 32) << shift;
+    return (double)low + (double)(1ull << shift) / 2;
+}
+
+static void hadd(struct hist *h, uint64_t us)
+{
+    h->n++;
+    h->b[hbucket(us)]++;
+    if (us > h->max)
+        h->max = us;
+}
+
+static double hpct_ms(const struct hist *h, double p)
+{
+    if (!h->n)
+        return 0;
+    uint64_t rank = (uint64_t)ceil(p * (double)h->n), seen = 0;
+    for (int i = 0; i < HBUCKETS; i++) {
+        seen += h->b[i];
+        if (seen >= rank && seen) {
+            double v = hvalue(i);
+            return (v > (double)h->max ? (double)h->max : v) / 1000.0;
+        }
+    }
+    return (double)h->max / 1000.0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * connections */
+
+enum state { S_FREE, S_TCP, S_TLS, S_UPGRADE, S_HELLO, S_JOIN, S_READY, S_CLOSED };
+
+struct conn {
+    int fd, idx, room;
+    enum state st;
+    SSL *ssl;
+    int want_write; /* TLS wants the socket writable before it can go on */
+    uint32_t events;
+    int64_t last_seq;
+    uint64_t t_open;
+    char *in, *out;
+    size_t in_len, in_cap, out_off, out_len, out_cap;
+};
+
+struct step {
+    double rate, seconds;
+    uint64_t sent, acks, expected, received, last_rx;
+    struct hist lat;
+};
+
+static struct conn *conns;
+static int nconns, epfd, pending, ready, *room_size;
+static struct step steps[MAX_STEPS];
+static int cur_step = -1;
+static uint64_t deadline, last_rx, msg_counter;
+static char scratch[256 * 1024];
+static struct {
+    uint64_t dups, gaps, errors, bad_frames, stray, server_closes, dropped, connect_failures;
+    uint64_t handshakes, bytes_in;
+} tot;
+static struct hist hs_lat;
+static char first_close[128]; /* "CODE reason" of the first close frame from the server */
+#ifdef WITH_TLS
+static SSL_CTX *tls_ctx;
+static const char *tls_version = "", *tls_cipher = "";
+#endif
+
+static void conn_close(struct conn *c, int abortive)
+{
+    if (c->fd < 0)
+        return;
+#ifdef WITH_TLS
+    if (c->ssl)
+        SSL_free(c->ssl);
+#endif
+    c->ssl = NULL;
+    if (abortive) {
+        struct linger lg = {1, 0};
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
+    close(c->fd);
+    c->fd = -1;
+    c->st = S_CLOSED;
+    free(c->in);
+    free(c->out);
+    c->in = c->out = NULL;
+    c->in_len = c->in_cap = c->out_off = c->out_len = c->out_cap = 0;
+}
+
+/* the connection is gone before (a failure to connect) or after it was ready (a drop) */
+static void conn_lost(struct conn *c, const char *why)
+{
+    if (c->st == S_READY) {
+        tot.dropped++;
+        ready--;
+        warn("client %d dropped: %s", c->idx, why);
+    } else {
+        tot.connect_failures++;
+        pending--;
+        warn("client %d failed while connecting: %s", c->idx, why);
+    }
+    conn_close(c, 1);
+}
+
+static void set_interest(struct conn *c, int want_out)
+{
+    uint32_t ev = EPOLLIN | (want_out ? EPOLLOUT : 0);
+    if (ev == c->events)
+        return;
+    c->events = ev;
+    struct epoll_event e = {.events = ev, .data.u32 = (uint32_t)c->idx};
+    epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &e);
+}
+
+/* >0 bytes, -2 would block, 0 end of stream, -1 error */
+static ssize_t io_read(struct conn *c, char *buf, size_t n)
+{
+#ifdef WITH_TLS
+    if (c->ssl) {
+        int r = SSL_read(c->ssl, buf, (int)n);
+        if (r > 0)
+            return r;
+        switch (SSL_get_error(c->ssl, r)) {
+        case SSL_ERROR_WANT_WRITE:
+            c->want_write = 1;
+            set_interest(c, 1);
+            /* fall through */
+        case SSL_ERROR_WANT_READ:
+            return -2;
+        case SSL_ERROR_ZERO_RETURN:
+            return 0;
+        default:
+            ERR_clear_error();
+            return -1;
+        }
+    }
+#endif
+    ssize_t r = read(c->fd, buf, n);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return -2;
+    return r;
+}
+
+/* >0 bytes written, 0 would block, -1 error */
+static ssize_t io_write(struct conn *c, const char *buf, size_t n)
+{
+#ifdef WITH_TLS
+    if (c->ssl) {
+        int r = SSL_write(c->ssl, buf, (int)n);
+        if (r > 0)
+            return r;
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
+            return 0;
+        ERR_clear_error();
+        return -1;
+    }
+#endif
+    ssize_t r = send(c->fd, buf, n, MSG_NOSIGNAL);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return 0;
+    return r;
+}
+
+static void conn_flush(struct conn *c)
+{
+    c->want_write = 0;
+    while (c->out_len > c->out_off) {
+        ssize_t w = io_write(c, c->out + c->out_off, c->out_len - c->out_off);
+        if (w < 0) {
+            conn_lost(c, "write failed");
+            return;
+        }
+        if (w == 0)
+            break;
+        c->out_off += (size_t)w;
+    }
+    if (c->out_off == c->out_len)
+        c->out_off = c->out_len = 0;
+    set_interest(c, c->out_len > 0 || c->want_write);
+}
+
+static char *reserve(char **buf, size_t *cap, size_t len, size_t more)
+{
+    if (len + more > *cap) {
+        size_t ncap = *cap ? *cap : 512;
+        while (ncap < len + more)
+            ncap *= 2;
+        if (!(*buf = realloc(*buf, ncap)))
+            die("out of memory");
+        *cap = ncap;
+    }
+    return *buf + len;
+}
+
+static void send_raw(struct conn *c, const char *data, size_t n)
+{
+    if (c->out_off && c->out_off == c->out_len)
+        c->out_off = c->out_len = 0;
+    memcpy(reserve(&c->out, &c->out_cap, c->out_len, n), data, n);
+    c->out_len += n;
+    conn_flush(c);
+}
+
+/* one masked, final frame (client frames must be masked, RFC 6455 5.3) */
+static void send_frame(struct conn *c, int opcode, const char *payload, size_t n)
+{
+    if (c->out_off && c->out_off == c->out_len)
+        c->out_off = c->out_len = 0;
+    unsigned char *h = (unsigned char *)reserve(&c->out, &c->out_cap, c->out_len, n + 14);
+    size_t hl = 0;
+    h[hl++] = (unsigned char)(0x80 | opcode);
+    if (n < 126) {
+        h[hl++] = (unsigned char)(0x80 | n);
+    } else if (n < 65536) {
+        h[hl++] = 0x80 | 126;
+        h[hl++] = (unsigned char)(n >> 8);
+        h[hl++] = (unsigned char)n;
+    } else {
+        h[hl++] = 0x80 | 127;
+        for (int i = 7; i >= 0; i--)
+            h[hl++] = (unsigned char)((uint64_t)n >> (8 * i));
+    }
+    uint32_t key = rnd();
+    unsigned char *mask = h + hl;
+    memcpy(mask, &key, 4);
+    hl += 4;
+    for (size_t i = 0; i < n; i++)
+        h[hl + i] = (unsigned char)payload[i] ^ mask[i & 3];
+    c->out_len += hl + n;
+    conn_flush(c);
+}
+
+static void send_text(struct conn *c, const char *fmt, ...)
+{
+    char buf[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n < 0 || n >= (int)sizeof buf)
+        die("frame too long");
+    send_frame(c, 1, buf, (size_t)n);
+}
+
+static void send_upgrade(struct conn *c)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char key[25];
+    for (int i = 0; i < 21; i++) /* 16 random bytes in base64: 21 characters and 1 padded */
+        key[i] = b64[rnd() & 63];
+    key[21] = b64[(rnd() & 3) << 4];
+    strcpy(key + 22, "==");
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n",
+                     opt.path, opt.tls ? opt.sni : opt.host, opt.port, key);
+    c->st = S_UPGRADE;
+    send_raw(c, req, (size_t)n);
+}
+
+#ifdef WITH_TLS
+static void tls_step(struct conn *c)
+{
+    int r = SSL_connect(c->ssl);
+    if (r == 1) {
+        tls_version = SSL_get_version(c->ssl);
+        tls_cipher = SSL_get_cipher_name(c->ssl);
+        send_upgrade(c);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        set_interest(c, e == SSL_ERROR_WANT_WRITE);
+        return;
+    }
+    char why[256];
+    ERR_error_string_n(ERR_get_error(), why, sizeof why);
+    ERR_clear_error();
+    conn_lost(c, why);
+}
+#endif
+
+static void conn_open(struct conn *c)
+{
+    memset(c, 0, sizeof *c);
+    c->idx = (int)(c - conns);
+    c->room = opt.rooms > 0 ? c->idx % opt.rooms : -1;
+    c->last_seq = -1;
+    c->t_open = now_ns();
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0)
+        die("socket: %s (raise the open-file limit)", strerror(errno));
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt.port)};
+    inet_pton(AF_INET, opt.host, &sa.sin_addr);
+    c->st = S_TCP;
+    c->events = EPOLLIN | EPOLLOUT;
+    struct epoll_event e = {.events = c->events, .data.u32 = (uint32_t)c->idx};
+    epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &e);
+    pending++;
+    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS)
+        conn_lost(c, strerror(errno));
+}
+
+static void on_connected(struct conn *c)
+{
+#ifdef WITH_TLS
+    if (opt.tls) {
+        c->ssl = SSL_new(tls_ctx);
+        SSL_set_fd(c->ssl, c->fd);
+        SSL_set_tlsext_host_name(c->ssl, opt.sni);
+        c->st = S_TLS;
+        tls_step(c);
+        return;
+    }
+#endif
+    send_upgrade(c);
+}
+
+static void on_ready(struct conn *c)
+{
+    c->st = S_READY;
+    pending--;
+    ready++;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * server frames: a tiny scanner for the top-level "type", "seq", "id" and "text" of a JSON object */
+
+struct jstr {
+    const char *s;
+    size_t n;
+};
+
+struct msg {
+    struct jstr type, id, text;
+    int64_t seq;
+    int has_seq;
+};
+
+static size_t skip_ws(const char *p, size_t i, size_t n)
+{
+    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
+        i++;
+    return i;
+}
+
+static size_t skip_string(const char *p, size_t i, size_t n) /* p[i] is the opening quote */
+{
+    for (i++; i < n && p[i] != '"'; i++)
+        if (p[i] == '\\')
+            i++;
+    return i + 1;
+}
+
+static size_t skip_value(const char *p, size_t i, size_t n)
+{
+    if (i < n && p[i] == '"')
+        return skip_string(p, i, n);
+    if (i < n && (p[i] == '{' || p[i] == '[')) {
+        int depth = 0;
+        while (i < n) {
+            if (p[i] == '"') {
+                i = skip_string(p, i, n);
+                continue;
+            }
+            if (p[i] == '{' || p[i] == '[')
+                depth++;
+            else if ((p[i] == '}' || p[i] == ']') && --depth == 0)
+                return i + 1;
+            i++;
+        }
+        return n;
+    }
+    while (i < n && p[i] != ',' && p[i] != '}' && p[i] != ']')
+        i++;
+    return i;
+}
+
+static int key_is(const char *p, size_t start, size_t len, const char *key)
+{
+    return strlen(key) == len && memcmp(p + start, key, len) == 0;
+}
+
+static int scan(const char *p, size_t n, struct msg *m)
+{
+    memset(m, 0, sizeof *m);
+    size_t i = skip_ws(p, 0, n);
+    if (i >= n || p[i] != '{')
+        return -1;
+    for (i++;;) {
+        i = skip_ws(p, i, n);
+        if (i >= n)
+            return -1;
+        if (p[i] == '}')
+            return 0;
+        if (p[i] == ',') {
+            i++;
+            continue;
+        }
+        if (p[i] != '"')
+            return -1;
+        size_t ks = i + 1;
+        i = skip_string(p, i, n);
+        size_t kl = i - 1 - ks;
+        i = skip_ws(p, i, n);
+        if (i >= n || p[i] != ':')
+            return -1;
+        i = skip_ws(p, i + 1, n);
+        size_t vs = i;
+        i = skip_value(p, i, n);
+        if (i > n)
+            return -1;
+        struct jstr *dst = NULL;
+        if (key_is(p, ks, kl, "type"))
+            dst = &m->type;
+        else if (key_is(p, ks, kl, "id"))
+            dst = &m->id;
+        else if (key_is(p, ks, kl, "text"))
+            dst = &m->text;
+        else if (key_is(p, ks, kl, "seq") && vs < n && p[vs] >= '0' && p[vs] <= '9') {
+            m->seq = 0;
+            for (size_t k = vs; k < i && p[k] >= '0' && p[k] <= '9'; k++)
+                m->seq = m->seq * 10 + (p[k] - '0');
+            m->has_seq = 1;
+        }
+        if (dst && p[vs] == '"' && i >= vs + 2) {
+            dst->s = p + vs + 1;
+            dst->n = i - vs - 2;
+        }
+    }
+}
+
+static int is(struct jstr s, const char *lit)
+{
+    return s.s && key_is(s.s, 0, s.n, lit);
+}
+
+static uint64_t parse_uint(const char **p, const char *end)
+{
+    uint64_t v = 0;
+    while (*p < end && **p >= '0' && **p <= '9')
+        v = v * 10 + (uint64_t)(*(*p)++ - '0');
+    return v;
+}
+
+static void check_seq(struct conn *c, const struct msg *m)
+{
+    if (!m->has_seq || c->last_seq < 0) {
+        tot.bad_frames++;
+        return;
+    }
+    if (m->seq == c->last_seq + 1) {
+        c->last_seq = m->seq;
+    } else if (m->seq <= c->last_seq) {
+        tot.dups++;
+    } else {
+        tot.gaps += (uint64_t)(m->seq - c->last_seq - 1);
+        c->last_seq = m->seq;
+    }
+}
+
+/* the text of our messages: "STEP:SENT_NS:CLIENT:" padded with x */
+static void on_message(struct conn *c, const struct msg *m, uint64_t now)
+{
+    check_seq(c, m);
+    const char *p = m->text.s, *end = p + m->text.n;
+    if (!p) {
+        tot.bad_frames++;
+        return;
+    }
+    uint64_t step = parse_uint(&p, end);
+    if (p >= end || *p++ != ':' || step >= MAX_STEPS) {
+        tot.stray++;
+        return;
+    }
+    uint64_t sent = parse_uint(&p, end);
+    struct step *s = &steps[step];
+    s->received++;
+    s->last_rx = now;
+    hadd(&s->lat, now > sent ? (now - sent) / 1000 : 0);
+}
+
+static void on_text(struct conn *c, const char *p, size_t n)
+{
+    struct msg m;
+    uint64_t now = now_ns();
+    last_rx = now;
+    if (scan(p, n, &m) < 0 || !m.type.s) {
+        tot.bad_frames++;
+        return;
+    }
+    if (is(m.type, "message")) {
+        on_message(c, &m, now);
+    } else if (is(m.type, "presence")) {
+        check_seq(c, &m);
+    } else if (is(m.type, "ack")) {
+        const char *q = m.id.s, *end = q + m.id.n;
+        uint64_t step = q ? parse_uint(&q, end) : MAX_STEPS;
+        if (step < MAX_STEPS)
+            steps[step].acks++;
+        else
+            tot.stray++;
+    } else if (is(m.type, "welcome") && c->st == S_HELLO) {
+        if (c->room < 0) {
+            on_ready(c);
+        } else {
+            c->st = S_JOIN;
+            send_text(c, "{\"type\":\"join\",\"room\":\"r%d\"}", c->room);
+        }
+    } else if (is(m.type, "joined") && c->st == S_JOIN) {
+        c->last_seq = m.has_seq ? m.seq : 0;
+        on_ready(c);
+    } else if (is(m.type, "error")) {
+        tot.errors++;
+        warn("client %d got an error frame: %.*s", c->idx, (int)(n > 300 ? 300 : n), p);
+    } else {
+        tot.stray++;
+    }
+}
+
+static void on_upgraded(struct conn *c)
+{
+    if (strcmp(opt.mode, "handshake") == 0) {
+        tot.handshakes++;
+        hadd(&hs_lat, (now_ns() - c->t_open) / 1000);
+        pending--;
+        conn_close(c, 1);
+        return;
+    }
+    c->st = S_HELLO;
+    send_text(c, "{\"type\":\"hello\",\"name\":\"%s%d\"}", opt.prefix, c->idx);
+}
+
+/* consume what can be consumed of buf; returns the bytes used */
+static size_t parse(struct conn *c, char *buf, size_t len)
+{
+    size_t pos = 0;
+    if (c->st == S_UPGRADE) {
+        char *end = memmem(buf, len, "\r\n\r\n", 4);
+        if (!end) {
+            if (len > 16384)
+                conn_lost(c, "oversized HTTP response");
+            return 0;
+        }
+        if (len < 12 || memcmp(buf, "HTTP/1.1 101", 12) != 0) {
+            warn("client %d: upgrade refused: %.*s", c->idx, (int)(end - buf), buf);
+            conn_lost(c, "upgrade refused");
+            return len;
+        }
+        pos = (size_t)(end + 4 - buf);
+        on_upgraded(c);
+        if (c->fd < 0)
+            return len;
+    }
+    while (len - pos >= 2) {
+        unsigned char *h = (unsigned char *)buf + pos;
+        int fin = h[0] & 0x80, opcode = h[0] & 0x0f, masked = h[1] & 0x80;
+        uint64_t plen = h[1] & 0x7f;
+        size_t hl = 2;
+        if (plen == 126) {
+            if (len - pos < 4)
+                break;
+            plen = (uint64_t)h[2] << 8 | h[3];
+            hl = 4;
+        } else if (plen == 127) {
+            if (len - pos < 10)
+                break;
+            plen = 0;
+            for (int i = 0; i < 8; i++)
+                plen = plen << 8 | h[2 + i];
+            hl = 10;
+        }
+        if (masked)
+            hl += 4;
+        if (len - pos < hl + plen)
+            break;
+        char *payload = buf + pos + hl;
+        if (masked)
+            for (uint64_t i = 0; i < plen; i++)
+                payload[i] ^= (char)h[hl - 4 + (i & 3)];
+        pos += hl + plen;
+        if (!fin || opcode == 0) {
+            tot.bad_frames++; /* fragmented messages: none of the servers send them */
+        } else if (opcode == 1) {
+            on_text(c, payload, plen);
+        } else if (opcode == 8) {
+            tot.server_closes++;
+            int code = plen >= 2 ? (unsigned char)payload[0] << 8 | (unsigned char)payload[1] : 0;
+            int rlen = plen > 2 ? (int)(plen - 2 > 100 ? 100 : plen - 2) : 0;
+            if (!first_close[0]) {
+                snprintf(first_close, sizeof first_close, "%d %.*s", code, rlen, payload + 2);
+                for (char *q = first_close; *q; q++) /* it goes into a JSON string */
+                    if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20)
+                        *q = '?';
+            }
+            char why[160];
+            snprintf(why, sizeof why, "the server closed it: %d %.*s", code, rlen, payload + 2);
+            conn_lost(c, why);
+        } else if (opcode == 9) {
+            send_frame(c, 10, payload, plen);
+        } else if (opcode != 10) {
+            tot.bad_frames++;
+        }
+        if (c->fd < 0)
+            return len;
+    }
+    return pos;
+}
+
+static void feed(struct conn *c, char *data, size_t n)
+{
+    if (c->in_len == 0) {
+        size_t used = parse(c, data, n);
+        if (c->fd >= 0 && used < n) {
+            memcpy(reserve(&c->in, &c->in_cap, 0, n - used), data + used, n - used);
+            c->in_len = n - used;
+        }
+        return;
+    }
+    memcpy(reserve(&c->in, &c->in_cap, c->in_len, n), data, n);
+    c->in_len += n;
+    size_t used = parse(c, c->in, c->in_len);
+    if (c->fd >= 0) {
+        memmove(c->in, c->in + used, c->in_len - used);
+        c->in_len -= used;
+    }
+}
+
+static void conn_read(struct conn *c)
+{
+    for (;;) {
+        ssize_t n = io_read(c, scratch, sizeof scratch);
+        if (n == -2)
+            return;
+        if (n <= 0) {
+            conn_lost(c, n == 0 ? "end of stream" : "read failed");
+            return;
+        }
+        tot.bytes_in += (uint64_t)n;
+        feed(c, scratch, (size_t)n);
+        if (c->fd < 0)
+            return;
+        /* a short read drained the socket: epoll (level-triggered) says when there is more */
+#ifdef WITH_TLS
+        if ((size_t)n < sizeof scratch && !(c->ssl && SSL_pending(c->ssl) > 0))
+            return;
+#else
+        if ((size_t)n < sizeof scratch)
+            return;
+#endif
+    }
+}
+
+static void on_event(struct conn *c, uint32_t ev)
+{
+    if (c->fd < 0)
+        return;
+    if (c->st == S_TCP) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err)
+            conn_lost(c, strerror(err));
+        else if (ev & (EPOLLOUT | EPOLLIN))
+            on_connected(c);
+        return;
+    }
+#ifdef WITH_TLS
+    if (c->st == S_TLS) {
+        tls_step(c);
+        return;
+    }
+#endif
+    if (ev & EPOLLOUT)
+        conn_flush(c);
+    if (c->fd >= 0 && (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+        conn_read(c);
+}
+
+static int stdin_line; /* set when the harness writes a line (or closes our stdin) */
+
+static void poll_once(int timeout_ms)
+{
+    struct epoll_event evs[1024];
+    int n = epoll_wait(epfd, evs, 1024, timeout_ms);
+    for (int i = 0; i < n; i++) {
+        if (evs[i].data.u32 == STDIN_KEY) {
+            char buf[256];
+            ssize_t got = read(0, buf, sizeof buf);
+            if (got <= 0 || memchr(buf, '\n', (size_t)got))
+                stdin_line = 1;
+            continue;
+        }
+        on_event(&conns[evs[i].data.u32], evs[i].events);
+    }
+    if (now_ns() > deadline)
+        die("still running after --max-seconds %.0f: giving up", opt.max_s);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * phases */
+
+/* open connections 0..upto-1 with at most --concurrency handshakes in flight */
+static void connect_clients(int upto)
+{
+    uint64_t t0 = now_ns(), limit = t0 + (uint64_t)(opt.connect_s * 1e9);
+    static int next;
+    while ((next < upto || pending > 0) && now_ns() < limit) {
+        while (next < upto && pending < opt.concurrency)
+            conn_open(&conns[next++]);
+        poll_once(5);
+    }
+    /* wait for quiet: chatd announces every join to the room (presence events) */
+    uint64_t quiet_from = now_ns(), settle_end = quiet_from + (uint64_t)(opt.settle_s * 1e9);
+    last_rx = now_ns();
+    double cpu = server_cpu_s();
+    uint64_t window = now_ns();
+    for (int busy = 1; (busy || now_ns() - last_rx < 300000000u) && now_ns() < settle_end;) {
+        poll_once(20);
+        if (now_ns() - window >= 300000000u) { /* busy: over 20% of a core in the last window */
+            double later = server_cpu_s();
+            busy = cpu >= 0 && later - cpu > 0.2 * (double)(now_ns() - window) / 1e9;
+            cpu = later;
+            window = now_ns();
+        }
+    }
+    printf("{\"phase\":\"connect\",\"clients\":%d,\"ready\":%d,\"failed\":%llu,\"seconds\":%.3f,"
+           "\"settle_seconds\":%.3f}\n",
+           upto, ready, (unsigned long long)tot.connect_failures, (quiet_from - t0) / 1e9,
+           (now_ns() - quiet_from) / 1e9);
+    fflush(stdout);
+}
+
+static void send_say(struct conn *c, int step)
+{
+    char text[4096];
+    int n = snprintf(text, sizeof text, "%d:%llu:%d:", step, (unsigned long long)now_ns(),
+                     c->idx);
+    while (n < opt.text_bytes && n < (int)sizeof text - 1)
+        text[n++] = 'x';
+    text[n] = 0;
+    send_text(c, "{\"type\":\"say\",\"room\":\"r%d\",\"text\":\"%s\",\"id\":\"%d-%llu\"}",
+              c->room, text, step, (unsigned long long)++msg_counter);
+}
+
+/* one step of the sweep: 1 passed, 0 failed, -1 lost deliveries (end the sweep), 2 disturbed by
+ * other processes on the server's core and to be repeated (when may_repeat) */
+static int run_step(int k, double rate, const int *senders, int nsenders, int may_repeat)
+{
+    struct step *s = &steps[k];
+    cur_step = k;
+    s->rate = rate;
+    s->seconds = opt.step_s;
+    double cpu0 = server_cpu_s(), self0 = self_cpu_s();
+    unsigned long long procs0 = 0, irqs0 = 0, procs1 = 0, irqs1 = 0;
+    int core = core_jiffies(&procs0, &irqs0);
+    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(opt.step_s * 1e9);
+    uint64_t next_sender = 0;
+    for (uint64_t t = t0; t < end; t = now_ns()) {
+        uint64_t due = (uint64_t)((double)(t - t0) * rate / 1e9);
+        while (s->sent < due) {
+            struct conn *c = &conns[senders[next_sender++ % (uint64_t)nsenders]];
+            if (c->st == S_READY) {
+                send_say(c, k);
+                s->expected += (uint64_t)room_size[c->room];
+            }
+            s->sent++;
+        }
+        double next = (double)t0 + (double)(s->sent + 1) * 1e9 / rate;
+        poll_once(next <= (double)now_ns() ? 0 : 1);
+    }
+    uint64_t drain_end = now_ns() + (uint64_t)(opt.drain_s * 1e9);
+    while ((s->received < s->expected || s->acks < s->sent) && now_ns() < drain_end)
+        poll_once(2);
+    double cpu1 = server_cpu_s(), self1 = self_cpu_s();
+    if (core == 0)
+        core = core_jiffies(&procs1, &irqs1);
+    uint64_t t1 = now_ns();
+    double wall = (double)(t1 - t0) / 1e9, hz = (double)sysconf(_SC_CLK_TCK);
+    double span = s->last_rx > t0 ? (double)(s->last_rx - t0) / 1e9 : opt.step_s;
+    if (span < opt.step_s)
+        span = opt.step_s;
+    double p99 = hpct_ms(&s->lat, 0.99);
+    uint64_t lost = s->expected > s->received ? s->expected - s->received : 0;
+    int ok = s->sent > 0 && lost == 0 && s->acks >= s->sent && p99 <= opt.p99_ms;
+    double server = cpu0 >= 0 && cpu1 >= 0 ? cpu1 - cpu0 : -1;
+    double others = core == 0 && server >= 0
+                        ? fmax(0, 100.0 * ((double)(procs1 - procs0) / hz - server) / wall)
+                        : -1;
+    int repeat = may_repeat && others > opt.disturbed_pct && !lost;
+    printf("{\"phase\":\"step\",\"step\":%d,\"rate\":%.2f,\"seconds\":%.3f,\"sent\":%llu,"
+           "\"acks\":%llu,\"expected\":%llu,\"received\":%llu,\"lost\":%llu,"
+           "\"offered_dps\":%.1f,\"delivered_dps\":%.1f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,"
+           "\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"max_ms\":%.3f,\"server_cpu_s\":%.3f,"
+           "\"server_cpu_us_per_delivery\":%.3f,\"loadgen_cpu_s\":%.3f,"
+           "\"loadgen_cpu_pct\":%.1f,\"wall_s\":%.3f,\"dups\":%llu,\"gaps\":%llu,"
+           "\"errors\":%llu,\"dropped\":%llu,\"core_others_pct\":%.1f,"
+           "\"core_irq_pct\":%.1f,\"repeated\":%s,\"ok\":%s}\n",
+           k, rate, opt.step_s, (unsigned long long)s->sent, (unsigned long long)s->acks,
+           (unsigned long long)s->expected, (unsigned long long)s->received,
+           (unsigned long long)lost, (double)s->expected / opt.step_s,
+           (double)s->received / span, hpct_ms(&s->lat, 0.5), hpct_ms(&s->lat, 0.9), p99,
+           hpct_ms(&s->lat, 0.999), (double)s->lat.max / 1000.0, server,
+           server >= 0 && s->received ? server * 1e6 / (double)s->received : -1, self1 - self0,
+           100.0 * (self1 - self0) / wall, wall,
+           (unsigned long long)tot.dups, (unsigned long long)tot.gaps,
+           (unsigned long long)tot.errors, (unsigned long long)tot.dropped,
+           others, core == 0 ? 100.0 * (double)(irqs1 - irqs0) / hz / wall : -1,
+           repeat ? "true" : "false", ok ? "true" : "false");
+    fflush(stdout);
+    if (lost)
+        return -1; /* a backlog we could not drain: the next step would measure it, stop */
+    return repeat ? 2 : ok;
+}
+
+static void run_chat(void)
+{
+    connect_clients(nconns);
+    room_size = calloc((size_t)opt.rooms, sizeof *room_size);
+    int *senders = malloc(sizeof(int) * (size_t)opt.senders), nsenders = 0;
+    for (int i = 0; i < nconns; i++) {
+        if (conns[i].st != S_READY)
+            continue;
+        room_size[conns[i].room]++;
+        if (i < opt.senders)
+            senders[nsenders++] = i;
+    }
+    if (nsenders == 0)
+        die("no sender is connected");
+    double rate = opt.rate, good = 0, bad = 0;
+    for (int k = 0, counted = 0, refined = 0, repeats = 0; counted < opt.max_steps && k < MAX_STEPS;
+         k++) {
+        int ok = run_step(k, rate, senders, nsenders, repeats < opt.repeats);
+        if (ok < 0)
+            break;
+        if (ok == 2) { /* the same rate again */
+            repeats++;
+            continue;
+        }
+        repeats = 0;
+        counted++;
+        if (ok)
+            good = rate;
+        else
+            bad = rate;
+        if (bad == 0) { /* up until a step fails */
+            rate *= opt.factor;
+            if (rate > opt.max_rate)
+                break;
+        } else if (good == 0) { /* the first steps failed: down until one passes */
+            rate /= opt.factor;
+        } else if (refined++ < opt.refine) { /* then bisect between the two */
+            rate = sqrt(good * bad);
+        } else {
+            break;
+        }
+    }
+    free(senders);
+}
+
+static void pause_for_stdin(const char *phase)
+{
+    printf("{\"phase\":\"%s\",\"ready\":%d,\"failed\":%llu}\n", phase, ready,
+           (unsigned long long)tot.connect_failures);
+    fflush(stdout);
+    stdin_line = 0;
+    uint64_t end = now_ns() + (uint64_t)(opt.hold_s * 1e9);
+    while (!stdin_line && now_ns() < end)
+        poll_once(50);
+}
+
+static void run_idle(void)
+{
+    struct epoll_event e = {.events = EPOLLIN, .data.u32 = STDIN_KEY};
+    epoll_ctl(epfd, EPOLL_CTL_ADD, 0, &e);
+    int warm = opt.warmup < nconns ? opt.warmup : 0;
+    if (warm) {
+        connect_clients(warm);
+        pause_for_stdin("warm");
+    }
+    connect_clients(nconns);
+    pause_for_stdin("idle");
+}
+
+static void run_handshakes(void)
+{
+    double self0 = self_cpu_s(), cpu0 = server_cpu_s();
+    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(opt.duration_s * 1e9);
+    for (int i = 0; i < nconns; i++)
+        conn_open(&conns[i]);
+    while (now_ns() < end) {
+        poll_once(1);
+        for (int i = 0; i < nconns && now_ns() < end; i++)
+            if (conns[i].fd < 0)
+                conn_open(&conns[i]);
+    }
+    double seconds = (now_ns() - t0) / 1e9, self1 = self_cpu_s(), cpu1 = server_cpu_s();
+    printf("{\"phase\":\"handshake\",\"handshakes\":%llu,\"failed\":%llu,\"seconds\":%.3f,"
+           "\"per_s\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
+           "\"server_cpu_s\":%.3f,\"loadgen_cpu_s\":%.3f,\"loadgen_cpu_pct\":%.1f",
+           (unsigned long long)tot.handshakes, (unsigned long long)tot.connect_failures, seconds,
+           (double)tot.handshakes / seconds, hpct_ms(&hs_lat, 0.5), hpct_ms(&hs_lat, 0.99),
+           (double)hs_lat.max / 1000.0, cpu0 >= 0 ? cpu1 - cpu0 : -1, self1 - self0,
+           100.0 * (self1 - self0) / seconds);
+#ifdef WITH_TLS
+    printf(",\"tls_version\":\"%s\",\"tls_cipher\":\"%s\"", tls_version, tls_cipher);
+#endif
+    printf("}\n");
+    fflush(stdout);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * main */
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: loadgen --port N [--tls] [--mode chat|idle|handshake] [--clients N]\n"
+            "  [--rooms N] [--senders N] [--rate MSGS_PER_S] [--factor F] [--refine N]\n"
+            "  [--max-steps N] [--max-rate R] [--step-seconds S] [--drain-seconds S]\n"
+            "  [--p99-ms MS] [--text-bytes N] [--concurrency N] [--duration S] [--warmup N]\n"
+            "  [--hold-seconds S] [--settle-seconds S] [--max-seconds S] [--server-pid PID]\n"
+            "  [--server-core N] [--disturbed-pct P] [--repeats N] [--connect-seconds S]\n"
+            "  [--name-prefix P] [--path /ws] [--sni NAME]\n");
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"port", 1, 0, 'p'},          {"tls", 0, 0, 'T'},           {"mode", 1, 0, 'm'},
+        {"clients", 1, 0, 'c'},       {"rooms", 1, 0, 'r'},         {"senders", 1, 0, 's'},
+        {"rate", 1, 0, 'R'},          {"factor", 1, 0, 'F'},        {"refine", 1, 0, 'B'},
+        {"max-steps", 1, 0, 'K'},     {"max-rate", 1, 0, 'X'},      {"step-seconds", 1, 0, 'S'},
+        {"drain-seconds", 1, 0, 'D'}, {"p99-ms", 1, 0, 'P'},        {"text-bytes", 1, 0, 'b'},
+        {"concurrency", 1, 0, 'C'},   {"duration", 1, 0, 'd'},      {"warmup", 1, 0, 'w'},
+        {"hold-seconds", 1, 0, 'H'},  {"settle-seconds", 1, 0, 'Q'}, {"max-seconds", 1, 0, 'M'},
+        {"server-pid", 1, 0, 'i'},    {"name-prefix", 1, 0, 'n'},   {"path", 1, 0, 'u'},
+        {"sni", 1, 0, 'N'},           {"connect-seconds", 1, 0, 'Z'}, {"server-core", 1, 0, 'O'},
+        {"disturbed-pct", 1, 0, 'U'}, {"repeats", 1, 0, 'Y'},       {0, 0, 0, 0},
+    };
+    int o;
+    while ((o = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (o) {
+        case 'p': opt.port = atoi(optarg); break;
+        case 'T': opt.tls = 1; break;
+        case 'm': opt.mode = optarg; break;
+        case 'c': opt.clients = atoi(optarg); break;
+        case 'r': opt.rooms = atoi(optarg); break;
+        case 's': opt.senders = atoi(optarg); break;
+        case 'R': opt.rate = atof(optarg); break;
+        case 'F': opt.factor = atof(optarg); break;
+        case 'B': opt.refine = atoi(optarg); break;
+        case 'K': opt.max_steps = atoi(optarg); break;
+        case 'X': opt.max_rate = atof(optarg); break;
+        case 'S': opt.step_s = atof(optarg); break;
+        case 'D': opt.drain_s = atof(optarg); break;
+        case 'P': opt.p99_ms = atof(optarg); break;
+        case 'b': opt.text_bytes = atoi(optarg); break;
+        case 'C': opt.concurrency = atoi(optarg); break;
+        case 'd': opt.duration_s = atof(optarg); break;
+        case 'w': opt.warmup = atoi(optarg); break;
+        case 'H': opt.hold_s = atof(optarg); break;
+        case 'Q': opt.settle_s = atof(optarg); break;
+        case 'M': opt.max_s = atof(optarg); break;
+        case 'i': opt.server_pid = atoi(optarg); break;
+        case 'n': opt.prefix = optarg; break;
+        case 'u': opt.path = optarg; break;
+        case 'N': opt.sni = optarg; break;
+        case 'Z': opt.connect_s = atof(optarg); break;
+        case 'O': opt.server_core = atoi(optarg); break;
+        case 'U': opt.disturbed_pct = atof(optarg); break;
+        case 'Y': opt.repeats = atoi(optarg); break;
+        default: usage();
+        }
+    }
+    int chat = strcmp(opt.mode, "chat") == 0, idle = strcmp(opt.mode, "idle") == 0;
+    int handshake = strcmp(opt.mode, "handshake") == 0;
+    if (opt.port <= 0 || opt.clients <= 0 || opt.rate <= 0 || opt.factor <= 1 ||
+        opt.concurrency <= 0 || (!chat && !idle && !handshake))
+        usage();
+#ifndef WITH_TLS
+    if (opt.tls)
+        die("built without TLS (no OpenSSL headers when it was compiled)");
+#else
+    if (opt.tls) {
+        tls_ctx = SSL_CTX_new(TLS_client_method());
+        SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);
+        SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_options(tls_ctx, SSL_OP_NO_TICKET);
+        SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                      SSL_MODE_RELEASE_BUFFERS);
+    }
+#endif
+    signal(SIGPIPE, SIG_IGN);
+    rng_state ^= now_ns() ^ ((uint64_t)getpid() << 32);
+    if (!idle)
+        opt.warmup = 0;
+    if (idle)
+        opt.rooms = 0;
+    if (opt.senders > opt.clients)
+        opt.senders = opt.clients;
+    if (chat && opt.rooms <= 0)
+        opt.rooms = 1;
+    nconns = handshake ? opt.concurrency : opt.clients;
+    conns = calloc((size_t)nconns, sizeof *conns);
+    for (int i = 0; i < nconns; i++)
+        conns[i].fd = -1;
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    uint64_t t0 = now_ns();
+    deadline = t0 + (uint64_t)(opt.max_s * 1e9);
+
+    if (chat)
+        run_chat();
+    else if (idle)
+        run_idle();
+    else
+        run_handshakes();
+
+    uint64_t received = 0, expected = 0, sent = 0, acks = 0;
+    for (int k = 0; k < MAX_STEPS; k++) {
+        received += steps[k].received;
+        expected += steps[k].expected;
+        sent += steps[k].sent;
+        acks += steps[k].acks;
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("{\"phase\":\"done\",\"wall_s\":%.3f,\"loadgen_user_s\":%.3f,\"loadgen_sys_s\":%.3f,"
+           "\"loadgen_max_rss_kb\":%ld,\"sent\":%llu,\"acks\":%llu,\"expected\":%llu,"
+           "\"received\":%llu,\"lost\":%llu,\"dups\":%llu,\"gaps\":%llu,\"errors\":%llu,"
+           "\"bad_frames\":%llu,\"stray\":%llu,\"server_closes\":%llu,\"dropped\":%llu,"
+           "\"connect_failures\":%llu,\"bytes_in\":%llu,\"first_close\":\"%s\"}\n",
+           (now_ns() - t0) / 1e9, ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
+           ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6, ru.ru_maxrss,
+           (unsigned long long)sent, (unsigned long long)acks, (unsigned long long)expected,
+           (unsigned long long)received,
+           (unsigned long long)(expected > received ? expected - received : 0),
+           (unsigned long long)tot.dups, (unsigned long long)tot.gaps,
+           (unsigned long long)tot.errors, (unsigned long long)tot.bad_frames,
+           (unsigned long long)tot.stray, (unsigned long long)tot.server_closes,
+           (unsigned long long)tot.dropped, (unsigned long long)tot.connect_failures,
+           (unsigned long long)tot.bytes_in, first_close);
+    fflush(stdout);
+    for (int i = 0; i < nconns; i++)
+        conn_close(&conns[i], 0);
+    return 0;
+}

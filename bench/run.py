@@ -1,0 +1,728 @@
+"""chatd's benchmark: start each server, drive it with the C load generator, print a table.
+
+    python bench/run.py [--scenarios a,b,...] [--servers chatd,autobahn,websockets,node] [--quick]
+
+Every (scenario, server) pair gets a freshly started server pinned to CPU 0 and the load
+generator pinned to CPU 1. Each loadgen step and each scenario's summary is appended as a JSON
+line to the results file; the table at the end gives chatd's figures as ratios to the baselines
+measured in the same run. bench/README.md explains the method and every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+BASELINES = BENCH / "baselines"
+LOADGEN_SOURCE = BENCH / "loadgen" / "loadgen.c"
+VENV_BIN = ROOT / ".venv" / "bin"
+PYTHON = VENV_BIN / "python" if (VENV_BIN / "python").exists() else Path(sys.executable)
+SERVERS = ("chatd", "autobahn", "websockets", "node")
+SERVER_CPU, LOADGEN_CPU = "0", "1"
+START_TIMEOUT = 30.0
+READY_LINE = re.compile(r"chatd (\w+) listener ready at \w+://[^\s/]+:(\d+)/")
+
+
+# -- scenarios ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    mode: str  # the loadgen's --mode: chat, idle or handshake
+    full: dict  # loadgen options at full scale
+    quick: dict  # ... and with --quick
+    transports: tuple[str, ...] = ("ws",)
+    servers: tuple[str, ...] = SERVERS
+    fsync: str = "no"  # chatd's [transcripts] fsync
+
+
+FAN_OUT = dict(clients=1000, rooms=1, senders=1, rate=50, step_seconds=1.5, max_steps=8)
+FAN_OUT_QUICK = dict(clients=20, rooms=1, senders=1, rate=20, step_seconds=0.5, max_steps=2)
+
+SCENARIOS = {
+    s.key: s
+    for s in [
+        Scenario(
+            "a",
+            "fan-out: 1000 clients in one room, one sender; rate sweep",
+            "chat",
+            FAN_OUT,
+            FAN_OUT_QUICK,
+        ),
+        Scenario(
+            "b",
+            "many-to-many: 100 clients in one room, each posting 10 msg/s, then a sweep",
+            "chat",
+            dict(clients=100, rooms=1, senders=100, rate=1000, step_seconds=1.5, max_steps=8),
+            dict(clients=10, rooms=1, senders=10, rate=50, step_seconds=0.5, max_steps=2),
+        ),
+        Scenario(
+            "c",
+            "many rooms: 10,000 clients in 1,000 rooms of 10, every client posting; sweep",
+            "chat",
+            dict(
+                clients=10000, rooms=1000, senders=10000, rate=1000, step_seconds=1.5, max_steps=8
+            ),
+            dict(clients=100, rooms=10, senders=100, rate=50, step_seconds=0.5, max_steps=2),
+        ),
+        Scenario(
+            "d",
+            "idle: server RSS per connection, 10,000 welcomed connections",
+            "idle",
+            dict(clients=10000, warmup=100),
+            dict(clients=100, warmup=10),
+            transports=("ws", "wss"),
+        ),
+        Scenario(
+            "e",
+            "handshakes: opening handshakes per second (full TLS handshakes for wss)",
+            "handshake",
+            dict(concurrency=32, duration=4),
+            dict(concurrency=8, duration=1),
+            transports=("ws", "wss"),
+        ),
+        Scenario(
+            "f",
+            "fan-out as (a), chatd with [transcripts] fsync = batch",
+            "chat",
+            FAN_OUT,
+            FAN_OUT_QUICK,
+            servers=("chatd",),
+            fsync="batch",
+        ),
+        Scenario(
+            "cpu",
+            "server CPU per delivery at a fixed 20k deliveries/s (fan-out, 20 msg/s x 1000)",
+            "chat",
+            dict(clients=1000, rooms=1, senders=1, rate=20, step_seconds=6, max_steps=1),
+            dict(clients=20, rooms=1, senders=1, rate=20, step_seconds=1, max_steps=1),
+        ),
+    ]
+}
+
+
+# -- the environment ------------------------------------------------------------------------------
+
+
+def raise_fd_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1_048_576 if hard == resource.RLIM_INFINITY else hard
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def machine_facts() -> dict:
+    model = "?"
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": os.cpu_count(),
+        "model_name": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "loadavg": os.getloadavg(),
+    }
+
+
+def package_versions() -> dict:
+    code = (
+        "import importlib.metadata as m, json;"
+        "print(json.dumps({p: m.version(p) for p in ('twisted', 'autobahn', 'websockets')}))"
+    )
+    versions = json.loads(subprocess.check_output([str(PYTHON), "-c", code], text=True))
+    if shutil.which("node"):
+        versions["node"] = subprocess.check_output(["node", "--version"], text=True).strip()
+        lock = BASELINES / "node_modules" / "ws" / "package.json"
+        if lock.exists():
+            versions["ws"] = json.loads(lock.read_text())["version"]
+    return versions
+
+
+def chatd_revision() -> str:
+    """The checkout's commit, and `+dirty` when chatd/ has uncommitted changes."""
+    try:
+        head = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True)
+        status = subprocess.check_output(
+            ["git", "status", "--porcelain", "--", "chatd", "twisted"], cwd=ROOT, text=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+    return head.strip() + ("+dirty" if status.strip() else "")
+
+
+def build_loadgen(out_dir: Path) -> tuple[Path | None, bool, str]:
+    """(binary or None, built with TLS, why not/how); rebuilt when the source is newer."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None, False, "no C compiler (cc) on PATH"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    attempts = [
+        ("tls", ["-DWITH_TLS"], ["-lssl", "-lcrypto", "-lm"]),
+        ("plain", [], ["-lm"]),
+    ]
+    errors = []
+    for flavour, defines, libs in attempts:
+        binary = out_dir / f"loadgen-{flavour}"
+        if binary.exists() and binary.stat().st_mtime >= LOADGEN_SOURCE.stat().st_mtime:
+            return binary, flavour == "tls", f"{cc} -O2 ({flavour})"
+        partial = binary.with_suffix(f".{os.getpid()}.tmp")
+        command = [cc, "-O2", "-Wall", *defines, "-o", str(partial), str(LOADGEN_SOURCE), *libs]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode == 0:
+            os.replace(partial, binary)
+            return binary, flavour == "tls", " ".join(command)
+        errors.append(result.stderr.strip()[-300:])
+    return None, False, "the loadgen does not compile: " + " | ".join(errors)
+
+
+def can_pin() -> bool:
+    return shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+
+
+def pinned(cpu: str, command: list[str]) -> list[str]:
+    return ["taskset", "-c", cpu, *command] if can_pin() else command
+
+
+def node_ready() -> str | None:
+    """None when the Node baseline can run, else why not."""
+    if not shutil.which("node"):
+        return "node is not installed"
+    if not (BASELINES / "node_modules" / "ws").exists():
+        if not shutil.which("npm"):
+            return "bench/baselines/node_modules is missing and npm is not installed"
+        result = subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--silent"],
+            cwd=BASELINES,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        if result.returncode != 0:
+            return f"npm ci failed: {result.stderr.strip()[-300:]}"
+    return None
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    import trustme
+
+    server = trustme.CA().issue_cert("localhost", "127.0.0.1")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    server.cert_chain_pems[0].write_to_path(str(cert))
+    server.private_key_pem.write_to_path(str(key))
+    return cert, key
+
+
+# -- servers --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Running:
+    name: str
+    process: subprocess.Popen
+    port: int
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def rss_kib(self) -> int:
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def chatd_config(work: Path, cert: Path, key: Path, fsync: str) -> Path:
+    sections = {
+        "ws": {"port": 0},
+        "wss": {"port": 0},
+        "tls": {"certificate": cert, "key": key},
+        "transcripts": {"directory": work / "transcripts", "fsync": fsync},
+        "metrics": {"enabled": "no"},
+        # Every client comes from 127.0.0.1 and the load is the point: lift the abuse limits.
+        "limits": {
+            "max_connections": 20000,
+            "max_connections_per_ip": 1_000_000,
+            "messages_per_second": 1_000_000,
+            "message_burst": 1_000_000,
+            "flood_close_after": 1_000_000,
+        },
+    }
+    text = "".join(
+        f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()) + "\n"
+        for name, values in sections.items()
+    )
+    path = work / "chatd.ini"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def start_server(
+    name: str, transport: str, work: Path, cert: Path, key: Path, fsync: str = "no"
+) -> Running:
+    work.mkdir(parents=True, exist_ok=True)
+    tls = ["--tls", str(cert), str(key)] if transport == "wss" else []
+    if name == "chatd":
+        config = chatd_config(work, cert, key, fsync)
+        command = [str(PYTHON.parent / "twistd"), "--nodaemon", "--pidfile=", "chatd"]
+        command += ["--config", str(config)]
+    elif name == "autobahn":
+        command = [str(PYTHON), str(BASELINES / "autobahn_prepared.py"), *tls]
+    elif name == "websockets":
+        command = [str(PYTHON), str(BASELINES / "websockets_broadcast.py"), *tls]
+    else:
+        command = ["node", str(BASELINES / "node_ws.js"), *tls]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if name == "chatd":
+        # Run the checkout's chatd (and find its twistd plugin) whatever is installed.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    log = work / f"{name}-{transport}.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            pinned(SERVER_CPU, command),
+            cwd=work,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace")
+        if name == "chatd":
+            ports = {match[0]: int(match[1]) for match in READY_LINE.findall(text)}
+            port = ports.get(transport) if {"ws", "wss"} <= ports.keys() else None
+        else:
+            match = re.search(r"^READY (\d+)", text, re.M)
+            port = int(match.group(1)) if match else None
+        if port:
+            return Running(name, process, port, log)
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode} at start:\n{text[-2000:]}")
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"{name} was not ready within {START_TIMEOUT}s")
+
+
+# -- the load generator ---------------------------------------------------------------------------
+
+
+def loadgen_command(loadgen: Path, scenario: Scenario, options: dict, server: Running, tls: bool):
+    command = [str(loadgen), "--mode", scenario.mode, "--port", str(server.port)]
+    command += ["--server-pid", str(server.pid)]
+    if can_pin():
+        command += ["--server-core", SERVER_CPU]
+    for option, value in options.items():
+        command += [f"--{option.replace('_', '-')}", str(value)]
+    if tls:
+        command.append("--tls")
+    return pinned(LOADGEN_CPU, command)
+
+
+def run_loadgen(command: list[str], server: Running, max_seconds: float) -> list[dict]:
+    """The loadgen's JSON lines; in idle mode it pauses for us to read the server's RSS."""
+    process = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    watchdog = threading.Timer(max_seconds + 15, process.kill)
+    watchdog.start()
+    lines = []
+    try:
+        for raw in process.stdout:
+            line = json.loads(raw)
+            if line.get("phase") in ("warm", "idle"):
+                time.sleep(1.0)  # let the server finish what the last connections started
+                line["server_rss_kib"] = server.rss_kib()
+                process.stdin.write("\n")
+                process.stdin.flush()
+            lines.append(line)
+        process.wait()
+    finally:
+        watchdog.cancel()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    stderr = process.stderr.read()
+    if process.returncode != 0 or not lines or lines[-1].get("phase") != "done":
+        raise RuntimeError(f"loadgen failed (exit {process.returncode}): {stderr.strip()[-800:]}")
+    if stderr.strip():
+        print(f"    loadgen: {stderr.strip().splitlines()[0]}", file=sys.stderr)
+    return lines
+
+
+def summarize(scenario: Scenario, lines: list[dict]) -> dict:
+    """The figures the table shows, from the loadgen's lines for one server and transport."""
+    done = lines[-1]
+    summary = {
+        "loadgen_cpu_s": round(done["loadgen_user_s"] + done["loadgen_sys_s"], 3),
+        "wall_s": done["wall_s"],
+        "connect_failures": done["connect_failures"],
+    }
+    if scenario.mode == "chat":
+        steps = [line for line in lines if line["phase"] == "step" and not line["repeated"]]
+        passed = [step for step in steps if step["ok"]]
+        best = max(passed, key=lambda step: step["delivered_dps"], default=None)
+        first = steps[0] if steps else None
+        connect = next((line for line in lines if line["phase"] == "connect"), {})
+        summary.update(
+            clients=connect.get("ready"),
+            connect_s=connect.get("seconds"),
+            steps=len(steps),
+            sent=done["sent"],
+            expected=done["expected"],
+            received=done["received"],
+            lost=done["lost"],
+            dups=done["dups"],
+            gaps=done["gaps"],
+            errors=done["errors"],
+            dropped=done["dropped"],
+            first_close=done["first_close"],
+            all_delivered=done["lost"] == 0 and done["dups"] == 0 and done["gaps"] == 0,
+        )
+        for label, step in (("max", best), ("first", first)):
+            if step is None:
+                continue
+            summary[label] = {
+                key: step[key]
+                for key in (
+                    "rate",
+                    "delivered_dps",
+                    "p50_ms",
+                    "p99_ms",
+                    "server_cpu_us_per_delivery",
+                    "loadgen_cpu_pct",
+                    "core_others_pct",
+                )
+            }
+    elif scenario.mode == "idle":
+        warm = next(line for line in lines if line["phase"] == "warm")
+        idle = next(line for line in lines if line["phase"] == "idle")
+        added = idle["ready"] - warm["ready"]
+        grown = idle["server_rss_kib"] - warm["server_rss_kib"]
+        summary.update(
+            connections=idle["ready"],
+            rss_before_kib=warm["server_rss_kib"],
+            rss_after_kib=idle["server_rss_kib"],
+            kib_per_connection=round(grown / added, 2) if added > 0 else None,
+        )
+    else:
+        result = next(line for line in lines if line["phase"] == "handshake")
+        summary.update(
+            {k: v for k, v in result.items() if k != "phase"},
+            server_cpu_ms_per_handshake=round(
+                1000 * result["server_cpu_s"] / result["handshakes"], 3
+            )
+            if result["handshakes"]
+            else None,
+        )
+    return summary
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    results: Path
+    quick: bool
+    loadgen: Path
+    tls: bool
+    cert: Path
+    key: Path
+    work: Path
+    deadline: float  # time.monotonic() after which no further server is started
+    run_id: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
+    summaries: dict = field(default_factory=dict)  # (scenario, server, transport) -> summary
+    skipped: list = field(default_factory=list)
+
+    def record(self, **record) -> None:
+        record = {"run": self.run_id, "time": datetime.now(UTC).isoformat(), **record}
+        with open(self.results, "a", encoding="utf-8") as out:
+            out.write(json.dumps(record) + "\n")
+
+    def scenario(self, scenario: Scenario, servers: list[str]) -> None:
+        options = dict(scenario.quick if self.quick else scenario.full)
+        options["max_seconds"] = 60 if self.quick else 240
+        if self.quick:
+            options.update(drain_seconds=2, settle_seconds=2)
+        for transport in scenario.transports:
+            if transport == "wss" and not self.tls:
+                self.skip(scenario.key, "*", transport, "the loadgen was built without TLS")
+                continue
+            for name in servers:
+                if name not in scenario.servers:
+                    continue
+                self.one(scenario, name, transport, options)
+
+    def one(self, scenario: Scenario, name: str, transport: str, options: dict) -> None:
+        label = f"({scenario.key}) {name} {transport}"
+        if time.monotonic() > self.deadline:
+            self.skip(scenario.key, name, transport, "the run's --budget was spent")
+            return
+        print(f"  {label} ...", end="", flush=True)
+        started = time.monotonic()
+        work = self.work / f"{scenario.key}-{name}-{transport}"
+        loadavg = os.getloadavg()[0]
+        try:
+            server = start_server(name, transport, work, self.cert, self.key, scenario.fsync)
+        except RuntimeError as error:
+            print(" failed to start")
+            self.skip(scenario.key, name, transport, str(error))
+            return
+        try:
+            command = loadgen_command(self.loadgen, scenario, options, server, transport == "wss")
+            lines = run_loadgen(command, server, options["max_seconds"])
+        except RuntimeError as error:
+            print(" failed")
+            self.skip(scenario.key, name, transport, str(error))
+            return
+        finally:
+            server.stop()
+        where = dict(scenario=scenario.key, server=name, transport=transport)
+        for line in lines:
+            if line["phase"] in ("step", "handshake", "warm", "idle", "connect"):
+                self.record(kind=line["phase"], **where, **line)
+        summary = summarize(scenario, lines)
+        summary["loadavg_1m_at_start"] = loadavg
+        self.summaries[scenario.key, name, transport] = summary
+        self.record(kind="summary", **where, **summary)
+        print(f" {time.monotonic() - started:.0f}s")
+
+    def skip(self, scenario: str, server: str, transport: str, reason: str) -> None:
+        self.skipped.append((scenario, server, transport, reason))
+        self.record(
+            kind="skipped", scenario=scenario, server=server, transport=transport, reason=reason
+        )
+
+
+# -- the table ------------------------------------------------------------------------------------
+
+
+def fmt(value, digits: int = 0) -> str:
+    """A number for the table; None and the loadgen's -1 (unknown) are shown as -."""
+    return "-" if value is None or value < 0 else f"{value:,.{digits}f}"
+
+
+def best(v: dict) -> dict:
+    return v.get("max") or {}
+
+
+def first(v: dict) -> dict:
+    return v.get("first") or {}
+
+
+# Each table: its columns (header, width, cell), and the figure chatd is compared on.
+CHAT_TABLE = (
+    [
+        ("deliveries/s", 14, lambda v: fmt(best(v).get("delivered_dps"))),
+        ("msgs/s", 9, lambda v: fmt(best(v).get("rate"))),
+        ("p50 ms", 8, lambda v: fmt(best(v).get("p50_ms"), 1)),
+        ("p99 ms", 8, lambda v: fmt(best(v).get("p99_ms"), 1)),
+        ("µs/deliv", 10, lambda v: fmt(best(v).get("server_cpu_us_per_delivery"), 2)),
+        ("loadgen", 9, lambda v: fmt(best(v).get("loadgen_cpu_pct")) + "%"),
+        ("others", 8, lambda v: fmt(best(v).get("core_others_pct")) + "%"),
+        ("lost/dup/drop", 15, lambda v: f"{v['lost']}/{v['dups'] + v['gaps']}/{v['dropped']}"),
+        ("1st p50", 9, lambda v: fmt(first(v).get("p50_ms"), 1)),
+        ("1st p99", 9, lambda v: fmt(first(v).get("p99_ms"), 1)),
+    ],
+    lambda v: best(v).get("delivered_dps"),
+    "",
+)
+CPU_TABLE = (
+    [
+        ("deliveries/s", 14, lambda v: fmt(first(v).get("delivered_dps"))),
+        ("µs/deliv", 10, lambda v: fmt(first(v).get("server_cpu_us_per_delivery"), 2)),
+        ("p50 ms", 8, lambda v: fmt(first(v).get("p50_ms"), 1)),
+        ("p99 ms", 8, lambda v: fmt(first(v).get("p99_ms"), 1)),
+        ("loadgen", 9, lambda v: fmt(first(v).get("loadgen_cpu_pct")) + "%"),
+        ("others", 8, lambda v: fmt(first(v).get("core_others_pct")) + "%"),
+        ("lost/dup/drop", 15, lambda v: f"{v['lost']}/{v['dups'] + v['gaps']}/{v['dropped']}"),
+    ],
+    lambda v: first(v).get("server_cpu_us_per_delivery"),
+    " (lower is better)",
+)
+IDLE_TABLE = (
+    [
+        ("connections", 13, lambda v: fmt(v["connections"])),
+        ("RSS before", 14, lambda v: fmt(v["rss_before_kib"]) + " KiB"),
+        ("RSS after", 14, lambda v: fmt(v["rss_after_kib"]) + " KiB"),
+        ("KiB/conn", 10, lambda v: fmt(v["kib_per_connection"], 2)),
+    ],
+    lambda v: v["kib_per_connection"],
+    " (lower is better)",
+)
+HANDSHAKE_TABLE = (
+    [
+        ("handshakes/s", 14, lambda v: fmt(v["per_s"])),
+        ("p50 ms", 8, lambda v: fmt(v["p50_ms"], 1)),
+        ("p99 ms", 8, lambda v: fmt(v["p99_ms"], 1)),
+        ("srv ms/hs", 11, lambda v: fmt(v["server_cpu_ms_per_handshake"], 3)),
+        ("loadgen", 9, lambda v: fmt(v["loadgen_cpu_pct"]) + "%"),
+        ("failed", 8, lambda v: fmt(v["failed"])),
+    ],
+    lambda v: v["per_s"],
+    "",
+)
+
+
+def table_of(scenario: Scenario):
+    if scenario.key == "cpu":
+        return CPU_TABLE
+    return {"chat": CHAT_TABLE, "idle": IDLE_TABLE, "handshake": HANDSHAKE_TABLE}[scenario.mode]
+
+
+def print_rows(table, rows: list[tuple[str, dict]]) -> None:
+    columns, figure, note = table
+    print(
+        f"  {'server':<22}" + "".join(f"{h:>{w}}" for h, w, _ in columns) + f"  chatd ÷ this{note}"
+    )
+    chatd = next((figure(v) for name, v in rows if name == "chatd"), None)
+    for name, v in rows:
+        this = figure(v)
+        ratio = f"{chatd / this:.2f}x" if chatd and this and name != "chatd" else ""
+        print(f"  {name:<22}" + "".join(f"{cell(v):>{w}}" for _, w, cell in columns) + f"  {ratio}")
+
+
+def print_table(run: Run, order: list[str], servers: list[str]) -> None:
+    print()
+    for key in order:
+        scenario = SCENARIOS[key]
+        for transport in scenario.transports:
+            rows = [(name, run.summaries.get((key, name, transport))) for name in servers]
+            if key == "f":  # chatd with fsync = batch against everyone's (a)
+                rows += [(f"{name} (a)", run.summaries.get(("a", name, "ws"))) for name in servers]
+            rows = [(name, v) for name, v in rows if v is not None]
+            if rows:
+                print(f"({key}) {scenario.title} [{transport}]")
+                print_rows(table_of(scenario), rows)
+                print()
+    for scenario, server, transport, reason in run.skipped:
+        last = reason.strip().splitlines()[-1] if reason.strip() else "?"
+        print(f"skipped ({scenario}) {server} {transport}: {last}")
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Benchmark chatd against baseline servers.")
+    parser.add_argument(
+        "--scenarios",
+        default="a,b,c,d,e,f,cpu",
+        help="comma-separated, from: " + ",".join(SCENARIOS),
+    )
+    parser.add_argument(
+        "--servers", default=",".join(SERVERS), help="comma-separated, from: " + ",".join(SERVERS)
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny scales (the smoke test)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=BENCH / "results" / "runs.jsonl",
+        help="append JSON lines here (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=540,
+        help="start no further server after this many seconds (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    args.scenarios = [k.strip() for k in args.scenarios.split(",") if k.strip()]
+    args.servers = [k.strip() for k in args.servers.split(",") if k.strip()]
+    for key in args.scenarios:
+        if key not in SCENARIOS:
+            parser.error(f"unknown scenario {key!r}")
+    for name in args.servers:
+        if name not in SERVERS:
+            parser.error(f"unknown server {name!r}")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    fd_limit = raise_fd_limit()
+    facts = machine_facts()
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    loadgen, tls, how = build_loadgen(BENCH / "build")
+    servers = list(args.servers)
+    notes = []
+    if "node" in servers and (why := node_ready()):
+        servers.remove("node")
+        notes.append(("*", "node", "*", why))
+    pinning = "taskset -c 0 (server), -c 1 (loadgen)" if can_pin() else "none"
+    print(
+        f"chatd bench {'(quick) ' if args.quick else ''}on {facts['nproc']} x "
+        f"{facts['model_name']}, load average {facts['loadavg'][0]:.2f}; pinning: {pinning}; "
+        f"open files: {fd_limit}"
+    )
+    print(f"loadgen: {how}")
+    with tempfile.TemporaryDirectory(prefix="chatd-bench-") as tmp:
+        work = Path(tmp)
+        cert, key = make_certificate(work)
+        deadline = started + args.budget
+        run = Run(args.results, args.quick, loadgen, tls, cert, key, work, deadline)
+        run.record(
+            kind="run",
+            quick=args.quick,
+            scenarios=args.scenarios,
+            servers=servers,
+            machine=facts,
+            versions=package_versions(),
+            chatd_revision=chatd_revision(),
+            loadgen=how,
+            pinning=pinning,
+            fd_limit=fd_limit,
+        )
+        for note in notes:
+            run.skip(*note)
+        if loadgen is None:
+            for key in args.scenarios:
+                run.skip(key, "*", "*", how)
+        else:
+            for key in args.scenarios:
+                scenario = SCENARIOS[key]
+                need = scenario.full.get("clients", 0) if not args.quick else 0
+                if need and fd_limit < need + 100:
+                    run.skip(key, "*", "*", f"needs {need} open files, the limit is {fd_limit}")
+                    continue
+                print(f"({key}) {scenario.title}")
+                run.scenario(scenario, servers)
+        print_table(run, args.scenarios, servers)
+    print(f"\n{time.monotonic() - started:.0f}s; results appended to {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

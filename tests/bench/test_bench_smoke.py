@@ -1,0 +1,63 @@
+"""The benchmark still runs: build the loadgen, drive the real daemon at a tiny scale.
+
+Asserts no timings (bench/ prints figures, never judges them), only that load flowed and that
+every message reached every client, once and in order.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+RUN = ROOT / "bench" / "run.py"
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler for the loadgen")
+
+
+def test_quick_fan_out_against_chatd_delivers_everything(tmp_path):
+    results = tmp_path / "results.jsonl"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(RUN),
+            "--quick",
+            "--scenarios",
+            "a",
+            "--servers",
+            "chatd",
+            "--results",
+            str(results),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "(a) fan-out" in completed.stdout, completed.stdout
+
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert not [r for r in records if r["kind"] == "skipped"], completed.stdout
+    steps = [r for r in records if r["kind"] == "step"]
+    (summary,) = [r for r in records if r["kind"] == "summary"]
+    assert (summary["scenario"], summary["server"]) == ("a", "chatd")
+
+    assert steps and all(step["received"] > 0 for step in steps), steps
+    assert summary["max"]["delivered_dps"] > 0, summary
+    # Every message sent reached every client (the sender too), once, in seq order.
+    clients = summary["clients"]
+    assert clients == 20, summary
+    assert summary["sent"] > 0
+    assert summary["expected"] == summary["sent"] * clients, summary
+    assert summary["received"] == summary["expected"], summary
+    assert (summary["lost"], summary["dups"], summary["gaps"]) == (0, 0, 0), summary
+    assert summary["errors"] == 0 and summary["dropped"] == 0, summary
+    for step in steps:
+        assert step["acks"] == step["sent"], step
+        assert step["received"] == step["expected"] == step["sent"] * clients, step
