@@ -304,7 +304,7 @@ class Broadcaster:
                 "not recording {room} seq {seq}: shut down", room=room.name, seq=event.seq
             )
             return
-        self._store.writer(room.name).append(event.line, event.ts)
+        self._store.append(room.name, event.line, event.ts)
         self._batch.append(_Posted(room, event, ack_to, client_id, event.seq))
         self._schedule_commit()
 

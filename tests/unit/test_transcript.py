@@ -76,7 +76,7 @@ def test_path_of_refuses_names_that_could_leave_the_directory(store):
 def test_nothing_reaches_the_file_before_flush(store):
     writer = store.writer("lobby")
     line = events(1)[0].line
-    writer.append(line, NOON)
+    store.append("lobby", line, NOON)
     assert writer.dirty
     assert store.path_of("lobby").read_bytes() == b""
     assert store.flush(fsync=False) == []
@@ -86,9 +86,8 @@ def test_nothing_reaches_the_file_before_flush(store):
 
 def test_flush_with_fsync_writes_the_same_bytes(store):
     lines = [event.line for event in events(3)]
-    writer = store.writer("lobby")
     for line in lines:
-        writer.append(line, NOON)
+        store.append("lobby", line, NOON)
     store.flush(fsync=True)
     assert store.path_of("lobby").read_bytes() == b"".join(line + b"\n" for line in lines)
 
@@ -96,7 +95,7 @@ def test_flush_with_fsync_writes_the_same_bytes(store):
 def test_writer_appends_to_an_existing_file(store):
     first, second = events(2)
     write(store.path_of("lobby"), [first.line])
-    store.writer("lobby").append(second.line, second.ts)
+    store.append("lobby", second.line, second.ts)
     store.flush(fsync=False)
     assert store.path_of("lobby").read_bytes() == first.line + b"\n" + second.line + b"\n"
 
@@ -112,18 +111,17 @@ def test_rooms_lists_current_and_rotated_transcripts_only(store):
 def test_failed_write_is_cut_back_and_reported(store, limited_file_size):
     """A write that fails halfway (here: past RLIMIT_FSIZE) leaves no torn line behind."""
     first, second, third = events(3, text="x" * 200)
-    writer = store.writer("lobby")
-    writer.append(first.line, first.ts)
+    store.append("lobby", first.line, first.ts)
     store.flush(fsync=False)
     size = store.path_of("lobby").stat().st_size
-    writer.append(second.line, second.ts)
+    store.append("lobby", second.line, second.ts)
     limited_file_size(size + 50)  # room for part of the line, not all of it
     failures = store.flush(fsync=False)
     limited_file_size(None)
     assert [room for room, _error in failures] == ["lobby"]
     assert isinstance(failures[0][1], OSError)
     assert store.path_of("lobby").read_bytes() == first.line + b"\n"
-    writer.append(third.line, third.ts)
+    store.append("lobby", third.line, third.ts)
     assert store.flush(fsync=False) == []
     assert store.path_of("lobby").read_bytes() == first.line + b"\n" + third.line + b"\n"
 
@@ -131,8 +129,8 @@ def test_failed_write_is_cut_back_and_reported(store, limited_file_size):
 def test_a_failed_room_does_not_stop_the_others(store, limited_file_size):
     big, small = events(1, text="x" * 500)[0], events(1)[0]
     write(store.path_of("big"), [big.line])
-    store.writer("big").append(big.line, big.ts)
-    store.writer("small").append(small.line, small.ts)
+    store.append("big", big.line, big.ts)
+    store.append("small", small.line, small.ts)
     limited_file_size(len(big.line) + 10)
     failures = store.flush(fsync=False)
     limited_file_size(None)
@@ -197,7 +195,7 @@ def test_after_a_torn_line_new_events_follow_the_last_intact_one(store):
         last_seq=recovered.last_seq,
     )
     event = room.new_message("bob", "b1", "after the crash", NOON + 60)
-    store.writer("lobby").append(event.line, event.ts)
+    store.append("lobby", event.line, event.ts)
     assert store.flush(fsync=False) == []
     lines = store.path_of("lobby").read_bytes().splitlines()
     assert seqs(lines) == [1, 2, 3]
@@ -393,9 +391,9 @@ def test_daily_rotation_moves_yesterday_aside(transcript_dir):
     store.prepare()
     today, tomorrow = events(1)[0], events(1, start_ts=NOON + DAY)[0]
     try:
-        store.writer("lobby").append(today.line, today.ts)
+        store.append("lobby", today.line, today.ts)
         store.flush(fsync=False)
-        store.writer("lobby").append(tomorrow.line, tomorrow.ts)
+        store.append("lobby", tomorrow.line, tomorrow.ts)
         store.flush(fsync=False)
     finally:
         store.close()
@@ -416,7 +414,7 @@ def test_size_rotation_never_splits_a_batch_nor_lets_a_file_outgrow_the_limit(tr
     try:
         for batch in batches:
             for event in batch:
-                store.writer("lobby").append(event.line, event.ts)
+                store.append("lobby", event.line, event.ts)
             assert store.flush(fsync=False) == []
     finally:
         store.close()
