@@ -314,6 +314,7 @@ class LimitsConfig:
     ping_interval: float
     ping_timeout: float
     max_buffered_bytes: int
+    slow_consumer_grace: float
 
     @classmethod
     def read(cls, reader: SectionReader) -> LimitsConfig:
@@ -331,6 +332,7 @@ class LimitsConfig:
             ping_interval=reader.duration("ping_interval", 30.0, 0.0, 86400.0),
             ping_timeout=reader.duration("ping_timeout", 10.0, 0.1, 3600.0),
             max_buffered_bytes=reader.size("max_buffered_bytes", 1024 * 1024, 1024, 2**34),
+            slow_consumer_grace=reader.duration("slow_consumer_grace", 5.0, 0.0, 3600.0),
         )
 
 
