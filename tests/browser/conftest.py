@@ -1,7 +1,7 @@
 """Browser tests: chatd/static's pages in headless Chromium, against a real `twistd -n chatd`.
 
-The daemon machinery (start, SIGTERM, logs, WebSocket clients) is tests/e2e/chatd_harness.py;
-this file adds the browser: Debian's /usr/bin/chromium driven by Playwright (never a browser
+The daemon and its clients come from tests/conftest.py and tests/chatd_harness.py; this file
+adds the browser: Debian's /usr/bin/chromium driven by Playwright (never a browser
 that Playwright downloads). Without Playwright or Chromium the tests are skipped, unless the
 environment variable CI is set: then they fail, so that CI cannot pass without running them.
 
@@ -14,21 +14,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import ssl
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import trustme
-
-E2E = Path(__file__).resolve().parents[1] / "e2e"
-if str(E2E) not in sys.path:
-    sys.path.insert(0, str(E2E))
-
-from browser_helpers import CHROMIUM_ARGS, ROOT, TIMEOUT_MS, Tab, chromium_path, unavailable  # noqa: E402
-from chatd_harness import TWISTD, Client, Daemon, write_ini  # noqa: E402
+from browser_helpers import CHROMIUM_ARGS, TIMEOUT_MS, Tab, chromium_path, unavailable
 
 # -- the browser --------------------------------------------------------------------------------
 
@@ -123,116 +115,3 @@ def new_tab(browser) -> Iterator[Callable[..., Tab]]:
         with contextlib.suppress(Exception):
             tab.context.close()
     assert not problems, "\n".join(problems)
-
-
-# -- the daemon ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="session")
-def client_ssl(ca) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ca.configure_trust(context)
-    return context
-
-
-@pytest.fixture(scope="session")
-def server_cert(ca, tmp_path_factory) -> tuple[Path, Path]:
-    leaf = ca.issue_cert("localhost", "127.0.0.1")
-    directory = tmp_path_factory.mktemp("tls")
-    chain, key = directory / "localhost.pem", directory / "localhost-key.pem"
-    chain.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-    key.write_bytes(leaf.private_key_pem.bytes())
-    return chain, key
-
-
-@pytest.fixture(scope="session")
-def installed_static(tmp_path_factory) -> Path:
-    """The installed chatd/static; fails clearly when it lacks a file of the source tree.
-
-    The venv holds a strict editable install (links to the files that existed when it was
-    made): a file added to chatd/static since is 404 until chatd is installed again.
-    """
-    result = subprocess.run(
-        [sys.executable, "-c", "import chatd; print(chatd.__file__)"],
-        cwd=tmp_path_factory.mktemp("where"),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, f"chatd is not installed in this venv:\n{result.stderr}"
-    static = Path(result.stdout.strip()).parent / "static"
-    missing = sorted(
-        path.name
-        for path in (ROOT / "chatd" / "static").iterdir()
-        if not (static / path.name).exists()
-    )
-    if missing:
-        pytest.fail(
-            f"the chatd installed in {sys.prefix} lacks static/{', static/'.join(missing)}:"
-            " reinstall it (make test does; or pip install --config-settings"
-            " editable_mode=strict -e .)",
-            pytrace=False,
-        )
-    return static
-
-
-@pytest.fixture
-def make_daemon(
-    request, tmp_path, server_cert, client_ssl, installed_static
-) -> Iterator[Callable[..., Daemon]]:
-    """make_daemon(ws_port=0, **sections): a started daemon; sections are merged INI values."""
-    daemons: list[Daemon] = []
-    request.node.chatd_daemons = daemons
-
-    def make(ws_port: int = 0, **overrides: dict[str, object]) -> Daemon:
-        directory = tmp_path / f"chatd-{len(daemons) + 1}"
-        directory.mkdir()
-        certificate, key = server_cert
-        sections: dict[str, dict[str, object]] = {
-            "ws": {"interface": "127.0.0.1", "port": ws_port},
-            "wss": {"interface": "127.0.0.1", "port": 0},
-            "tls": {"certificate": certificate, "key": key},
-            "transcripts": {"directory": directory / "transcripts", "rotate": "never"},
-            "metrics": {"interface": "127.0.0.1", "port": 0},
-        }
-        for section, values in overrides.items():
-            sections.setdefault(section, {}).update(values)
-        config = write_ini(directory / "chatd.ini", sections)
-        daemon = Daemon(directory, config, directory / "transcripts", client_ssl, TWISTD)
-        daemons.append(daemon)
-        return daemon.start()
-
-    yield make
-    for daemon in daemons:
-        daemon.kill()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item, call):
-    report = yield
-    daemons = getattr(item, "chatd_daemons", None)
-    if report.failed and daemons:
-        for number, daemon in enumerate(daemons, 1):
-            report.sections.append((f"chatd daemon {number} log", daemon.log))
-    return report
-
-
-@pytest.fixture
-def clients(client_ssl) -> Iterator[Callable[..., Client]]:
-    """clients(url, name=None): a JSON WebSocket client (the harness's); closed at teardown."""
-    opened: list[Client] = []
-
-    def open_client(url: str, name: str | None = None) -> Client:
-        client = Client(url, client_ssl, name)
-        opened.append(client)
-        return client
-
-    yield open_client
-    for client in opened:
-        with contextlib.suppress(Exception):
-            client.close()

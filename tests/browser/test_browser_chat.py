@@ -113,7 +113,7 @@ def test_the_page_resumes_after_a_daemon_restart_without_gap_or_duplicate(
     """SIGTERM the daemon under a connected page, post while the page cannot reconnect, and
     start the daemon again on the same port: the page resumes the room with `since`, shows the
     messages it missed once each, and delivers what its user typed during the outage once."""
-    daemon = make_daemon(ws_port=free_port())
+    daemon = make_daemon(ws={"port": free_port()})
     tab = new_tab(daemon.http_url("ws", "/"))
     sign_in(tab, "alice")
     bob = clients(daemon.url("ws"))

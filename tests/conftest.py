@@ -1,4 +1,5 @@
-"""End-to-end fixtures: a real `twistd -n chatd` in a temporary directory, and clients for it.
+"""Fixtures for the tests that run the real daemon (tests/e2e, tests/browser): a real
+`twistd -n chatd` in a temporary directory, and clients for it.
 
 Every daemon listens on 127.0.0.1 with port 0 (ws and wss), serves wss with a certificate for
 localhost issued by a session-scoped test CA (trustme), and writes its transcripts under the
@@ -19,15 +20,16 @@ import pytest
 import trustme
 from chatd_harness import TWISTD, Client, Daemon, write_ini
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
 def installed_chatd(tmp_path_factory) -> Path:
-    """Where twistd imports chatd from; fails clearly when the install lacks a source module.
+    """Where twistd imports chatd from; fails clearly when the install lacks a source file.
 
-    The venv holds a strict editable install (a tree of links to the sources): a module added
-    since the install is missing there until `make` (or pip install -e again) refreshes it.
+    The venv holds a strict editable install (a tree of links to the sources): a module or a
+    static file added since the install is missing there (a 404, for a page) until `make` (or
+    pip install -e again) refreshes it.
     """
     result = subprocess.run(
         [sys.executable, "-c", "import chatd; print(chatd.__file__)"],
@@ -38,8 +40,11 @@ def installed_chatd(tmp_path_factory) -> Path:
     )
     assert result.returncode == 0, f"chatd is not installed in this venv:\n{result.stderr}"
     package = Path(result.stdout.strip()).parent
+    sources = [*(ROOT / "chatd").glob("*.py"), *(ROOT / "chatd" / "static").iterdir()]
     missing = sorted(
-        path.name for path in (ROOT / "chatd").glob("*.py") if not (package / path.name).exists()
+        str(path.relative_to(ROOT / "chatd"))
+        for path in sources
+        if not (package / path.relative_to(ROOT / "chatd")).exists()
     )
     if missing:
         pytest.fail(
