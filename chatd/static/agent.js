@@ -6,7 +6,7 @@
 
 import { ChatConnection } from "./connection.js";
 import { session } from "./login.js";
-import { $, composer, el, formatWait, MessageList, Notice, Scroller, StatusBar, textLength } from "./ui.js";
+import { $, composer, el, formatWait, MessageList, Notice, Scroller, StatusBar, sayIn } from "./ui.js";
 
 const STATUS_ORDER = { waiting: 0, new: 1, answered: 2 };
 const view = {
@@ -210,16 +210,7 @@ view.toggle.addEventListener("click", () => {
   view.toggle.setAttribute("aria-expanded", String(isOpen));
 });
 
-composer($("#composer"), view.text, (text) => {
-  if (!current) return false;
-  const limit = connection.welcome?.max_text_chars;
-  if (limit && textLength(text) > limit) {
-    notice.show(`That message is ${textLength(text)} characters long; the limit is ${limit}.`);
-    return false;
-  }
-  connection.say(current, text);
-  return true;
-});
+composer($("#composer"), view.text, (text) => sayIn(connection, notice, current, text));
 
 // "Waiting 4 min" ages while nothing happens: repaint the queue now and then.
 setInterval(() => conversations.size && renderQueue(), 30000);

@@ -2,7 +2,7 @@
 
 import { ChatConnection } from "./connection.js";
 import { session } from "./login.js";
-import { $, composer, el, MessageList, Notice, Scroller, StatusBar, textLength } from "./ui.js";
+import { $, composer, el, MessageList, Notice, Scroller, StatusBar, sayIn } from "./ui.js";
 
 const ROOMS_KEY = "chatd.rooms";
 const DEFAULT_ROOM = "lobby";
@@ -249,15 +249,6 @@ view.toggle.addEventListener("click", () => {
   view.toggle.setAttribute("aria-expanded", String(open));
 });
 
-composer($("#composer"), view.text, (text) => {
-  if (!current) return false;
-  const limit = connection.welcome?.max_text_chars;
-  if (limit && textLength(text) > limit) {
-    notice.show(`That message is ${textLength(text)} characters long; the limit is ${limit}.`);
-    return false;
-  }
-  connection.say(current, text);
-  return true;
-});
+composer($("#composer"), view.text, (text) => sayIn(connection, notice, current, text));
 
 session($("#login"), start);

@@ -5,7 +5,7 @@
 
 import { ChatConnection } from "./connection.js";
 import { session } from "./login.js";
-import { $, composer, MessageList, Notice, Scroller, StatusBar, textLength } from "./ui.js";
+import { $, composer, MessageList, Notice, Scroller, StatusBar, sayIn } from "./ui.js";
 
 const notice = new Notice($("#notice"));
 const scroller = new Scroller($("#scroller"));
@@ -84,15 +84,6 @@ function renderPending() {
 
 older.addEventListener("click", () => room && connection.loadOlder(room));
 
-composer($("#composer"), $("#text"), (text) => {
-  if (!room) return false;
-  const limit = connection.welcome?.max_text_chars;
-  if (limit && textLength(text) > limit) {
-    notice.show(`That message is ${textLength(text)} characters long; the limit is ${limit}.`);
-    return false;
-  }
-  connection.say(room, text);
-  return true;
-});
+composer($("#composer"), $("#text"), (text) => sayIn(connection, notice, room, text));
 
 session($("#login"), start);

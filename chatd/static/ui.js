@@ -197,6 +197,19 @@ export function textLength(text) {
   return [...text.normalize("NFC")].length;
 }
 
+// The composer's onSend for a page with one current room: says the text there, unless there
+// is no room or the text is over the server's max_text_chars (then explains, in the notice).
+export function sayIn(connection, notice, room, text) {
+  if (!room) return false;
+  const limit = connection.welcome?.max_text_chars;
+  if (limit && textLength(text) > limit) {
+    notice.show(`That message is ${textLength(text)} characters long; the limit is ${limit}.`);
+    return false;
+  }
+  connection.say(room, text);
+  return true;
+}
+
 // -- connection status and notices ----------------------------------------------------------
 
 // Shows the connection's state: online, connecting, or offline with a countdown to the next
