@@ -6,9 +6,13 @@ with `[transcripts] fsync = batch`), and only then is each event added to its ro
 sent to the room's members, and acknowledged to its sender. A client therefore never sees,
 and is never acknowledged, an event that a crash could take back.
 
+A room's events of one batch go to each member together, in one write (one system call, in
+the daemon), and only then are their senders acknowledged.
+
 The broadcaster knows nothing of WebSockets: a connection is anything with `send(bytes)` for
-its own replies and `send_prepared(frame)` for fan-out, where a frame is whatever the
-`prepare` callable made of an event's JSON (Autobahn's PreparedMessage, in the daemon).
+its own replies and `send_prepared(frames)` for fan-out, where `frames` is whatever the
+`prepare` callable made of a list of events' JSON lines (in the daemon, the bytes of their
+WebSocket frames, made once and shared by every member).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from chatd.transcript import TranscriptStore, new_epoch
 class Connection(Protocol):
     def send(self, payload: bytes) -> None: ...
 
-    def send_prepared(self, frame: Any) -> None: ...
+    def send_prepared(self, frames: Any) -> None: ...
 
 
 @dataclass(eq=False)
@@ -70,7 +74,7 @@ class Broadcaster:
         history: HistoryConfig,
         limits: LimitsConfig,
         fsync: bool,
-        prepare: Callable[[bytes], Any],
+        prepare: Callable[[list[bytes]], Any],
         make_epoch: Callable[[], str] = new_epoch,
         metrics: Metrics | None = None,
         rooms: RoomsConfig | None = None,
@@ -318,32 +322,42 @@ class Broadcaster:
         if not batch:
             return
         failed = {room for room, _error in self._failed_writes()}
+        committed: dict[Room, list[Event]] = {}
         for posted in batch:
             room, event = posted.room, posted.event
             if room.name in failed:
                 if event is not None:
                     room.abandon(event)
-                if posted.ack_to is not None:
-                    posted.ack_to.connection.send(
-                        wire.error(
-                            wire.UNAVAILABLE,
-                            "the message could not be stored; retry later",
-                            posted.client_id,
-                        )
-                    )
-                continue
-            if event is not None:
+            elif event is not None:
                 room.commit(event)
-                frame = self._prepare(event.line)
-                for member in room.members.values():
-                    member.connection.send_prepared(frame)
-                self.metrics.events.inc()
-                self.metrics.deliveries.inc(len(room.members))
-                self.metrics.bytes_out.inc(len(room.members) * len(event.line))
-                if self.support is not None and room.name.startswith(SUPPORT_PREFIX):
-                    self.support.observe(room, event)
-            if posted.ack_to is not None:
-                posted.ack_to.connection.send(wire.ack(posted.client_id, posted.seq))
+                committed.setdefault(room, []).append(event)
+        for room, events in committed.items():
+            self._deliver(room, events)
+        for posted in batch:
+            if posted.ack_to is None:
+                continue
+            if posted.room.name in failed:
+                reply = wire.error(
+                    wire.UNAVAILABLE,
+                    "the message could not be stored; retry later",
+                    posted.client_id,
+                )
+            else:
+                reply = wire.ack(posted.client_id, posted.seq)
+            posted.ack_to.connection.send(reply)
+
+    def _deliver(self, room: Room, events: list[Event]) -> None:
+        lines = [event.line for event in events]
+        frames = self._prepare(lines)
+        for member in room.members.values():
+            member.connection.send_prepared(frames)
+        members = len(room.members)
+        self.metrics.events.inc(len(events))
+        self.metrics.deliveries.inc(members * len(events))
+        self.metrics.bytes_out.inc(members * sum(map(len, lines)))
+        if self.support is not None and room.name.startswith(SUPPORT_PREFIX):
+            for event in events:
+                self.support.observe(room, event)
 
     def _failed_writes(self) -> list[tuple[str, OSError]]:
         started = time.perf_counter()

@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from chatd import wire
+from chatd import sendnow, wire
 from chatd.admission import Admission
 from chatd.broadcaster import Broadcaster, Session
 from chatd.config import LimitsConfig
@@ -33,9 +33,13 @@ CLOSE_INTERNAL_ERROR = 1011
 HARD_BACKLOG = 16
 
 
-def prepare_frame(payload: bytes) -> PreparedMessage:
-    """One unmasked text frame for all members; we never negotiate compression."""
-    return PreparedMessage(payload, isBinary=False, applyMask=False, doNotCompress=True)
+def prepare_frames(payloads: list[bytes]) -> bytes:
+    """Unmasked text frames, one per payload, ready for any member's socket (we never
+    negotiate compression)."""
+    return b"".join(
+        PreparedMessage(payload, isBinary=False, applyMask=False, doNotCompress=True).payloadHybi
+        for payload in payloads
+    )
 
 
 @dataclass(frozen=True)
@@ -65,12 +69,15 @@ class ChatServerProtocol(WebSocketServerProtocol):
     _backlog = 0  # bytes written since the transport asked us to pause
     _paused_since = 0.0
     _strikes = 0  # frames refused in a row by the rate limit
+    _send_now = False  # a plain TCP transport, which sendnow.write may send on directly
 
     def connectionMade(self):
         super().connectionMade()
         # Autobahn tries this before it copies the factory's options, so accepted sockets
         # would keep Nagle on (~7 ms more fan-out latency, measured): set it ourselves.
         self.transport.setTcpNoDelay(True)
+        if sendnow.can_send_now(self.transport):
+            self._send_now = True
         # Learn when the peer stops reading: the transport pauses its producer when its
         # buffer fills. twisted.web's channel was that producer until Autobahn took over.
         self.transport.unregisterProducer()
@@ -279,16 +286,21 @@ class ChatServerProtocol(WebSocketServerProtocol):
         """A reply of our own. Not through sendMessage: Autobahn applies the *incoming*
         max_message_bytes to outgoing messages too, and a `joined` or `history` reply with a
         full page of long messages is larger than any single client frame may be."""
-        self.send_prepared(prepare_frame(payload))
+        self.send_prepared(prepare_frames([payload]))
 
-    def send_prepared(self, frame: PreparedMessage) -> None:
-        # Straight to the transport: sendPreparedMessage's path through sendData costs a
-        # formatted debug log call per delivery (fan-out ~5x slower, measured).
+    def send_prepared(self, frames: bytes) -> None:
+        """Frames made by `prepare_frames`, shared by every member of a room.
+
+        Straight to the transport: sendPreparedMessage's path through sendData costs a
+        formatted debug log call per delivery (fan-out ~5x slower, measured).
+        """
         if self.state == WebSocketProtocol.STATE_OPEN:
-            data = frame.payloadHybi
-            self.transport.write(data)
+            if self._send_now:
+                sendnow.write(self.transport, frames)
+            else:
+                self.transport.write(frames)
             if self._paused:
-                self._count_backlog(len(data))
+                self._count_backlog(len(frames))
 
     def _count_backlog(self, size: int) -> None:
         """Drop a peer that stays behind: over budget for longer than the grace period, or

@@ -33,7 +33,7 @@ from chatd.auth import authenticator_for
 from chatd.broadcaster import Broadcaster
 from chatd.config import EMBEDDED_DEFAULTS, Config, ConfigError, load_daemon_config
 from chatd.metrics import Metrics, MetricsResource
-from chatd.protocol import ChatServerFactory, ListenerContext, prepare_frame
+from chatd.protocol import ChatServerFactory, ListenerContext, prepare_frames
 from chatd.support import SupportDesk
 from chatd.tls import ReloadableContextFactory
 from chatd.transcript import Rotation, TranscriptStore
@@ -230,7 +230,7 @@ def _build(config: Config, reactor) -> ChatService:
         config.history,
         config.limits,
         fsync=config.transcripts.fsync == "batch",
-        prepare=prepare_frame,
+        prepare=prepare_frames,
         metrics=metrics,
         rooms=config.rooms,
         support=SupportDesk(config.support.agent_role) if config.support.enabled else None,

@@ -30,7 +30,7 @@ from chatd.admission import Admission
 from chatd.auth import OpenAuthenticator
 from chatd.broadcaster import Broadcaster, Session
 from chatd.config import load_config
-from chatd.protocol import ChatServerFactory, ListenerContext, prepare_frame
+from chatd.protocol import ChatServerFactory, ListenerContext, prepare_frames
 from chatd.transcript import TranscriptStore
 from chatd.web import HealthResource, build_site
 
@@ -38,10 +38,11 @@ DEFAULTS = load_config(None)
 
 
 class Prepared:
-    """What the broadcaster's `prepare` made of an event: compared by identity, not value."""
+    """What the broadcaster's `prepare` made of a room's events of one batch: compared by
+    identity, not value."""
 
-    def __init__(self, line: bytes):
-        self.line = line
+    def __init__(self, lines: list[bytes]):
+        self.lines = lines
 
 
 class RecordingConnection:
@@ -54,9 +55,9 @@ class RecordingConnection:
     def send(self, payload: bytes) -> None:
         self.frames.append(json.loads(payload))
 
-    def send_prepared(self, frame: Prepared) -> None:
-        self.prepared.append(frame)
-        self.frames.append(json.loads(frame.line))
+    def send_prepared(self, frames: Prepared) -> None:
+        self.prepared.append(frames)
+        self.frames.extend(json.loads(line) for line in frames.lines)
 
     def of_type(self, kind: str) -> list[dict]:
         return [frame for frame in self.frames if frame["type"] == kind]
@@ -101,10 +102,10 @@ def make_broadcaster(clock, transcript_dir, prepared_frames):
     """Build a recovered Broadcaster on a real TranscriptStore; closes the stores afterwards."""
     stores: list[TranscriptStore] = []
 
-    def record(line: bytes) -> Prepared:
-        frame = Prepared(line)
-        prepared_frames.append(frame)
-        return frame
+    def record(lines: list[bytes]) -> Prepared:
+        frames = Prepared(lines)
+        prepared_frames.append(frames)
+        return frames
 
     def make(
         *,
@@ -345,7 +346,7 @@ def make_server(reactor, make_broadcaster):
     def make(
         max_connections: int = 100, max_per_ip: int = 100, via_site: bool = False
     ) -> ChatServer:
-        broadcaster = make_broadcaster(clock=reactor, prepare=prepare_frame)
+        broadcaster = make_broadcaster(clock=reactor, prepare=prepare_frames)
         return ChatServer(reactor, broadcaster, Admission(max_connections, max_per_ip), via_site)
 
     return make

@@ -159,10 +159,56 @@ def test_a_message_reaches_every_member_once_then_the_sender_gets_its_ack(
         [message],
     ]
     # The event is prepared once, and that one frame is handed to every member.
-    assert len(prepared_frames) == 4  # three presence events, then the message
-    frame = prepared_frames[-1]
-    assert json.loads(frame.line) == message
-    assert [connection.prepared[-1] is frame for connection in connections] == [True] * 3
+    assert len(prepared_frames) == 2  # the three join events (one batch), then the message
+    frames = prepared_frames[-1]
+    assert [json.loads(line) for line in frames.lines] == [message]
+    assert [connection.prepared[-1] is frames for connection in connections] == [True] * 3
+
+
+def test_a_rooms_events_of_one_turn_go_to_each_member_in_one_send_before_the_acks(
+    make_broadcaster, enter, clock
+):
+    broadcaster = make_broadcaster()
+    (alice, alice_connection, _), (bob, bob_connection, _) = (
+        enter(broadcaster, "alice"),
+        enter(broadcaster, "bob"),
+    )
+    clock.advance(0)
+    sends_before = len(bob_connection.prepared)
+    frames_before = len(alice_connection.frames)
+    say(broadcaster, alice, "one", "a-1")
+    say(broadcaster, bob, "two", "b-1")
+    say(broadcaster, alice, "three", "a-2")
+    clock.advance(0)
+    [frames] = bob_connection.prepared[sends_before:]
+    assert [json.loads(line)["text"] for line in frames.lines] == ["one", "two", "three"]
+    assert alice_connection.prepared[-1] is frames
+    assert [
+        (frame["type"], frame.get("text"), frame.get("id"))
+        for frame in alice_connection.frames[frames_before:]
+    ] == [
+        ("message", "one", "a-1"),
+        ("message", "two", "b-1"),
+        ("message", "three", "a-2"),
+        ("ack", None, "a-1"),
+        ("ack", None, "a-2"),
+    ]
+
+
+def test_each_room_of_a_turn_is_prepared_apart(make_broadcaster, enter, clock, prepared_frames):
+    broadcaster = make_broadcaster()
+    alice, both, _ = enter(broadcaster, "alice", room="lobby")
+    broadcaster.join(alice, wire.Join(room="side", since=None, ref=None))
+    _bob, lobby_only, _ = enter(broadcaster, "bob", room="lobby")
+    clock.advance(0)
+    before = len(prepared_frames)
+    say(broadcaster, alice, "in the lobby", room="lobby")
+    say(broadcaster, alice, "on the side", room="side")
+    clock.advance(0)
+    lobby, side = prepared_frames[before:]
+    assert [json.loads(line)["room"] for line in lobby.lines + side.lines] == ["lobby", "side"]
+    assert both.prepared[-2:] == [lobby, side]
+    assert lobby_only.prepared[-1] is lobby
 
 
 def test_nothing_is_sent_before_the_commit(make_broadcaster, enter, clock, transcript_dir):
@@ -197,9 +243,11 @@ def test_the_transcript_line_is_written_before_any_member_sees_it_or_the_ack(
             super().send(payload)
             self._record(self.frames[-1])
 
-        def send_prepared(self, frame):
-            super().send_prepared(frame)
-            self._record(self.frames[-1])
+        def send_prepared(self, frames):
+            before = len(self.frames)
+            super().send_prepared(frames)
+            for frame in self.frames[before:]:
+                self._record(frame)
 
     broadcaster = make_broadcaster()
     connection = CheckingConnection()
