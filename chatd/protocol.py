@@ -23,6 +23,7 @@ from chatd.admission import Admission
 from chatd.broadcaster import Broadcaster, Session
 from chatd.config import LimitsConfig
 from chatd.errors import Refused
+from chatd.keepalive import Keepalive
 from chatd.ratelimit import TokenBucket
 
 CLOSE_GOING_AWAY = 1001
@@ -70,6 +71,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
     _paused_since = 0.0
     _strikes = 0  # frames refused in a row by the rate limit
     _send_now = False  # a plain TCP transport, which sendnow.write may send on directly
+    last_heard = 0.0  # when the peer last sent anything (for keepalive)
 
     def connectionMade(self):
         super().connectionMade()
@@ -97,6 +99,10 @@ class ChatServerProtocol(WebSocketServerProtocol):
         pass
 
     # -- lifecycle ----------------------------------------------------------------------------
+
+    def dataReceived(self, data):
+        self.last_heard = self.factory.context.clock.seconds()
+        super().dataReceived(data)
 
     def onConnect(self, request):
         context = self.factory.context
@@ -127,9 +133,8 @@ class ChatServerProtocol(WebSocketServerProtocol):
             context.clock.seconds(),
         )
         self._hello_deadline = context.clock.callLater(context.hello_timeout, self._hello_overdue)
-        self._log.info(
-            "{peer} connected on {listener}", peer=self.peer_address, listener=context.name
-        )
+        if self.factory.keepalive is not None:
+            self.factory.keepalive.watch(self)
 
     def failHandshake(self, reason, code=400, responseHeaders=None):
         self.factory.handshake_failures.inc()
@@ -144,6 +149,8 @@ class ChatServerProtocol(WebSocketServerProtocol):
             self._admitted_ip = None
         if self._hello_deadline is not None and self._hello_deadline.active():
             self._hello_deadline.cancel()
+        if self.factory.keepalive is not None:
+            self.factory.keepalive.forget(self)
         if self not in self.factory.live:
             return  # the opening handshake never completed; Autobahn logged why
         context = self.factory.context
@@ -164,6 +171,21 @@ class ChatServerProtocol(WebSocketServerProtocol):
         self._hello_deadline = None
         self._log.info("{peer} said no valid hello in time; closing", peer=self.peer_address)
         self.close_with(CLOSE_POLICY_VIOLATION, "no valid hello in time")
+
+    # -- keepalive (keepalive.Keepalive calls these) ------------------------------------------
+
+    def send_ping(self) -> None:
+        if self.state == WebSocketProtocol.STATE_OPEN:
+            self.sendPing()
+
+    def drop_silent(self) -> None:
+        self._log.info(
+            "{peer} ({user}) answered no ping within {timeout:g}s; dropping the connection",
+            peer=self.peer_address,
+            user=self.session.user if self.session else "no hello",
+            timeout=self.factory.context.limits.ping_timeout,
+        )
+        self.dropConnection(abort=True)
 
     # -- frames -------------------------------------------------------------------------------
 
@@ -241,7 +263,12 @@ class ChatServerProtocol(WebSocketServerProtocol):
         self.session = context.broadcaster.hello(self, identity)
         self._hello_deadline.cancel()
         self._hello_deadline = None
-        self._log.info("{peer} is {user}", peer=self.peer_address, user=identity.user)
+        self._log.info(
+            "{peer} is {user} on {listener}",
+            peer=self.peer_address,
+            user=identity.user,
+            listener=context.name,
+        )
         self.send(
             wire.welcome(
                 identity.user,
@@ -332,7 +359,8 @@ class ChatServerProtocol(WebSocketServerProtocol):
 class ChatServerFactory(WebSocketServerFactory):
     """One per listener (Autobahn's origin check reads the factory's URL).
 
-    It keeps its open connections, to count them and to say goodbye to them at shutdown.
+    It keeps its open connections, to count them and to say goodbye to them at shutdown, and
+    one keepalive timer for all of them.
     """
 
     protocol = ChatServerProtocol
@@ -342,6 +370,11 @@ class ChatServerFactory(WebSocketServerFactory):
         self.context = context
         limits = context.limits
         self.live: set[ChatServerProtocol] = set()
+        self.keepalive = (
+            Keepalive(context.clock, limits.ping_interval, limits.ping_timeout)
+            if limits.ping_interval > 0
+            else None
+        )
         self._drained: Deferred | None = None
         metrics = context.broadcaster.metrics
         metrics.connections.labels(context.name).set_function(lambda: len(self.live))
@@ -353,8 +386,7 @@ class ChatServerFactory(WebSocketServerFactory):
             autoFragmentSize=0,
             tcpNoDelay=True,
             openHandshakeTimeout=limits.handshake_timeout,
-            autoPingInterval=limits.ping_interval,
-            autoPingTimeout=limits.ping_timeout,
+            autoPingInterval=0,  # keepalive.Keepalive pings instead, on one timer
             # Browsers send Origin; "null" (sandboxed frames, file://) is never ours.
             allowNullOrigin=False,
             # Answer protocol violations (1007, 1009, ...) with a close frame the client can

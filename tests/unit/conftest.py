@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.websocket.compress import PerMessageDeflateOffer
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
@@ -230,9 +231,14 @@ class ChatClient(WebSocketClientProtocol):
         self.opened = False
         self.close_code: int | None = None
         self.close_reason: str | None = None
+        self.pings = 0
 
     def onOpen(self):
         self.opened = True
+
+    def onPing(self, payload):
+        self.pings += 1
+        super().onPing(payload)
 
     def onMessage(self, payload, isBinary):
         self.frames.append(json.loads(payload))
@@ -298,6 +304,8 @@ class ChatServer:
         server_address = IPv4Address("TCP", "127.0.0.1", 8080)
         server = self._entry.buildProtocol(client_address)
         client_factory = WebSocketClientFactory(URL, reactor=self.reactor)
+        # Offer compression, as browsers do; chatd declines it.
+        client_factory.setProtocolOptions(perMessageCompressionOffers=[PerMessageDeflateOffer()])
         client_factory.protocol = ChatClient
         client = client_factory.buildProtocol(server_address)
         server_transport = TCPTransport(
