@@ -35,6 +35,23 @@ def test_the_opening_handshake_completes(server):
     assert client.close_code is None
 
 
+def test_a_compression_offer_is_declined(server):
+    client = server.connect()
+    assert client.opened
+    assert client.websocket_extensions_in_use == []
+
+
+def test_each_listener_holds_its_options_in_its_own_protocol_class(server):
+    client = server.connect()
+    protocol = client.server_side
+    assert type(protocol) is server.factory.protocol
+    assert "maxMessagePayloadSize" not in vars(protocol)  # not copied per connection
+    assert protocol.maxMessagePayloadSize == server.limits.max_message_bytes
+    server.factory.allow_origins(["https://chat.example"])
+    assert server.connect().server_side.allowedOrigins == ["https://chat.example"]
+    assert protocol.allowedOrigins == ["*"]  # an open connection keeps what it opened with
+
+
 def test_hello_is_welcomed(server):
     client = server.connect()
     client.send_json({"type": "hello", "name": "alice", "id": "h1"})
