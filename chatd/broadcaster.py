@@ -7,7 +7,7 @@ sent to the room's members, and acknowledged to its sender. A client therefore n
 and is never acknowledged, an event that a crash could take back.
 
 A room's events of one batch go to each member together, in one write (one system call, in
-the daemon), and only then are their senders acknowledged.
+the daemon), the sender's acks after them in the same write.
 
 The broadcaster knows nothing of WebSockets: a connection is anything with `send(bytes)` for
 its own replies and `send_prepared(frames)` for fan-out, where `frames` is whatever the
@@ -34,11 +34,14 @@ from chatd.support import PREFIX as SUPPORT_PREFIX
 from chatd.support import SupportDesk
 from chatd.transcript import TranscriptStore, new_epoch
 
+UNSTORED = "the message could not be stored; retry later"
+
 
 class Connection(Protocol):
     def send(self, payload: bytes) -> None: ...
 
-    def send_prepared(self, frames: Any) -> None: ...
+    def send_prepared(self, frames: Any, replies: list[bytes] = ()) -> None:
+        """Send prepared frames, then these replies of this connection's own, in one write."""
 
 
 @dataclass(eq=False)
@@ -323,34 +326,57 @@ class Broadcaster:
             return
         failed = {room for room, _error in self._failed_writes()}
         committed: dict[Room, list[Event]] = {}
+        # A sender's acks ride in the same write as its room's events, as long as they stay
+        # in the order of its requests: only while they are all for one room and follow an
+        # event of their own. From its first reply that cannot ride (an error, the ack of a
+        # retry, another room, a room it has left), its replies follow all deliveries.
+        acks: dict[Room, dict[Session, list[bytes]]] = {}
+        riding: dict[Session, Room] = {}
+        replies: list[tuple[Session, bytes]] = []
+        late: set[Session] = set()
         for posted in batch:
-            room, event = posted.room, posted.event
+            room, event, sender = posted.room, posted.event, posted.ack_to
             if room.name in failed:
                 if event is not None:
                     room.abandon(event)
-            elif event is not None:
+                if sender is not None:
+                    late.add(sender)
+                    replies.append(
+                        (sender, wire.error(wire.UNAVAILABLE, UNSTORED, posted.client_id))
+                    )
+                continue
+            if event is not None:
                 room.commit(event)
                 committed.setdefault(room, []).append(event)
-        for room, events in committed.items():
-            self._deliver(room, events)
-        for posted in batch:
-            if posted.ack_to is None:
+            if sender is None:
                 continue
-            if posted.room.name in failed:
-                reply = wire.error(
-                    wire.UNAVAILABLE,
-                    "the message could not be stored; retry later",
-                    posted.client_id,
-                )
+            ack = wire.ack(posted.client_id, posted.seq)
+            if (
+                event is not None
+                and sender not in late
+                and riding.setdefault(sender, room) is room
+                and room.members.get(sender.user) is sender
+            ):
+                acks.setdefault(room, {}).setdefault(sender, []).append(ack)
             else:
-                reply = wire.ack(posted.client_id, posted.seq)
-            posted.ack_to.connection.send(reply)
+                late.add(sender)
+                replies.append((sender, ack))
+        for room, events in committed.items():
+            self._deliver(room, events, acks.get(room))
+        for session, reply in replies:
+            session.connection.send(reply)
 
-    def _deliver(self, room: Room, events: list[Event]) -> None:
+    def _deliver(
+        self, room: Room, events: list[Event], acks: dict[Session, list[bytes]] | None
+    ) -> None:
         lines = [event.line for event in events]
         frames = self._prepare(lines)
         for member in room.members.values():
-            member.connection.send_prepared(frames)
+            own = acks.get(member) if acks else None
+            if own is None:
+                member.connection.send_prepared(frames)
+            else:
+                member.connection.send_prepared(frames, own)
         members = len(room.members)
         self.metrics.events.inc(len(events))
         self.metrics.deliveries.inc(members * len(events))

@@ -52,13 +52,16 @@ class RecordingConnection:
     def __init__(self):
         self.frames: list[dict] = []
         self.prepared: list[Prepared] = []
+        self.writes = 0  # calls to send or send_prepared: each is one write in the daemon
 
     def send(self, payload: bytes) -> None:
         self.frames.append(json.loads(payload))
+        self.writes += 1
 
-    def send_prepared(self, frames: Prepared) -> None:
+    def send_prepared(self, frames: Prepared, replies: list[bytes] = ()) -> None:
         self.prepared.append(frames)
-        self.frames.extend(json.loads(line) for line in frames.lines)
+        self.frames.extend(json.loads(line) for line in [*frames.lines, *replies])
+        self.writes += 1
 
     def of_type(self, kind: str) -> list[dict]:
         return [frame for frame in self.frames if frame["type"] == kind]

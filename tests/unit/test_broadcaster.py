@@ -165,7 +165,7 @@ def test_a_message_reaches_every_member_once_then_the_sender_gets_its_ack(
     assert [connection.prepared[-1] is frames for connection in connections] == [True] * 3
 
 
-def test_a_rooms_events_of_one_turn_go_to_each_member_in_one_send_before_the_acks(
+def test_a_rooms_events_of_one_turn_go_to_each_member_in_one_write_with_the_senders_acks(
     make_broadcaster, enter, clock
 ):
     broadcaster = make_broadcaster()
@@ -176,6 +176,7 @@ def test_a_rooms_events_of_one_turn_go_to_each_member_in_one_send_before_the_ack
     clock.advance(0)
     sends_before = len(bob_connection.prepared)
     frames_before = len(alice_connection.frames)
+    writes_before = alice_connection.writes, bob_connection.writes
     say(broadcaster, alice, "one", "a-1")
     say(broadcaster, bob, "two", "b-1")
     say(broadcaster, alice, "three", "a-2")
@@ -193,6 +194,26 @@ def test_a_rooms_events_of_one_turn_go_to_each_member_in_one_send_before_the_ack
         ("ack", None, "a-1"),
         ("ack", None, "a-2"),
     ]
+    assert bob_connection.frames[-1] == {
+        "type": "ack",
+        "id": "b-1",
+        "seq": json.loads(frames.lines[1])["seq"],
+    }
+    assert (alice_connection.writes, bob_connection.writes) == tuple(n + 1 for n in writes_before)
+
+
+def test_an_ack_for_a_sender_that_left_in_the_same_turn_still_arrives(
+    make_broadcaster, enter, clock
+):
+    broadcaster = make_broadcaster()
+    alice, connection, _ = enter(broadcaster, "alice")
+    enter(broadcaster, "bob")
+    clock.advance(0)
+    say(broadcaster, alice, "bye", "a-9")
+    broadcaster.leave(alice, "lobby")
+    clock.advance(0)
+    assert connection.frames[-1]["type"] == "ack" and connection.frames[-1]["id"] == "a-9"
+    assert "bye" not in [frame.get("text") for frame in connection.frames]  # left before it
 
 
 def test_each_room_of_a_turn_is_prepared_apart(make_broadcaster, enter, clock, prepared_frames):
@@ -243,9 +264,9 @@ def test_the_transcript_line_is_written_before_any_member_sees_it_or_the_ack(
             super().send(payload)
             self._record(self.frames[-1])
 
-        def send_prepared(self, frames):
+        def send_prepared(self, frames, replies=()):
             before = len(self.frames)
-            super().send_prepared(frames)
+            super().send_prepared(frames, replies)
             for frame in self.frames[before:]:
                 self._record(frame)
 
@@ -608,3 +629,27 @@ def test_resume_across_an_unreadable_transcript_line_is_not_recovered(
     after = make_broadcaster()
     _bob, _connection, joined = enter(after, "bob", since=wire.Since(epoch, 1))
     assert joined["recovered"] is False
+
+
+def test_a_senders_acks_keep_the_order_of_its_requests_across_rooms_and_retries(
+    make_broadcaster, enter, clock
+):
+    broadcaster = make_broadcaster()
+    alice, connection, _ = enter(broadcaster, "alice", room="lobby")
+    broadcaster.join(alice, wire.Join(room="side", since=None, ref=None))
+    clock.advance(0)
+
+    def acks_of_turn(*says: tuple[str, str]) -> list[str]:
+        before = len(connection.frames)
+        for room, client_id in says:
+            say(broadcaster, alice, f"text of {client_id}", client_id, room=room)
+        clock.advance(0)
+        return [frame["id"] for frame in connection.frames[before:] if frame["type"] == "ack"]
+
+    assert acks_of_turn(("lobby", "a-1"), ("side", "s-1"), ("lobby", "a-2")) == [
+        "a-1",
+        "s-1",
+        "a-2",
+    ]
+    # a-1 again is a retry (acked without an event), then a new message
+    assert acks_of_turn(("lobby", "a-1"), ("lobby", "a-3")) == ["a-1", "a-3"]
