@@ -1,6 +1,6 @@
 """chatd's benchmark: start each server, drive it with the C load generator, print a table.
 
-    python bench/run.py [--scenarios a,b,...] [--servers chatd,autobahn,websockets,node] [--quick]
+    python bench/run.py [--scenarios a,b,...] [--servers chatd,autobahn,websockets,node,c] [--quick]
 
 Every (scenario, server) pair gets a freshly started server pinned to CPU 0 and the load
 generator pinned to CPU 1. Each loadgen step and each scenario's summary is appended as a JSON
@@ -31,9 +31,12 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 BASELINES = BENCH / "baselines"
 LOADGEN_SOURCE = BENCH / "loadgen" / "loadgen.c"
+C_BASELINE_SOURCE = BASELINES / "c_broadcaster.c"
+C_BASELINE_BINARY = BENCH / "build" / "c_broadcaster"
 VENV_BIN = ROOT / ".venv" / "bin"
 PYTHON = VENV_BIN / "python" if (VENV_BIN / "python").exists() else Path(sys.executable)
-SERVERS = ("chatd", "autobahn", "websockets", "node")
+SERVERS = ("chatd", "autobahn", "websockets", "node", "c")
+NO_TLS = {"c": "no TLS in the C baseline"}  # servers without wss: why their wss rows are skipped
 SERVER_CPU, LOADGEN_CPU = "0", "1"
 START_TIMEOUT = 30.0
 READY_LINE = re.compile(r"chatd (\w+) listener ready at \w+://[^\s/]+:(\d+)/")
@@ -152,6 +155,8 @@ def package_versions() -> dict:
         "print(json.dumps({p: m.version(p) for p in ('twisted', 'autobahn', 'websockets')}))"
     )
     versions = json.loads(subprocess.check_output([str(PYTHON), "-c", code], text=True))
+    if cc := shutil.which("cc") or shutil.which("gcc"):
+        versions["cc"] = subprocess.check_output([cc, "--version"], text=True).splitlines()[0]
     if shutil.which("node"):
         versions["node"] = subprocess.check_output(["node", "--version"], text=True).strip()
         lock = BASELINES / "node_modules" / "ws" / "package.json"
@@ -195,6 +200,27 @@ def build_loadgen(out_dir: Path) -> tuple[Path | None, bool, str]:
             return binary, flavour == "tls", " ".join(command)
         errors.append(result.stderr.strip()[-300:])
     return None, False, "the loadgen does not compile: " + " | ".join(errors)
+
+
+def build_c_baseline(binary: Path) -> tuple[Path | None, str]:
+    """(binary or None, how it was built or why not); rebuilt when the source is newer."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None, "no C compiler (cc) on PATH"
+    command = [cc, "-O2", "-Wall", "-o", str(binary), str(C_BASELINE_SOURCE), "-lcrypto"]
+    if binary.exists() and binary.stat().st_mtime >= C_BASELINE_SOURCE.stat().st_mtime:
+        return binary, " ".join(command)
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    partial = binary.with_suffix(f".{os.getpid()}.tmp")
+    command[command.index(str(binary))] = str(partial)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode == 0:
+        os.replace(partial, binary)
+        return binary, " ".join(command).replace(str(partial), str(binary))
+    partial.unlink(missing_ok=True)
+    if "openssl/" in result.stderr or "-lcrypto" in result.stderr:
+        return None, "no OpenSSL libcrypto headers (libssl-dev) to build the C baseline"
+    return None, "the C baseline does not compile: " + result.stderr.strip()[-300:]
 
 
 def can_pin() -> bool:
@@ -300,6 +326,10 @@ def start_server(
         command = [str(PYTHON), str(BASELINES / "autobahn_prepared.py"), *tls]
     elif name == "websockets":
         command = [str(PYTHON), str(BASELINES / "websockets_broadcast.py"), *tls]
+    elif name == "c":
+        if tls:
+            raise RuntimeError(NO_TLS[name])
+        command = [str(C_BASELINE_BINARY)]
     else:
         command = ["node", str(BASELINES / "node_ws.js"), *tls]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -481,6 +511,9 @@ class Run:
                 continue
             for name in servers:
                 if name not in scenario.servers:
+                    continue
+                if transport == "wss" and name in NO_TLS:
+                    self.skip(scenario.key, name, transport, NO_TLS[name])
                     continue
                 self.one(scenario, name, transport, options)
 
@@ -681,6 +714,12 @@ def main(argv: list[str]) -> int:
     if "node" in servers and (why := node_ready()):
         servers.remove("node")
         notes.append(("*", "node", "*", why))
+    c_baseline = None
+    if "c" in servers:
+        binary, c_baseline = build_c_baseline(C_BASELINE_BINARY)
+        if binary is None:
+            servers.remove("c")
+            notes.append(("*", "c", "*", c_baseline))
     pinning = "taskset -c 0 (server), -c 1 (loadgen)" if can_pin() else "none"
     print(
         f"chatd bench {'(quick) ' if args.quick else ''}on {facts['nproc']} x "
@@ -688,6 +727,8 @@ def main(argv: list[str]) -> int:
         f"open files: {fd_limit}"
     )
     print(f"loadgen: {how}")
+    if "c" in servers:
+        print(f"C baseline: {c_baseline}")
     with tempfile.TemporaryDirectory(prefix="chatd-bench-") as tmp:
         work = Path(tmp)
         cert, key = make_certificate(work)
@@ -702,6 +743,7 @@ def main(argv: list[str]) -> int:
             versions=package_versions(),
             chatd_revision=chatd_revision(),
             loadgen=how,
+            c_baseline=c_baseline,
             pinning=pinning,
             fd_limit=fd_limit,
         )
