@@ -121,10 +121,6 @@ class TranscriptWriter:
             self._batch_ts = ts
         self._pending.append(line)
 
-    @property
-    def dirty(self) -> bool:
-        return bool(self._pending)
-
     def flush(self, fsync: bool) -> None:
         """Write every pending line; on failure cut the file back so no torn line remains."""
         if not self._pending:
