@@ -37,6 +37,7 @@ VENV_BIN = ROOT / ".venv" / "bin"
 PYTHON = VENV_BIN / "python" if (VENV_BIN / "python").exists() else Path(sys.executable)
 SERVERS = ("chatd", "autobahn", "websockets", "node", "c")
 NO_TLS = {"c": "no TLS in the C baseline"}  # servers without wss: why their wss rows are skipped
+NO_KEEPALIVE = {"c": "no keepalive in the C baseline"}  # ... and without pings: scenario k
 SERVER_CPU, LOADGEN_CPU = "0", "1"
 START_TIMEOUT = 30.0
 READY_LINE = re.compile(r"chatd (\w+) listener ready at \w+://[^\s/]+:(\d+)/")
@@ -50,8 +51,11 @@ class Scenario:
     key: str
     title: str
     mode: str  # the loadgen's --mode: chat, idle or handshake
-    full: dict  # loadgen options at full scale
-    quick: dict  # ... and with --quick
+    # Loadgen options at full scale, and with --quick; but `ping` is the servers' keepalive:
+    # each pings every `ping` seconds with its own library's mechanism, pong timeout the same
+    # (0: no pings at all; absent: each server's default, chatd's 30 s and none for baselines).
+    full: dict
+    quick: dict
     transports: tuple[str, ...] = ("ws",)
     servers: tuple[str, ...] = SERVERS
     fsync: str = "no"  # chatd's [transcripts] fsync
@@ -118,8 +122,23 @@ SCENARIOS = {
             dict(clients=1000, rooms=1, senders=1, rate=20, step_seconds=6, max_steps=1),
             dict(clients=20, rooms=1, senders=1, rate=20, step_seconds=1, max_steps=1),
         ),
+        Scenario(
+            "k",
+            "keepalive: server CPU holding 10,000 idle connections pinged every 5 s",
+            "idle",
+            dict(clients=10000, warmup=0, window_seconds=20, ping=5),
+            dict(clients=50, warmup=0, window_seconds=3, ping=1),
+        ),
+        Scenario(  # not in the default run: it would add as much time again as (k)
+            "k0",
+            "keepalive off: server CPU holding 10,000 idle connections, no pings (for k)",
+            "idle",
+            dict(clients=10000, warmup=0, window_seconds=10, ping=0),
+            dict(clients=50, warmup=0, window_seconds=3, ping=0),
+        ),
     ]
 }
+DEFAULT_SCENARIOS = ("a", "b", "c", "d", "e", "f", "cpu", "k")
 
 
 # -- the environment ------------------------------------------------------------------------------
@@ -288,7 +307,7 @@ class Running:
                 self.process.wait(5)
 
 
-def chatd_config(work: Path, cert: Path, key: Path, fsync: str) -> Path:
+def chatd_config(work: Path, cert: Path, key: Path, fsync: str, ping: float | None) -> Path:
     sections = {
         "ws": {"port": 0},
         "wss": {"port": 0},
@@ -304,6 +323,10 @@ def chatd_config(work: Path, cert: Path, key: Path, fsync: str) -> Path:
             "flood_close_after": 1_000_000,
         },
     }
+    if ping is not None:  # scenario k's keepalive (0: off); else chatd's default, 30 s / 10 s
+        sections["limits"]["ping_interval"] = f"{ping:g}s"
+        if ping > 0:
+            sections["limits"]["ping_timeout"] = f"{ping:g}s"
     text = "".join(
         f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()) + "\n"
         for name, values in sections.items()
@@ -314,24 +337,34 @@ def chatd_config(work: Path, cert: Path, key: Path, fsync: str) -> Path:
 
 
 def start_server(
-    name: str, transport: str, work: Path, cert: Path, key: Path, fsync: str = "no"
+    name: str,
+    transport: str,
+    work: Path,
+    cert: Path,
+    key: Path,
+    fsync: str = "no",
+    ping: float | None = None,
 ) -> Running:
+    """`ping`: keepalive every `ping` seconds (0 or None: the baselines' default, none)."""
     work.mkdir(parents=True, exist_ok=True)
     tls = ["--tls", str(cert), str(key)] if transport == "wss" else []
+    keepalive = ["--ping", f"{ping:g}"] if ping else []
     if name == "chatd":
-        config = chatd_config(work, cert, key, fsync)
+        config = chatd_config(work, cert, key, fsync, ping)
         command = [str(PYTHON.parent / "twistd"), "--nodaemon", "--pidfile=", "chatd"]
         command += ["--config", str(config)]
     elif name == "autobahn":
-        command = [str(PYTHON), str(BASELINES / "autobahn_prepared.py"), *tls]
+        command = [str(PYTHON), str(BASELINES / "autobahn_prepared.py"), *tls, *keepalive]
     elif name == "websockets":
-        command = [str(PYTHON), str(BASELINES / "websockets_broadcast.py"), *tls]
+        command = [str(PYTHON), str(BASELINES / "websockets_broadcast.py"), *tls, *keepalive]
     elif name == "c":
         if tls:
             raise RuntimeError(NO_TLS[name])
+        if keepalive:
+            raise RuntimeError(NO_KEEPALIVE[name])
         command = [str(C_BASELINE_BINARY)]
     else:
-        command = ["node", str(BASELINES / "node_ws.js"), *tls]
+        command = ["node", str(BASELINES / "node_ws.js"), *tls, *keepalive]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if name == "chatd":
         # Run the checkout's chatd (and find its twistd plugin) whatever is installed.
@@ -455,16 +488,39 @@ def summarize(scenario: Scenario, lines: list[dict]) -> dict:
                 )
             }
     elif scenario.mode == "idle":
-        warm = next(line for line in lines if line["phase"] == "warm")
+        warm = next((line for line in lines if line["phase"] == "warm"), None)
         idle = next(line for line in lines if line["phase"] == "idle")
-        added = idle["ready"] - warm["ready"]
-        grown = idle["server_rss_kib"] - warm["server_rss_kib"]
-        summary.update(
-            connections=idle["ready"],
-            rss_before_kib=warm["server_rss_kib"],
-            rss_after_kib=idle["server_rss_kib"],
-            kib_per_connection=round(grown / added, 2) if added > 0 else None,
-        )
+        window = next((line for line in lines if line["phase"] == "window"), None)
+        summary["connections"] = idle["ready"]
+        if warm is not None:
+            added = idle["ready"] - warm["ready"]
+            grown = idle["server_rss_kib"] - warm["server_rss_kib"]
+            summary.update(
+                rss_before_kib=warm["server_rss_kib"],
+                rss_after_kib=idle["server_rss_kib"],
+                kib_per_connection=round(grown / added, 2) if added > 0 else None,
+            )
+        else:
+            summary["rss_kib"] = idle["server_rss_kib"]
+        if window is not None:
+            held = window["connections_at_start"]
+            summary.update(
+                window_s=window["seconds"],
+                connections_at_end=window["connections"],
+                pings=window["pings"],
+                pings_per_connection=round(window["pings"] / held, 2) if held else None,
+                server_cpu_s=window["server_cpu_s"],
+                server_user_s=window["server_user_s"],
+                server_sys_s=window["server_sys_s"],
+                server_cpu_pct=window["server_cpu_pct"],
+                server_cpu_us_per_ping=window["server_cpu_us_per_ping"]
+                if window["server_cpu_us_per_ping"] >= 0
+                else None,
+                loadgen_cpu_pct=window["loadgen_cpu_pct"],
+                core_others_pct=window["core_others_pct"],
+                core_irq_pct=window["core_irq_pct"],
+                window_dropped=window["dropped"],
+            )
     else:
         result = next(line for line in lines if line["phase"] == "handshake")
         summary.update(
@@ -502,6 +558,7 @@ class Run:
 
     def scenario(self, scenario: Scenario, servers: list[str]) -> None:
         options = dict(scenario.quick if self.quick else scenario.full)
+        ping = options.pop("ping", None)  # the servers' keepalive, not a loadgen option
         options["max_seconds"] = 60 if self.quick else 240
         if self.quick:
             options.update(drain_seconds=2, settle_seconds=2)
@@ -515,9 +572,14 @@ class Run:
                 if transport == "wss" and name in NO_TLS:
                     self.skip(scenario.key, name, transport, NO_TLS[name])
                     continue
-                self.one(scenario, name, transport, options)
+                if ping and name in NO_KEEPALIVE:
+                    self.skip(scenario.key, name, transport, NO_KEEPALIVE[name])
+                    continue
+                self.one(scenario, name, transport, options, ping)
 
-    def one(self, scenario: Scenario, name: str, transport: str, options: dict) -> None:
+    def one(
+        self, scenario: Scenario, name: str, transport: str, options: dict, ping: float | None
+    ) -> None:
         label = f"({scenario.key}) {name} {transport}"
         if time.monotonic() > self.deadline:
             self.skip(scenario.key, name, transport, "the run's --budget was spent")
@@ -527,7 +589,7 @@ class Run:
         work = self.work / f"{scenario.key}-{name}-{transport}"
         loadavg = os.getloadavg()[0]
         try:
-            server = start_server(name, transport, work, self.cert, self.key, scenario.fsync)
+            server = start_server(name, transport, work, self.cert, self.key, scenario.fsync, ping)
         except RuntimeError as error:
             print(" failed to start")
             self.skip(scenario.key, name, transport, str(error))
@@ -543,9 +605,11 @@ class Run:
             server.stop()
         where = dict(scenario=scenario.key, server=name, transport=transport)
         for line in lines:
-            if line["phase"] in ("step", "handshake", "warm", "idle", "connect"):
+            if line["phase"] in ("step", "handshake", "warm", "idle", "window", "connect"):
                 self.record(kind=line["phase"], **where, **line)
         summary = summarize(scenario, lines)
+        if ping is not None:
+            summary["ping_interval_s"] = ping
         summary["loadavg_1m_at_start"] = loadavg
         self.summaries[scenario.key, name, transport] = summary
         self.record(kind="summary", **where, **summary)
@@ -614,6 +678,21 @@ IDLE_TABLE = (
     lambda v: v["kib_per_connection"],
     " (lower is better)",
 )
+KEEPALIVE_TABLE = (
+    [
+        ("connections", 13, lambda v: fmt(v["connections"])),
+        ("window s", 10, lambda v: fmt(v["window_s"], 1)),
+        ("pings", 9, lambda v: fmt(v["pings"])),
+        ("pings/conn", 12, lambda v: fmt(v["pings_per_connection"], 2)),
+        ("srv CPU", 9, lambda v: fmt(v["server_cpu_pct"], 1) + "%"),
+        ("µs/ping", 9, lambda v: fmt(v["server_cpu_us_per_ping"], 1)),
+        ("loadgen", 9, lambda v: fmt(v["loadgen_cpu_pct"], 1) + "%"),
+        ("others", 8, lambda v: fmt(v["core_others_pct"]) + "%"),
+        ("dropped", 9, lambda v: fmt(v["window_dropped"])),
+    ],
+    lambda v: v["server_cpu_us_per_ping"],
+    " (µs/ping, lower is better)",
+)
 HANDSHAKE_TABLE = (
     [
         ("handshakes/s", 14, lambda v: fmt(v["per_s"])),
@@ -631,6 +710,8 @@ HANDSHAKE_TABLE = (
 def table_of(scenario: Scenario):
     if scenario.key == "cpu":
         return CPU_TABLE
+    if "window_seconds" in scenario.full:
+        return KEEPALIVE_TABLE
     return {"chat": CHAT_TABLE, "idle": IDLE_TABLE, "handshake": HANDSHAKE_TABLE}[scenario.mode]
 
 
@@ -650,10 +731,15 @@ def print_table(run: Run, order: list[str], servers: list[str]) -> None:
     print()
     for key in order:
         scenario = SCENARIOS[key]
+        if key == "k0" and "k" in order:
+            continue  # in (k)'s table
         for transport in scenario.transports:
             rows = [(name, run.summaries.get((key, name, transport))) for name in servers]
             if key == "f":  # chatd with fsync = batch against everyone's (a)
                 rows += [(f"{name} (a)", run.summaries.get(("a", name, "ws"))) for name in servers]
+            if key == "k":  # with keepalive off, if (k0) ran too
+                off = [(f"{name} (off)", run.summaries.get(("k0", name, "ws"))) for name in servers]
+                rows += off
             rows = [(name, v) for name, v in rows if v is not None]
             if rows:
                 print(f"({key}) {scenario.title} [{transport}]")
@@ -671,8 +757,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark chatd against baseline servers.")
     parser.add_argument(
         "--scenarios",
-        default="a,b,c,d,e,f,cpu",
-        help="comma-separated, from: " + ",".join(SCENARIOS),
+        default=",".join(DEFAULT_SCENARIOS),
+        help="comma-separated, from: " + ",".join(SCENARIOS) + " (default: %(default)s)",
     )
     parser.add_argument(
         "--servers", default=",".join(SERVERS), help="comma-separated, from: " + ",".join(SERVERS)

@@ -4,7 +4,10 @@ Fan-out the way Autobahn documents it: `factory.prepareMessage` once per event, 
 `sendPreparedMessage` to each member. TCP_NODELAY is set on accepted sockets, as chatd does
 (Autobahn's own option is applied too late to take effect).
 
-    python autobahn_prepared.py [--port 0] [--tls CERT KEY]
+    python autobahn_prepared.py [--port 0] [--tls CERT KEY] [--ping SECONDS]
+
+No keepalive unless --ping: then Autobahn's own auto-ping, `autoPingInterval` and
+`autoPingTimeout` both SECONDS (bench scenario k).
 
 Prints `READY <port>` once listening; SIGTERM or SIGINT stops it.
 """
@@ -87,12 +90,17 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    parser.add_argument(
+        "--ping", type=float, metavar="SECONDS", help="auto-ping interval, timeout (default: off)"
+    )
     args = parser.parse_args(argv)
     scheme = "wss" if args.tls else "ws"
     factory = WebSocketServerFactory(f"{scheme}://127.0.0.1:{args.port or 9}/ws")
     factory.protocol = ChatProtocol
     factory.rooms = {}
     factory.setProtocolOptions(autoFragmentSize=0)
+    if args.ping:
+        factory.setProtocolOptions(autoPingInterval=args.ping, autoPingTimeout=args.ping)
     if args.tls:
         with open(args.tls[0], "rb") as cert, open(args.tls[1], "rb") as key:
             pem = cert.read() + key.read()

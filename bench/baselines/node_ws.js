@@ -3,7 +3,12 @@
 // Fan-out as the ws README does it: encode the event once, `client.send(data)` to each member.
 // permessage-deflate is off (the ws default for servers).
 //
-//     node node_ws.js [--port 0] [--tls CERT KEY]
+//     node node_ws.js [--port 0] [--tls CERT KEY] [--ping SECONDS]
+//
+// No keepalive unless --ping: then the heartbeat of the ws README ("How to detect and close
+// broken connections?"): one setInterval over wss.clients every SECONDS that terminates a
+// client whose pong to the previous ping has not come, else clears its isAlive and pings it;
+// a pong sets isAlive again (bench scenario k).
 //
 // Prints `READY <port>` once listening; SIGTERM or SIGINT stops it.
 'use strict';
@@ -17,9 +22,11 @@ const EPOCH = 'bench';
 const args = process.argv.slice(2);
 let port = 0;
 let tls = null;
+let pingSeconds = 0;
 for (let i = 0; i < args.length; i++) {
   if (args[i] === '--port') port = Number(args[++i]);
   else if (args[i] === '--tls') tls = { cert: fs.readFileSync(args[++i]), key: fs.readFileSync(args[++i]) };
+  else if (args[i] === '--ping') pingSeconds = Number(args[++i]);
   else throw new Error(`unknown argument ${args[i]}`);
 }
 
@@ -27,7 +34,15 @@ const rooms = new Map(); // name -> {name, seq, members: Set}
 const server = tls ? https.createServer(tls) : http.createServer();
 const wss = new WebSocketServer({ server, perMessageDeflate: false });
 
+function heartbeat() {
+  this.isAlive = true;
+}
+
 wss.on('connection', (ws) => {
+  if (pingSeconds > 0) {
+    ws.isAlive = true;
+    ws.on('pong', heartbeat);
+  }
   let user = null;
   const joined = [];
   ws.on('message', (data, isBinary) => {
@@ -62,6 +77,21 @@ wss.on('connection', (ws) => {
     for (const room of joined) room.members.delete(ws);
   });
 });
+
+if (pingSeconds > 0) {
+  const interval = setInterval(function ping() {
+    wss.clients.forEach(function each(ws) {
+      if (ws.isAlive === false) return ws.terminate();
+
+      ws.isAlive = false;
+      ws.ping();
+    });
+  }, pingSeconds * 1000);
+
+  wss.on('close', function close() {
+    clearInterval(interval);
+  });
+}
 
 server.listen(port, '127.0.0.1', () => {
   console.log(`READY ${server.address().port}`);

@@ -1,9 +1,11 @@
 """Baseline 2: Python `websockets` on asyncio, the minimal chat protocol, no persistence.
 
 Fan-out with `websockets.broadcast()`, which encodes the frame once per member and writes it
-without awaiting (no backpressure). Compression and keepalive pings are off.
+without awaiting (no backpressure). Compression is off, and so are keepalive pings unless
+--ping: then the library's own keepalive, `ping_interval` and `ping_timeout` both SECONDS (bench
+scenario k).
 
-    python websockets_broadcast.py [--port 0] [--tls CERT KEY]
+    python websockets_broadcast.py [--port 0] [--tls CERT KEY] [--ping SECONDS]
 
 Prints `READY <port>` once listening; SIGTERM or SIGINT stops it.
 """
@@ -84,6 +86,9 @@ async def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    parser.add_argument(
+        "--ping", type=float, metavar="SECONDS", help="keepalive interval, timeout (default: off)"
+    )
     args = parser.parse_args(argv)
     context = None
     if args.tls:
@@ -98,7 +103,8 @@ async def main(argv: list[str]) -> None:
         args.port,
         ssl=context,
         compression=None,
-        ping_interval=None,
+        ping_interval=args.ping or None,
+        ping_timeout=args.ping or None,
         max_queue=None,
     ) as server:
         port = server.sockets[0].getsockname()[1]

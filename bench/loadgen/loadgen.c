@@ -14,6 +14,9 @@
  *              (--server-core) is repeated, at most --repeats times in a row.
  *   idle       connect --clients and hello (no join); pause after --warmup and after all, each
  *              time until a line arrives on stdin (the harness reads the server's RSS then).
+ *              With --window-seconds, then hold the connections idle that long and report the
+ *              server's CPU over the window and the pings it sent (answered with pongs) in it:
+ *              what the server's keepalive costs.
  *   handshake  for --duration seconds keep --concurrency opening handshakes in flight:
  *              TCP connect (+ a full TLS handshake: no session is ever offered), HTTP upgrade,
  *              101, then an abortive close (RST, so no TIME_WAIT piles up).
@@ -60,7 +63,7 @@ static struct {
     int port, tls, clients, rooms, senders, refine, max_steps, text_bytes, concurrency, warmup;
     int server_pid, server_core;
     double rate, factor, max_rate, step_s, drain_s, p99_ms, duration_s, hold_s, max_s, settle_s;
-    double connect_s, disturbed_pct;
+    double connect_s, disturbed_pct, window_s;
     int repeats;
 } opt = {
     .host = "127.0.0.1", .path = "/ws", .sni = "localhost", .mode = "chat", .prefix = "u",
@@ -68,7 +71,7 @@ static struct {
     .concurrency = 32, .warmup = 100, .rate = 10, .factor = 2, .max_rate = 1e7, .step_s = 3,
     .drain_s = 5, .p99_ms = 100, .duration_s = 5, .hold_s = 60, .max_s = 300, .settle_s = 20,
     .connect_s = 120, .server_core = -1,
-    .disturbed_pct = 10, .repeats = 1,
+    .disturbed_pct = 10, .repeats = 1, .window_s = 0,
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -89,8 +92,8 @@ static double self_cpu_s(void)
            (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
-/* utime + stime of the server process (all its threads), from /proc/PID/stat; -1 if unknown */
-static double server_cpu_s(void)
+/* utime and stime of the server process (all its threads), from /proc/PID/stat; -1 if unknown */
+static int server_times(double *user, double *sys)
 {
     if (opt.server_pid <= 0)
         return -1;
@@ -107,7 +110,16 @@ static double server_cpu_s(void)
     if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
                      &stime) != 2)
         return -1;
-    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+    *user = (double)utime / (double)sysconf(_SC_CLK_TCK);
+    *sys = (double)stime / (double)sysconf(_SC_CLK_TCK);
+    return 0;
+}
+
+/* utime + stime of the server process; -1 if unknown */
+static double server_cpu_s(void)
+{
+    double user, sys;
+    return server_times(&user, &sys) == 0 ? user + sys : -1;
 }
 
 /* jiffies the server's core spent on processes (user, nice, system) and on interrupts */
@@ -253,7 +265,7 @@ static uint64_t deadline, last_rx, msg_counter;
 static char scratch[256 * 1024];
 static struct {
     uint64_t dups, gaps, errors, bad_frames, stray, server_closes, dropped, connect_failures;
-    uint64_t handshakes, bytes_in;
+    uint64_t handshakes, bytes_in, pings; /* pings: received from the server, each answered */
 } tot;
 static struct hist hs_lat;
 static char first_close[128]; /* "CODE reason" of the first close frame from the server */
@@ -799,6 +811,7 @@ static size_t parse(struct conn *c, char *buf, size_t len)
             snprintf(why, sizeof why, "the server closed it: %d %.*s", code, rlen, payload + 2);
             conn_lost(c, why);
         } else if (opcode == 9) {
+            tot.pings++;
             send_frame(c, 10, payload, plen);
         } else if (opcode != 10) {
             tot.bad_frames++;
@@ -1071,6 +1084,43 @@ static void pause_for_stdin(const char *phase)
         poll_once(50);
 }
 
+/* hold every connection idle for --window-seconds: the server's CPU and the pings it sent */
+static void idle_window(void)
+{
+    double user0 = -1, sys0 = -1, user1 = -1, sys1 = -1, self0 = self_cpu_s();
+    int known = server_times(&user0, &sys0) == 0;
+    unsigned long long procs0 = 0, irqs0 = 0, procs1 = 0, irqs1 = 0;
+    int core = core_jiffies(&procs0, &irqs0);
+    uint64_t pings0 = tot.pings, dropped0 = tot.dropped, closes0 = tot.server_closes;
+    int ready0 = ready;
+    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(opt.window_s * 1e9);
+    for (uint64_t t = t0; t < end; t = now_ns())
+        poll_once((int)((end - t) / 1000000u) + 1);
+    known = known && server_times(&user1, &sys1) == 0;
+    double self1 = self_cpu_s();
+    if (core == 0)
+        core = core_jiffies(&procs1, &irqs1);
+    double wall = (double)(now_ns() - t0) / 1e9, hz = (double)sysconf(_SC_CLK_TCK);
+    double server = known ? user1 - user0 + sys1 - sys0 : -1;
+    uint64_t pings = tot.pings - pings0;
+    double others = core == 0 && server >= 0
+                        ? fmax(0, 100.0 * ((double)(procs1 - procs0) / hz - server) / wall)
+                        : -1;
+    printf("{\"phase\":\"window\",\"seconds\":%.3f,\"connections_at_start\":%d,"
+           "\"connections\":%d,\"pings\":%llu,\"server_cpu_s\":%.3f,\"server_user_s\":%.3f,"
+           "\"server_sys_s\":%.3f,\"server_cpu_pct\":%.2f,"
+           "\"server_cpu_us_per_ping\":%.3f,\"loadgen_cpu_s\":%.3f,\"loadgen_cpu_pct\":%.1f,"
+           "\"dropped\":%llu,\"server_closes\":%llu,\"core_others_pct\":%.1f,"
+           "\"core_irq_pct\":%.1f}\n",
+           wall, ready0, ready, (unsigned long long)pings, server, known ? user1 - user0 : -1,
+           known ? sys1 - sys0 : -1, server >= 0 ? 100.0 * server / wall : -1,
+           server >= 0 && pings ? server * 1e6 / (double)pings : -1, self1 - self0,
+           100.0 * (self1 - self0) / wall, (unsigned long long)(tot.dropped - dropped0),
+           (unsigned long long)(tot.server_closes - closes0), others,
+           core == 0 ? 100.0 * (double)(irqs1 - irqs0) / hz / wall : -1);
+    fflush(stdout);
+}
+
 static void run_idle(void)
 {
     struct epoll_event e = {.events = EPOLLIN, .data.u32 = STDIN_KEY};
@@ -1082,6 +1132,8 @@ static void run_idle(void)
     }
     connect_clients(nconns);
     pause_for_stdin("idle");
+    if (opt.window_s > 0)
+        idle_window();
 }
 
 static void run_handshakes(void)
@@ -1123,7 +1175,7 @@ static void usage(void)
             "  [--p99-ms MS] [--text-bytes N] [--concurrency N] [--duration S] [--warmup N]\n"
             "  [--hold-seconds S] [--settle-seconds S] [--max-seconds S] [--server-pid PID]\n"
             "  [--server-core N] [--disturbed-pct P] [--repeats N] [--connect-seconds S]\n"
-            "  [--name-prefix P] [--path /ws] [--sni NAME]\n");
+            "  [--name-prefix P] [--path /ws] [--sni NAME] [--window-seconds S]\n");
     exit(2);
 }
 
@@ -1139,7 +1191,8 @@ int main(int argc, char **argv)
         {"hold-seconds", 1, 0, 'H'},  {"settle-seconds", 1, 0, 'Q'}, {"max-seconds", 1, 0, 'M'},
         {"server-pid", 1, 0, 'i'},    {"name-prefix", 1, 0, 'n'},   {"path", 1, 0, 'u'},
         {"sni", 1, 0, 'N'},           {"connect-seconds", 1, 0, 'Z'}, {"server-core", 1, 0, 'O'},
-        {"disturbed-pct", 1, 0, 'U'}, {"repeats", 1, 0, 'Y'},       {0, 0, 0, 0},
+        {"disturbed-pct", 1, 0, 'U'}, {"repeats", 1, 0, 'Y'},       {"window-seconds", 1, 0, 'W'},
+        {0, 0, 0, 0},
     };
     int o;
     while ((o = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -1173,6 +1226,7 @@ int main(int argc, char **argv)
         case 'O': opt.server_core = atoi(optarg); break;
         case 'U': opt.disturbed_pct = atof(optarg); break;
         case 'Y': opt.repeats = atoi(optarg); break;
+        case 'W': opt.window_s = atof(optarg); break;
         default: usage();
         }
     }
@@ -1233,7 +1287,7 @@ int main(int argc, char **argv)
            "\"loadgen_max_rss_kb\":%ld,\"sent\":%llu,\"acks\":%llu,\"expected\":%llu,"
            "\"received\":%llu,\"lost\":%llu,\"dups\":%llu,\"gaps\":%llu,\"errors\":%llu,"
            "\"bad_frames\":%llu,\"stray\":%llu,\"server_closes\":%llu,\"dropped\":%llu,"
-           "\"connect_failures\":%llu,\"bytes_in\":%llu,\"first_close\":\"%s\"}\n",
+           "\"connect_failures\":%llu,\"bytes_in\":%llu,\"pings\":%llu,\"first_close\":\"%s\"}\n",
            (now_ns() - t0) / 1e9, ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
            ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6, ru.ru_maxrss,
            (unsigned long long)sent, (unsigned long long)acks, (unsigned long long)expected,
@@ -1243,7 +1297,7 @@ int main(int argc, char **argv)
            (unsigned long long)tot.errors, (unsigned long long)tot.bad_frames,
            (unsigned long long)tot.stray, (unsigned long long)tot.server_closes,
            (unsigned long long)tot.dropped, (unsigned long long)tot.connect_failures,
-           (unsigned long long)tot.bytes_in, first_close);
+           (unsigned long long)tot.bytes_in, (unsigned long long)tot.pings, first_close);
     fflush(stdout);
     for (int i = 0; i < nconns; i++)
         conn_close(&conns[i], 0);

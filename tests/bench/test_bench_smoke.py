@@ -66,3 +66,39 @@ def test_quick_fan_out_delivers_everything(tmp_path, server):
     for step in steps:
         assert step["acks"] == step["sent"], step
         assert step["received"] == step["expected"] == step["sent"] * clients, step
+
+
+def test_quick_keepalive_counts_the_pings(tmp_path):
+    """Scenario k: chatd pings its idle connections and the loadgen answers and counts them."""
+    results = tmp_path / "results.jsonl"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(RUN),
+            "--quick",
+            "--scenarios",
+            "k",
+            "--servers",
+            "chatd",
+            "--results",
+            str(results),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "(k) keepalive" in completed.stdout, completed.stdout
+
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert not [r for r in records if r["kind"] == "skipped"], completed.stdout
+    (window,) = [r for r in records if r["kind"] == "window"]
+    (summary,) = [r for r in records if r["kind"] == "summary"]
+    assert (summary["scenario"], summary["server"]) == ("k", "chatd")
+    assert summary["ping_interval_s"] == 1, summary
+    # Every connection was pinged in the window (1 s interval, 3 s window) and none dropped.
+    assert summary["connections"] == summary["connections_at_end"] == 50, summary
+    assert window["pings"] >= 50, window
+    assert summary["window_dropped"] == 0 and summary["connect_failures"] == 0, summary
+    assert summary["server_cpu_s"] >= 0, summary
