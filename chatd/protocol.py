@@ -33,6 +33,10 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
 # However short the time behind, a backlog this many times the budget is dropped at once.
 HARD_BACKLOG = 16
+# RFC 6455 5.5.2: a final, unmasked ping frame with an empty payload. Written like fan-out
+# frames, not through Autobahn's sendPing, whose sendFrame path formats debug arguments and
+# queues through the reactor: 40-47 -> 28 µs of server CPU per ping (bench k).
+PING_FRAME = bytes([0x80 | 0x9, 0])
 
 
 def prepare_frames(payloads: list[bytes]) -> bytes:
@@ -176,8 +180,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
     # -- keepalive (keepalive.Keepalive calls these) ------------------------------------------
 
     def send_ping(self) -> None:
-        if self.state == WebSocketProtocol.STATE_OPEN:
-            self.sendPing()
+        self.send_prepared(PING_FRAME)
 
     def drop_silent(self) -> None:
         self._log.info(
