@@ -11,11 +11,15 @@ Only a plain TCP transport qualifies; TLS and in-memory transports keep `transpo
 
 from __future__ import annotations
 
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.tcp import Connection
 
 
 def can_send_now(transport) -> bool:
-    return isinstance(transport, Connection)
+    """A plain TCP connection. TLS through an endpoint wraps the connection in another
+    transport, but TLS started on the connection itself (`listenSSL`, `startTLS`) keeps its
+    class: its socket carries ciphertext and must never be written to directly."""
+    return isinstance(transport, Connection) and not ISSLTransport.providedBy(transport)
 
 
 def write(transport: Connection, data: bytes) -> None:

@@ -1,11 +1,14 @@
-"""sendnow.write on a real Twisted TCP transport over a real socket pair, with a
-MemoryReactor standing in only for the reactor's writer registry (no global reactor)."""
+"""sendnow.write on a real Twisted TCP transport (an accepted-socket `tcp.Server`) over a real
+socket pair, with a MemoryReactor standing in only for the reactor's reader and writer
+registries (no global reactor)."""
 
 import socket
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from twisted.internet.protocol import Protocol
-from twisted.internet.tcp import Connection
+from twisted.internet.tcp import Server
 from twisted.internet.testing import MemoryReactor
 
 from chatd import sendnow
@@ -16,8 +19,7 @@ def pair():
     """(transport, peer): a connected Twisted TCP transport and the raw socket at the far end."""
     ours, peer = socket.socketpair()
     reactor = MemoryReactor()
-    transport = Connection(ours, Protocol(), reactor)
-    transport.connected = True  # as tcp.Server sets it for an accepted socket
+    transport = Server(ours, Protocol(), ("127.0.0.1", 40000), None, 1, reactor)
     peer.setblocking(False)
     yield transport, peer, reactor
     ours.close()
@@ -90,3 +92,21 @@ def test_tls_and_in_memory_transports_do_not_qualify(pair):
     transport, _peer, _reactor = pair
     assert sendnow.can_send_now(transport)
     assert not sendnow.can_send_now(StringTransport())
+
+
+def test_tls_started_on_the_connection_itself_is_never_bypassed(pair):
+    """listenSSL and startTLS keep the Connection class; its socket then carries ciphertext."""
+    import trustme
+    from twisted.internet.ssl import CertificateOptions
+
+    transport, _peer, _reactor = pair
+    assert sendnow.can_send_now(transport)
+    certificate = trustme.CA().issue_cert("127.0.0.1")
+    options = CertificateOptions(
+        privateKey=serialization.load_pem_private_key(
+            certificate.private_key_pem.bytes(), password=None
+        ),
+        certificate=x509.load_pem_x509_certificate(certificate.cert_chain_pems[0].bytes()),
+    )
+    transport.startTLS(options)
+    assert not sendnow.can_send_now(transport)
