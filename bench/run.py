@@ -121,6 +121,7 @@ SCENARIOS = {
             "chat",
             dict(clients=1000, rooms=1, senders=1, rate=20, step_seconds=6, max_steps=1),
             dict(clients=20, rooms=1, senders=1, rate=20, step_seconds=1, max_steps=1),
+            transports=("ws", "wss"),  # wss: what most deployments run, TLS per member
         ),
         Scenario(
             "k",
