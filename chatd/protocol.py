@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from chatd import sendnow, wire
+from chatd import wire
 from chatd.admission import Admission
 from chatd.broadcaster import Broadcaster, Session
 from chatd.config import LimitsConfig
@@ -34,8 +34,8 @@ CLOSE_INTERNAL_ERROR = 1011
 # However short the time behind, a backlog this many times the budget is dropped at once.
 HARD_BACKLOG = 16
 # RFC 6455 5.5.2: a final, unmasked ping frame with an empty payload. Written like fan-out
-# frames, not through Autobahn's sendPing, whose sendFrame path formats debug arguments and
-# queues through the reactor: 40-47 -> 28 µs of server CPU per ping (bench k).
+# frames, not through Autobahn's sendPing, whose sendFrame path formats debug arguments:
+# 40-47 -> 28 µs of server CPU per ping (bench k).
 PING_FRAME = bytes([0x80 | 0x9, 0])
 
 
@@ -75,7 +75,6 @@ class ChatServerProtocol(WebSocketServerProtocol):
     _backlog = 0  # bytes written since the transport asked us to pause
     _paused_since = 0.0
     _strikes = 0  # frames refused in a row by the rate limit
-    _send_now = False  # a plain TCP transport, which sendnow.write may send on directly
     last_heard = 0.0  # when the peer last sent anything (for keepalive)
 
     def connectionMade(self):
@@ -83,8 +82,6 @@ class ChatServerProtocol(WebSocketServerProtocol):
         # Autobahn tries this before it copies the factory's options, so accepted sockets
         # would keep Nagle on (~7 ms more fan-out latency, measured): set it ourselves.
         self.transport.setTcpNoDelay(True)
-        if sendnow.can_send_now(self.transport):
-            self._send_now = True
         # Learn when the peer stops reading: the transport pauses its producer when its
         # buffer fills. twisted.web's channel was that producer until Autobahn took over.
         self.transport.unregisterProducer()
@@ -329,10 +326,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
         if self.state == WebSocketProtocol.STATE_OPEN:
             if replies:
                 frames += prepare_frames(replies)
-            if self._send_now:
-                sendnow.write(self.transport, frames)
-            else:
-                self.transport.write(frames)
+            self.transport.write(frames)  # sent at once when it can: sendnow.SendNowServer
             if self._paused:
                 self._count_backlog(len(frames))
 

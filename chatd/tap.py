@@ -20,14 +20,14 @@ from pathlib import Path
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import succeed
-from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from chatd import devcert, tls, wire
+from chatd import devcert, sendnow, tls, wire
 from chatd.admission import Admission
 from chatd.auth import authenticator_for
 from chatd.broadcaster import Broadcaster
@@ -269,12 +269,9 @@ def _build(config: Config, reactor) -> ChatService:
         factory = ChatServerFactory(
             _url(listener.name, listener.interface, listener.port, "/ws"), context
         )
+        endpoint = sendnow.TCPServerEndpoint(reactor, listener.port, listener.interface)
         if listener.name == "wss":
-            endpoint = SSL4ServerEndpoint(
-                reactor, listener.port, tls_factory, interface=listener.interface
-            )
-        else:
-            endpoint = TCP4ServerEndpoint(reactor, listener.port, interface=listener.interface)
+            endpoint = sendnow.TLSServerEndpoint(endpoint, tls_factory)
         site = build_site(factory, health, limits.handshake_timeout, reactor)
         if config.metrics.enabled and config.metrics.serve_on == listener.name:
             site.resource.putChild(b"metrics", MetricsResource(metrics))

@@ -1,15 +1,17 @@
-"""sendnow.write on a real Twisted TCP transport (an accepted-socket `tcp.Server`) over a real
-socket pair, with a MemoryReactor standing in only for the reactor's reader and writer
-registries (no global reactor)."""
+"""SendNowServer on a real socket pair, and the listeners' endpoints on real sockets, with a
+MemoryReactor standing in only for the reactor's reader and writer registries (no global
+reactor, no reactor run)."""
 
 import socket
 
 import pytest
+import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from twisted.internet.protocol import Protocol
-from twisted.internet.tcp import Server
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import CertificateOptions
+from twisted.internet.testing import MemoryReactorClock
+from twisted.protocols import tls
 
 from chatd import sendnow
 
@@ -18,8 +20,8 @@ from chatd import sendnow
 def pair():
     """(transport, peer): a connected Twisted TCP transport and the raw socket at the far end."""
     ours, peer = socket.socketpair()
-    reactor = MemoryReactor()
-    transport = Server(ours, Protocol(), ("127.0.0.1", 40000), None, 1, reactor)
+    reactor = MemoryReactorClock()
+    transport = sendnow.SendNowServer(ours, Protocol(), ("127.0.0.1", 40000), None, 1, reactor)
     peer.setblocking(False)
     yield transport, peer, reactor
     ours.close()
@@ -40,7 +42,7 @@ def received(peer: socket.socket) -> bytes:
 
 def test_an_idle_transport_sends_at_once_without_registering_for_writability(pair):
     transport, peer, reactor = pair
-    sendnow.write(transport, b"hello")
+    transport.write(b"hello")
     assert received(peer) == b"hello"
     assert transport not in reactor.getWriters()
     assert (transport.dataBuffer, transport._tempDataLen) == (b"", 0)
@@ -48,8 +50,8 @@ def test_an_idle_transport_sends_at_once_without_registering_for_writability(pai
 
 def test_data_queued_by_the_transport_goes_first(pair):
     transport, peer, reactor = pair
-    transport.write(b"first ")
-    sendnow.write(transport, b"second")
+    transport.writeSequence([b"first "])  # Twisted's own queue, as when the kernel said EAGAIN
+    transport.write(b"second")
     assert received(peer) == b""  # nothing jumped the queue
     assert transport in reactor.getWriters()
     transport.doWrite()
@@ -60,12 +62,12 @@ def test_what_the_kernel_does_not_take_is_queued_in_order(pair):
     transport, peer, reactor = pair
     transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     blob = bytes(range(256)) * 4096  # 1 MiB: far more than the socket buffer holds
-    sendnow.write(transport, blob)
+    transport.write(blob)
     got = received(peer)
     assert 0 < len(got) < len(blob)  # the kernel took some at once ...
     assert transport._tempDataLen == len(blob) - len(got)  # ... and Twisted queued the rest
     assert transport in reactor.getWriters()
-    sendnow.write(transport, b"after")
+    transport.write(b"after")
     for _ in range(100_000):
         got += received(peer)
         if transport in reactor.getWriters():
@@ -81,26 +83,63 @@ def test_a_closed_peer_is_left_to_twisted_to_report(pair):
     transport, peer, reactor = pair
     peer.close()
     for _ in range(3):  # the first send may still succeed; then EPIPE / ECONNRESET
-        sendnow.write(transport, b"x" * 100_000)
+        transport.write(b"x" * 100_000)
     assert transport in reactor.getWriters()
     assert isinstance(transport.doWrite(), Exception)  # connection lost, Twisted's way
 
 
-def test_tls_and_in_memory_transports_do_not_qualify(pair):
-    from twisted.internet.testing import StringTransport
+def test_tls_started_on_the_connection_itself_is_never_bypassed(pair, monkeypatch):
+    """After startTLS the socket carries ciphertext: writes must go through the TLS layer."""
+    transport, peer, reactor = pair
+    monkeypatch.setattr(tls, "_get_default_clock", lambda: reactor)  # Twisted's test hook
+    certificate = trustme.CA().issue_cert("127.0.0.1")
+    transport.startTLS(
+        CertificateOptions(
+            privateKey=serialization.load_pem_private_key(
+                certificate.private_key_pem.bytes(), password=None
+            ),
+            certificate=x509.load_pem_x509_certificate(certificate.cert_chain_pems[0].bytes()),
+        )
+    )
+    transport.write(b"plaintext must not reach the socket")
+    reactor.advance(0)
+    assert b"plaintext" not in received(peer)
 
-    transport, _peer, _reactor = pair
-    assert sendnow.can_send_now(transport)
-    assert not sendnow.can_send_now(StringTransport())
+
+class Recorder(Protocol):
+    def connectionMade(self):
+        self.factory.made.append(self)
 
 
-def test_tls_started_on_the_connection_itself_is_never_bypassed(pair):
-    """listenSSL and startTLS keep the Connection class; its socket then carries ciphertext."""
-    import trustme
-    from twisted.internet.ssl import CertificateOptions
+@pytest.fixture
+def accept():
+    """Listen on an endpoint, connect to it, accept: the server-side protocol."""
+    sockets = []
 
-    transport, _peer, _reactor = pair
-    assert sendnow.can_send_now(transport)
+    def accept(endpoint) -> Protocol:
+        factory = Factory.forProtocol(Recorder)
+        factory.made = []
+        port = endpoint.listen(factory).result
+        client = socket.create_connection(("127.0.0.1", port.getHost().port))
+        port.doRead()
+        [made] = factory.made
+        tcp = made.transport
+        if isinstance(tcp, tls.TLSMemoryBIOProtocol):
+            tcp = tcp.transport
+        sockets.extend([client, port.socket, tcp.socket])
+        return made
+
+    yield accept
+    for each in sockets:
+        each.close()
+
+
+def test_the_tcp_endpoint_accepts_send_now_connections(accept):
+    made = accept(sendnow.TCPServerEndpoint(MemoryReactorClock(), 0, "127.0.0.1"))
+    assert type(made.transport) is sendnow.SendNowServer
+
+
+def test_the_tls_endpoint_puts_tls_over_send_now_connections(accept):
     certificate = trustme.CA().issue_cert("127.0.0.1")
     options = CertificateOptions(
         privateKey=serialization.load_pem_private_key(
@@ -108,5 +147,8 @@ def test_tls_started_on_the_connection_itself_is_never_bypassed(pair):
         ),
         certificate=x509.load_pem_x509_certificate(certificate.cert_chain_pems[0].bytes()),
     )
-    transport.startTLS(options)
-    assert not sendnow.can_send_now(transport)
+    tcp = sendnow.TCPServerEndpoint(MemoryReactorClock(), 0, "127.0.0.1")
+    made = accept(sendnow.TLSServerEndpoint(tcp, options))
+    # Twisted's plain TLS transport, not the one that defers each write to a timer of its own
+    assert type(made.transport) is tls.TLSMemoryBIOProtocol
+    assert type(made.transport.transport) is sendnow.SendNowServer
