@@ -7,7 +7,7 @@ creates, fires and cancels its own timer objects on every ping. Here one tick pe
 a timing wheel: each connection sits in the slot of the second when it next needs a look, and
 is looked at only then. If it was heard from since, it moves to the slot of
 `last_heard + interval`; traffic itself costs nothing but a timestamp. Bench (k), 10,000 idle
-connections pinged every 5 s: about 28 µs of server CPU per ping, against 71-82 for Autobahn's
+connections pinged every 5 s: 25-29 µs of server CPU per ping, against 66-89 for Autobahn's
 auto-ping (BENCHMARKS.md).
 
 Any frame from the peer is a sign of life, a pong or anything else.
