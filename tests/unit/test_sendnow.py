@@ -3,17 +3,16 @@ MemoryReactor standing in only for the reactor's reader and writer registries (n
 reactor, no reactor run)."""
 
 import socket
+from dataclasses import replace
 
 import pytest
-import trustme
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.ssl import CertificateOptions
 from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols import tls
 
 from chatd import sendnow
+from chatd.config import load_config
+from chatd.tls import server_options
 
 
 @pytest.fixture
@@ -88,19 +87,18 @@ def test_a_closed_peer_is_left_to_twisted_to_report(pair):
     assert isinstance(transport.doWrite(), Exception)  # connection lost, Twisted's way
 
 
-def test_tls_started_on_the_connection_itself_is_never_bypassed(pair, monkeypatch):
+@pytest.fixture
+def tls_options(server_cert):
+    """The daemon's own TLS options (chatd.tls) for the test CA's certificate."""
+    chain, key = server_cert
+    return server_options(replace(load_config(None).tls, certificate=chain, key=key), "test")
+
+
+def test_tls_started_on_the_connection_itself_is_never_bypassed(pair, monkeypatch, tls_options):
     """After startTLS the socket carries ciphertext: writes must go through the TLS layer."""
     transport, peer, reactor = pair
     monkeypatch.setattr(tls, "_get_default_clock", lambda: reactor)  # Twisted's test hook
-    certificate = trustme.CA().issue_cert("127.0.0.1")
-    transport.startTLS(
-        CertificateOptions(
-            privateKey=serialization.load_pem_private_key(
-                certificate.private_key_pem.bytes(), password=None
-            ),
-            certificate=x509.load_pem_x509_certificate(certificate.cert_chain_pems[0].bytes()),
-        )
-    )
+    transport.startTLS(tls_options)
     transport.write(b"plaintext must not reach the socket")
     reactor.advance(0)
     assert b"plaintext" not in received(peer)
@@ -139,16 +137,9 @@ def test_the_tcp_endpoint_accepts_send_now_connections(accept):
     assert type(made.transport) is sendnow.SendNowServer
 
 
-def test_the_tls_endpoint_puts_tls_over_send_now_connections(accept):
-    certificate = trustme.CA().issue_cert("127.0.0.1")
-    options = CertificateOptions(
-        privateKey=serialization.load_pem_private_key(
-            certificate.private_key_pem.bytes(), password=None
-        ),
-        certificate=x509.load_pem_x509_certificate(certificate.cert_chain_pems[0].bytes()),
-    )
+def test_the_tls_endpoint_puts_tls_over_send_now_connections(accept, tls_options):
     tcp = sendnow.TCPServerEndpoint(MemoryReactorClock(), 0, "127.0.0.1")
-    made = accept(sendnow.TLSServerEndpoint(tcp, options))
+    made = accept(sendnow.TLSServerEndpoint(tcp, tls_options))
     # Twisted's plain TLS transport, not the one that defers each write to a timer of its own
     assert type(made.transport) is tls.TLSMemoryBIOProtocol
     assert type(made.transport.transport) is sendnow.SendNowServer
