@@ -20,9 +20,8 @@ RUN = ROOT / "bench" / "run.py"
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler for the loadgen")
 
 
-@pytest.mark.parametrize("server", ["chatd", "c"])
-def test_quick_fan_out_delivers_everything(tmp_path, server):
-    """chatd, and the C baseline (the only baseline that is new code rather than a library)."""
+def run_quick(tmp_path: Path, scenario: str, server: str) -> tuple[str, list[dict]]:
+    """Run one scenario at --quick scale against one server: (its stdout, its JSON records)."""
     results = tmp_path / "results.jsonl"
     completed = subprocess.run(
         [
@@ -30,7 +29,7 @@ def test_quick_fan_out_delivers_everything(tmp_path, server):
             str(RUN),
             "--quick",
             "--scenarios",
-            "a",
+            scenario,
             "--servers",
             server,
             "--results",
@@ -42,13 +41,19 @@ def test_quick_fan_out_delivers_everything(tmp_path, server):
         timeout=120,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "(a) fan-out" in completed.stdout, completed.stdout
+    return completed.stdout, [json.loads(line) for line in results.read_text().splitlines()]
 
-    records = [json.loads(line) for line in results.read_text().splitlines()]
+
+@pytest.mark.parametrize("server", ["chatd", "c"])
+def test_quick_fan_out_delivers_everything(tmp_path, server):
+    """chatd, and the C baseline (the only baseline that is new code rather than a library)."""
+    stdout, records = run_quick(tmp_path, "a", server)
+    assert "(a) fan-out" in stdout, stdout
+
     skipped = [r for r in records if r["kind"] == "skipped"]
     if server == "c" and skipped and "libssl-dev" in skipped[0]["reason"]:
         pytest.skip(skipped[0]["reason"])
-    assert not skipped, completed.stdout
+    assert not skipped, stdout
     steps = [r for r in records if r["kind"] == "step"]
     (summary,) = [r for r in records if r["kind"] == "summary"]
     assert (summary["scenario"], summary["server"]) == ("a", server)
@@ -70,29 +75,10 @@ def test_quick_fan_out_delivers_everything(tmp_path, server):
 
 def test_quick_keepalive_counts_the_pings(tmp_path):
     """Scenario k: chatd pings its idle connections and the loadgen answers and counts them."""
-    results = tmp_path / "results.jsonl"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(RUN),
-            "--quick",
-            "--scenarios",
-            "k",
-            "--servers",
-            "chatd",
-            "--results",
-            str(results),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "(k) keepalive" in completed.stdout, completed.stdout
+    stdout, records = run_quick(tmp_path, "k", "chatd")
+    assert "(k) keepalive" in stdout, stdout
 
-    records = [json.loads(line) for line in results.read_text().splitlines()]
-    assert not [r for r in records if r["kind"] == "skipped"], completed.stdout
+    assert not [r for r in records if r["kind"] == "skipped"], stdout
     (window,) = [r for r in records if r["kind"] == "window"]
     (summary,) = [r for r in records if r["kind"] == "summary"]
     assert (summary["scenario"], summary["server"]) == ("k", "chatd")
