@@ -398,7 +398,7 @@ class ChatServerFactory(WebSocketServerFactory):
     def setProtocolOptions(self, **options) -> None:
         """Set Autobahn's options, and give this listener a protocol class that holds them.
 
-        Autobahn copies every option (about 40) from the factory onto each new connection,
+        Autobahn copies every option (about 30) from the factory onto each new connection,
         unless the protocol already has it, and logs the lot through an eager `pformat`:
         a third of the CPU of a handshake and 2 KiB of memory per connection (bench (d), (e)).
         Holding them as class attributes of a per-listener subclass skips both; each
