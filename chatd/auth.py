@@ -9,12 +9,14 @@ Tokens are never logged, echoed or written to transcripts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import jwt
 
-from chatd import wire
+from chatd import errors, wire
 from chatd.config import AuthConfig, ConfigError
-from chatd.errors import Refused
+from chatd.errors import ChatError
+from chatd.names import USER_ID
 
 MIN_SECRET_BYTES = 32
 
@@ -24,6 +26,8 @@ class Identity:
     user: str
     display_name: str
     roles: frozenset[str]
+    expires_at: float | None = None  # the token's exp plus the leeway; None: never
+    token_id: str | None = None  # the token's jti, if it has one
 
 
 class OpenAuthenticator:
@@ -37,7 +41,7 @@ class OpenAuthenticator:
 
     def identify(self, hello: wire.Hello) -> Identity:
         if hello.name is None:
-            raise Refused(wire.BAD_FRAME, "hello needs a 'name'")
+            raise ChatError(errors.BAD_FRAME, "hello needs a 'name'")
         roles = self._trial_roles.get(hello.name.casefold(), frozenset())
         return Identity(hello.name, hello.name, roles)
 
@@ -51,11 +55,15 @@ class TokenAuthenticator:
 
     def identify(self, hello: wire.Hello) -> Identity:
         if hello.token is None:
-            raise Refused(wire.AUTH_FAILED, "this server requires a 'token' in hello")
+            raise ChatError(errors.AUTH_FAILED, "this server requires a 'token' in hello")
+        return self.verify(hello.token)
+
+    def verify(self, token: str) -> Identity:
+        """The identity a token proves (in `hello`, or in `refresh`)."""
         config = self._config
         try:
             claims = jwt.decode(
-                hello.token,
+                token,
                 self._key,
                 algorithms=[config.algorithm],
                 audience=config.audience,
@@ -67,26 +75,56 @@ class TokenAuthenticator:
                 },
             )
         except jwt.ExpiredSignatureError:
-            raise Refused(wire.TOKEN_EXPIRED, "the token has expired") from None
+            raise ChatError(errors.TOKEN_EXPIRED, "the token has expired") from None
         except jwt.InvalidTokenError as error:
             # PyJWT's messages describe the claim or signature, never the token itself.
-            raise Refused(wire.AUTH_FAILED, f"the token was refused: {error}") from None
-        return _identity_from(claims)
+            raise ChatError(errors.AUTH_FAILED, f"the token was refused: {error}") from None
+        return _identity_from(claims, config.leeway)
 
 
-def _identity_from(claims: dict) -> Identity:
+def _identity_from(claims: dict, leeway: float) -> Identity:
     user = claims["sub"]
-    if not isinstance(user, str) or not wire.NAME_PATTERN.fullmatch(user):
-        raise Refused(wire.AUTH_FAILED, "the token's sub is not a valid user id")
+    if not isinstance(user, str) or not USER_ID.fullmatch(user):
+        raise ChatError(errors.AUTH_FAILED, "the token's sub is not a valid user id")
     display_name = claims.get("name", user)
     if not isinstance(display_name, str) or not 0 < len(display_name) <= 64:
-        raise Refused(wire.AUTH_FAILED, "the token's name must be a string of 1-64 characters")
+        raise ChatError(errors.AUTH_FAILED, "the token's name must be a string of 1-64 characters")
     roles = claims.get("roles", [])
     if not isinstance(roles, list) or not all(
-        isinstance(role, str) and wire.NAME_PATTERN.fullmatch(role) for role in roles
+        isinstance(role, str) and USER_ID.fullmatch(role) for role in roles
     ):
-        raise Refused(wire.AUTH_FAILED, "the token's roles must be a list of role names")
-    return Identity(user, display_name, frozenset(roles))
+        raise ChatError(errors.AUTH_FAILED, "the token's roles must be a list of role names")
+    token_id = claims.get("jti")
+    if token_id is not None and not (isinstance(token_id, str) and 0 < len(token_id) <= 128):
+        raise ChatError(errors.AUTH_FAILED, "the token's jti must be a string of 1-128 characters")
+    return Identity(user, display_name, frozenset(roles), claims["exp"] + leeway, token_id)
+
+
+class Revocations:
+    """`[auth] revoked_file`: token ids (`jti`) and user ids that may not be connected.
+
+    One entry per line; `#` starts a comment. Read at start and again on SIGHUP. An entry
+    matches a token's `jti` or a user id (compared exactly).
+    """
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.entries: frozenset[str] = frozenset()
+
+    def load(self) -> frozenset[str]:
+        """Read the file again; returns the entries it added. Raises OSError if unreadable."""
+        if self.path is None:
+            return frozenset()
+        text = self.path.read_text(encoding="utf-8")
+        entries = frozenset(
+            word for line in text.splitlines() if (word := line.split("#", 1)[0].strip())
+        )
+        added = entries - self.entries
+        self.entries = entries
+        return added
+
+    def revokes(self, user: str, token_id: str | None) -> bool:
+        return user in self.entries or (token_id is not None and token_id in self.entries)
 
 
 def load_verification_key(config: AuthConfig, source: str):
@@ -122,12 +160,15 @@ def mint_token(
     now: float,
     name: str | None = None,
     signing_key: bytes | None = None,
+    token_id: str | None = None,
 ) -> str:
     """A token this server accepts (for operators and tests). RS256/ES256 need the private
     `signing_key`; HS256 signs with the configured secret."""
     claims = {"sub": user, "roles": roles, "iat": int(now), "exp": int(now + ttl)}
     if name is not None:
         claims["name"] = name
+    if token_id is not None:
+        claims["jti"] = token_id
     if config.audience is not None:
         claims["aud"] = config.audience
     if config.issuer is not None:

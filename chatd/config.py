@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from chatd.names import ROOM_NAME, ROOM_RULE
+
 
 class ConfigError(Exception):
     """A configuration problem, rendered as `file: [section] key: what is wrong`."""
@@ -315,6 +317,8 @@ class LimitsConfig:
     ping_timeout: float
     max_buffered_bytes: int
     slow_consumer_grace: float
+    cheap_per_second: float
+    cheap_burst: int
 
     @classmethod
     def read(cls, reader: SectionReader) -> LimitsConfig:
@@ -333,6 +337,8 @@ class LimitsConfig:
             ping_timeout=reader.duration("ping_timeout", 10.0, 0.1, 3600.0),
             max_buffered_bytes=reader.size("max_buffered_bytes", 1024 * 1024, 1024, 2**34),
             slow_consumer_grace=reader.duration("slow_consumer_grace", 5.0, 0.0, 3600.0),
+            cheap_per_second=reader.number("cheap_per_second", 20.0, 0.01, 1e6),
+            cheap_burst=reader.integer("cheap_burst", 40, 1, 1_000_000),
         )
 
 
@@ -348,6 +354,8 @@ class AuthConfig:
     audience: str | None
     issuer: str | None
     leeway: float
+    max_sessions_per_user: int = 10
+    revoked_file: Path | None = None
 
     @classmethod
     def read(cls, reader: SectionReader) -> AuthConfig:
@@ -370,6 +378,8 @@ class AuthConfig:
             audience=reader.text("audience", "") or None,
             issuer=reader.text("issuer", "") or None,
             leeway=reader.duration("leeway", 30.0, 0.0, 3600.0),
+            max_sessions_per_user=reader.integer("max_sessions_per_user", 10, 1, 10_000),
+            revoked_file=reader.path("revoked_file", None, must_exist=True),
         )
 
 
@@ -402,6 +412,8 @@ class RoomsConfig:
     allow_create: bool
     max_rooms: int
     declared: dict[str, RoomPolicy]
+    idle_unload: float = 600.0
+    creations_per_user: int = 30
 
     @classmethod
     def read(cls, reader: SectionReader, declared: dict[str, RoomPolicy]) -> RoomsConfig:
@@ -409,6 +421,8 @@ class RoomsConfig:
             allow_create=reader.boolean("allow_create", True),
             max_rooms=reader.integer("max_rooms", 10000, 1, 10_000_000),
             declared=declared,
+            idle_unload=reader.duration("idle_unload", 600.0, 0.0, 7 * 86400.0),
+            creations_per_user=reader.integer("creations_per_user", 30, 1, 1_000_000),
         )
 
     def policy(self, room: str) -> RoomPolicy:
@@ -444,6 +458,8 @@ class SupportConfig:
     enabled: bool
     agent_role: str
     trial_agents: tuple[str, ...]
+    customers_join_public: bool = False
+    resolved_ttl: float = 3600.0
 
     @classmethod
     def read(cls, reader: SectionReader) -> SupportConfig:
@@ -451,6 +467,8 @@ class SupportConfig:
             enabled=reader.boolean("enabled", False),
             agent_role=reader.text("agent_role", "agent"),
             trial_agents=reader.words("trial_agents", ()),
+            customers_join_public=reader.boolean("customers_join_public", False),
+            resolved_ttl=reader.duration("resolved_ttl", 3600.0, 0.0, 365 * 86400.0),
         )
 
 
@@ -489,8 +507,6 @@ SECTIONS = (
     "metrics",
 )
 ROOM_SECTION = "room:"
-# The room name grammar (wire.ROOM_PATTERN), repeated so that config does not import the wire.
-_ROOM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
 def parse_config(text: str, source: str) -> Config:
@@ -519,10 +535,8 @@ def parse_config(text: str, source: str) -> Config:
     declared = {}
     for section in room_sections:
         room = section[len(ROOM_SECTION) :]
-        if not _ROOM_NAME.fullmatch(room):
-            raise ConfigError(
-                source, section, None, "a room name is 1-64 of a-z 0-9 _ -, starting a-z or 0-9"
-            )
+        if not ROOM_NAME.fullmatch(room):
+            raise ConfigError(source, section, None, ROOM_RULE)
         declared[room] = RoomPolicy.read(readers[section])
     config = Config(
         source=source,

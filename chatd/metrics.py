@@ -43,6 +43,23 @@ class Metrics:
             registry=registry,
         )
         self.users = Gauge("chatd_users", "Connected users who have said hello.", registry=registry)
+        self.sessions = Gauge(
+            "chatd_sessions", "Welcomed connections (a user may have several).", registry=registry
+        )
+        self.room_loads = Counter(
+            "chatd_room_loads",
+            "Rooms loaded into memory from their transcripts.",
+            registry=registry,
+        )
+        self.room_unloads = Counter(
+            "chatd_room_unloads", "Idle rooms taken out of memory.", registry=registry
+        )
+        self.session_ends = Counter(
+            "chatd_session_ends",
+            "Sessions the server ended itself, by reason (replaced, token_expired, revoked).",
+            ["reason"],
+            registry=registry,
+        )
         self.messages_in = Counter(
             "chatd_messages_received", "Messages accepted from clients.", registry=registry
         )

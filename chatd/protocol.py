@@ -1,8 +1,8 @@
 """The WebSocket protocol: decode a frame, dispatch to `handle_<type>`, answer errors in words.
 
 Thin on purpose, like the mailbox server's `server_websocket.py`: the rules live in the
-broadcaster, the authenticator and the wire module; this class moves bytes, enforces the
-per-connection limits (hello deadline, message rate, unsent-bytes budget) and maps failures to
+server (server.py), the authenticator and the wire module; this class moves bytes, enforces the
+per-connection limits (hello deadline, frame budgets, unsent-bytes budget) and maps failures to
 error frames or close codes.
 """
 
@@ -19,13 +19,14 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from chatd import wire
+from chatd import errors, wire
 from chatd.admission import Admission
-from chatd.broadcaster import Broadcaster, Session
 from chatd.config import LimitsConfig
-from chatd.errors import Refused
+from chatd.errors import ChatError
 from chatd.keepalive import Keepalive
-from chatd.ratelimit import TokenBucket
+from chatd.ratelimit import FrameBudget
+from chatd.server import Server
+from chatd.sessions import Session
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED_DATA = 1003
@@ -33,6 +34,8 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
 # However short the time behind, a backlog this many times the budget is dropped at once.
 HARD_BACKLOG = 16
+# Refusals at hello that end the connection (with 1008): a refused token.
+FATAL_AT_HELLO = (errors.AUTH_FAILED, errors.TOKEN_EXPIRED)
 # RFC 6455 5.5.2: a final, unmasked ping frame with an empty payload. Written like fan-out
 # frames, not through Autobahn's sendPing, whose sendFrame path formats debug arguments:
 # 40-47 -> 28 µs of server CPU per ping (bench k).
@@ -53,7 +56,7 @@ class ListenerContext:
     """What every connection of one listener shares."""
 
     name: str
-    broadcaster: Broadcaster
+    server: Server
     parser: wire.FrameParser
     authenticator: object  # auth.OpenAuthenticator or auth.TokenAuthenticator
     limits: LimitsConfig
@@ -74,7 +77,6 @@ class ChatServerProtocol(WebSocketServerProtocol):
     _paused = False
     _backlog = 0  # bytes written since the transport asked us to pause
     _paused_since = 0.0
-    _strikes = 0  # frames refused in a row by the rate limit
     last_heard = 0.0  # when the peer last sent anything (for keepalive)
 
     def connectionMade(self):
@@ -129,11 +131,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
         context = self.factory.context
         self.factory.live.add(self)
         self.factory.handshakes.inc()
-        self._bucket = TokenBucket(
-            context.limits.messages_per_second,
-            context.limits.message_burst,
-            context.clock.seconds(),
-        )
+        self._budget = FrameBudget(context.limits, context.clock.seconds())
         self._hello_deadline = context.clock.callLater(context.hello_timeout, self._hello_overdue)
         if self.factory.keepalive is not None:
             self.factory.keepalive.watch(self)
@@ -156,14 +154,15 @@ class ChatServerProtocol(WebSocketServerProtocol):
         if self not in self.factory.live:
             return  # the opening handshake never completed; Autobahn logged why
         context = self.factory.context
-        context.broadcaster.metrics.closes.labels(str(code)).inc()
-        if self.session is not None:
-            context.broadcaster.disconnect(self.session)
+        context.server.metrics.closes.labels(str(code)).inc()
+        session, self.session = self.session, None
+        if session is not None:
+            context.server.disconnect(session)
         self.factory.closed(self)
         self._log.info(
             "{peer} ({user}) disconnected from {listener}: close code {code} {reason}",
             peer=self.peer_address,
-            user=self.session.user if self.session else "no hello",
+            user=session.user if session else "no session",
             listener=context.name,
             code=code,
             reason=reason or "",
@@ -198,29 +197,36 @@ class ChatServerProtocol(WebSocketServerProtocol):
                 CLOSE_UNSUPPORTED_DATA, "binary frames are not accepted; send JSON text"
             )
             return
-        if not self._bucket.take(context.clock.seconds()):
-            self._over_rate()
+        budget = self._budget
+        if not budget.admit(context.clock.seconds()):
+            self._over_budget(None)
             return
-        self._strikes = 0
         ref = None
         try:
             frame = context.parser.parse(payload)
             ref = frame.ref
+            if not budget.take(frame.type, context.clock.seconds()):
+                self._over_budget(frame)
+                return
+            budget.forgive()
             self._dispatch(frame)
-        except (wire.ProtocolError, Refused) as error:
-            self._refuse(error.code, error.message, getattr(error, "ref", None) or ref)
+        except ChatError as error:
+            self._refuse(error.code, error.message, error.ref or ref)
         except Exception:
             self._log.failure("internal error serving {peer}", peer=self.peer_address)
             self.close_with(CLOSE_INTERNAL_ERROR, "internal server error")
 
     def _refuse(self, code: str, message: str, ref: str | None) -> None:
-        self.factory.context.broadcaster.metrics.errors.labels(code).inc()
+        self.factory.context.server.metrics.errors.labels(code).inc()
         self.send(wire.error(code, message, ref))
 
-    def _over_rate(self) -> None:
+    def _over_budget(self, frame) -> None:
+        """A frame over its budget is dropped with `rate_limited`. Only frames that cost the
+        server (says, joins, anything unreadable) count toward closing a flood: a client is
+        never closed for typing indicators or lookups it sends too fast."""
+        budget = self._budget
         limits = self.factory.context.limits
-        self._strikes += 1
-        if self._strikes >= limits.flood_close_after:
+        if budget.strike(frame.type if frame is not None else None):
             self._log.warn(
                 "{peer} ({user}) kept flooding past {rate}/s; closing with 1008",
                 peer=self.peer_address,
@@ -229,31 +235,40 @@ class ChatServerProtocol(WebSocketServerProtocol):
             )
             self.close_with(CLOSE_POLICY_VIOLATION, "rate limit exceeded")
             return
+        rate = budget.rate_of(frame.type if frame is not None else None)
         self._refuse(
-            wire.RATE_LIMITED,
-            f"slow down: at most {limits.messages_per_second:g} frames per second",
-            None,
+            errors.RATE_LIMITED,
+            f"slow down: at most {rate:g} such frames per second",
+            frame.ref if frame is not None else None,
         )
 
     def _dispatch(self, frame: wire.ClientFrame) -> None:
-        if self.session is None and not isinstance(frame, wire.Hello):
-            raise wire.ProtocolError(wire.HELLO_REQUIRED, "say hello first", frame.ref)
-        getattr(self, "handle_" + frame.type)(frame)
+        if isinstance(frame, wire.Hello):
+            self.handle_hello(frame)
+        elif self.session is None:
+            raise ChatError(errors.HELLO_REQUIRED, "say hello first", frame.ref)
+        elif isinstance(frame, wire.Refresh):
+            self.handle_refresh(frame)
+        else:
+            reply = self.factory.context.server.handle(self.session, frame)
+            if reply is not None:
+                self.send(reply)
 
-    # -- handlers -----------------------------------------------------------------------------
+    # -- the connection's own frames ----------------------------------------------------------
 
     def handle_hello(self, frame: wire.Hello) -> None:
         if self.session is not None:
-            raise wire.ProtocolError(
-                wire.ALREADY_WELCOMED, f"already welcomed as {self.session.user}", frame.ref
+            raise ChatError(
+                errors.ALREADY_WELCOMED, f"already welcomed as {self.session.user}", frame.ref
             )
         context = self.factory.context
         try:
             identity = context.authenticator.identify(frame)
-        except Refused as refusal:
-            if refusal.code in (wire.AUTH_FAILED, wire.TOKEN_EXPIRED):
+            session, fields = context.server.hello(self, identity, frame)
+        except ChatError as refusal:
+            if refusal.code in FATAL_AT_HELLO:
                 self._log.info(
-                    "{peer} failed authentication: {why}",
+                    "{peer} was refused at hello: {why}",
                     peer=self.peer_address,
                     why=refusal.message,
                 )
@@ -261,43 +276,31 @@ class ChatServerProtocol(WebSocketServerProtocol):
                 self.close_with(CLOSE_POLICY_VIOLATION, "authentication failed")
                 return
             raise
-        self.session = context.broadcaster.hello(self, identity)
+        self.session = session
         self._hello_deadline.cancel()
         self._hello_deadline = None
         self._log.info(
-            "{peer} is {user} on {listener}",
+            "{peer} is {user} on {listener} (session {session}{resumed})",
             peer=self.peer_address,
-            user=identity.user,
+            user=session.user,
             listener=context.name,
+            session=session.id,
+            resumed=", resumed" if fields["resumed"] else "",
         )
-        self.send(
-            wire.welcome(
-                identity.user,
-                identity.display_name,
-                sorted(identity.roles),
-                context.parser.max_text_chars,
-                context.broadcaster.support_room(self.session),
-            )
-        )
+        fields["max_text_chars"] = context.parser.max_text_chars
+        self.send(wire.welcome(fields))
 
-    def handle_join(self, frame: wire.Join) -> None:
-        self.send(self.factory.context.broadcaster.join(self.session, frame))
+    def handle_refresh(self, frame: wire.Refresh) -> None:
+        context = self.factory.context
+        verify = getattr(context.authenticator, "verify", None)
+        if verify is None:
+            raise ChatError(errors.BAD_FRAME, "this server does not use tokens", frame.ref)
+        self.send(context.server.refresh(self.session, verify(frame.token), frame.ref))
 
-    def handle_leave(self, frame: wire.Leave) -> None:
-        self.factory.context.broadcaster.leave(self.session, frame.room)
-        self.send(wire.left(frame.room, frame.ref))
-
-    def handle_say(self, frame: wire.Say) -> None:
-        self.factory.context.broadcaster.say(self.session, frame)
-
-    def handle_who(self, frame: wire.Who) -> None:
-        self.send(self.factory.context.broadcaster.who(self.session, frame))
-
-    def handle_history(self, frame: wire.History) -> None:
-        self.send(self.factory.context.broadcaster.history(self.session, frame))
-
-    def handle_queue(self, frame: wire.Queue) -> None:
-        self.send(self.factory.context.broadcaster.queue(self.session, frame))
+    def replaced(self) -> None:
+        """Another connection resumed this one's session: it is no longer ours to end."""
+        self.session = None
+        self.close_with(errors.CLOSE_REPLACED, "replaced by a new connection")
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -345,7 +348,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
             return
         behind_for = self.factory.context.clock.seconds() - self._paused_since
         if behind_for >= limits.slow_consumer_grace or self._backlog > HARD_BACKLOG * budget:
-            self.factory.context.broadcaster.metrics.slow_consumer_drops.inc()
+            self.factory.context.server.metrics.slow_consumer_drops.inc()
             self._log.warn(
                 "{peer} ({user}) is not reading: over {budget} unsent bytes; closing with 1008",
                 peer=self.peer_address,
@@ -377,7 +380,7 @@ class ChatServerFactory(WebSocketServerFactory):
             else None
         )
         self._drained: Deferred | None = None
-        metrics = context.broadcaster.metrics
+        metrics = context.server.metrics
         metrics.connections.labels(context.name).set_function(lambda: len(self.live))
         self.handshakes = metrics.handshakes.labels(context.name)
         self.handshake_failures = metrics.handshake_failures.labels(context.name)

@@ -1,9 +1,18 @@
-"""A token bucket: bursts up to `burst` frames, `rate` frames per second sustained."""
+"""Token buckets, and the frame budgets of one connection built from them."""
 
 from __future__ import annotations
 
+from chatd.config import LimitsConfig
+
+# Frames that cost the server little and that a client may rightly send in quick runs
+# (lookups, a token refresh; typing indicators and read markers belong here too): they have a
+# budget of their own, and going over it never closes the connection.
+CHEAP_FRAMES = frozenset({"who", "queue", "refresh"})
+
 
 class TokenBucket:
+    """Bursts up to `burst` frames, `rate` frames per second sustained."""
+
     def __init__(self, rate: float, burst: int, now: float):
         self.rate = rate
         self.burst = burst
@@ -19,3 +28,52 @@ class TokenBucket:
             self._tokens -= 1.0
             return True
         return False
+
+    def full(self, now: float) -> bool:
+        """True if the bucket has refilled to its burst (it may then be forgotten)."""
+        return self._tokens + max(now - self._updated, 0.0) * self.rate >= self.burst
+
+
+class FrameBudget:
+    """One connection's budgets: every frame before it is read (so that unreadable frames
+    cost something too), then costly frames (`say`, `join`, ...) and cheap ones apart.
+
+    Costly frames over budget are strikes: `flood_close_after` of them in a row close the
+    connection. Cheap frames over budget are only refused.
+    """
+
+    def __init__(self, limits: LimitsConfig, now: float):
+        self._limits = limits
+        self._all = TokenBucket(
+            limits.messages_per_second + limits.cheap_per_second,
+            limits.message_burst + limits.cheap_burst,
+            now,
+        )
+        self._costly = TokenBucket(limits.messages_per_second, limits.message_burst, now)
+        self._cheap = TokenBucket(limits.cheap_per_second, limits.cheap_burst, now)
+        self._strikes = 0
+
+    def admit(self, now: float) -> bool:
+        """Any frame, before it is parsed."""
+        return self._all.take(now)
+
+    def take(self, kind: str, now: float) -> bool:
+        """The frame's own budget, once its type is known."""
+        return (self._cheap if kind in CHEAP_FRAMES else self._costly).take(now)
+
+    def forgive(self) -> None:
+        """A frame within budget: the strikes start again from nothing."""
+        self._strikes = 0
+
+    def strike(self, kind: str | None) -> bool:
+        """A frame over budget; True when the flood has gone on long enough to close."""
+        if kind in CHEAP_FRAMES:
+            return False
+        self._strikes += 1
+        return self._strikes >= self._limits.flood_close_after
+
+    def rate_of(self, kind: str | None) -> float:
+        limits = self._limits
+        if kind is None:
+            return limits.messages_per_second + limits.cheap_per_second
+        return limits.cheap_per_second if kind in CHEAP_FRAMES else limits.messages_per_second

@@ -1,56 +1,53 @@
-"""Room state: members, sequence numbers, the recent-history ring and retry de-duplication.
+"""One room's state: who is in it, its sequence numbers, recent history and retry ids.
 
-Pure logic: no I/O and no clock of its own; times are passed in as POSIX seconds. A room hands
-out sequence numbers when an event is created (`new_message`, `new_presence`) but only puts the
-event into its history when the broadcaster `commit`s it, after the transcript line is on disk;
-`seq` in a `joined` reply is therefore always the latest *committed* event.
+Pure logic: no I/O and no clock of its own; times are passed in as POSIX seconds. An event
+starts as a `Draft` (what happened, without a place in the history); a sequencer gives it the
+room's next seq (`sequence`), and only once its transcript line is durable does the pipeline
+`commit` it into the history. `seq` in a `joined` reply is therefore always the latest
+*committed* event.
+
+Membership is counted per user: a user's first session in the room makes it a member (a
+`join` presence event), the last one to go ends it (`leave`). Fan-out goes to every joined
+session.
 """
 
 from __future__ import annotations
 
-import json
 from collections import deque
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
+from chatd.events import Event, format_ts
 from chatd.wire import Since, encode
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One sequenced room event and its JSON encoding (a transcript line and a wire frame)."""
+@dataclass(slots=True)
+class Draft:
+    """An event before it has a seq: its type, its own fields, and who caused it."""
 
-    epoch: str
-    seq: int
-    ts: float
+    kind: str
+    fields: dict[str, Any]
     sender: str | None
-    client_id: str | None
-    line: bytes
-
-    @classmethod
-    def from_line(cls, line: bytes) -> Event:
-        """Rebuild an event from a transcript line; raises ValueError if it is not one."""
-        try:
-            record = json.loads(line)
-            seq, epoch = record["seq"], record["epoch"]
-            ts = datetime.fromisoformat(record["ts"]).timestamp()
-        except (KeyError, TypeError, RecursionError) as error:
-            raise ValueError(f"not a transcript event ({error!r})") from None
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
-            raise ValueError("seq is not a positive integer")
-        if not isinstance(epoch, str):
-            raise ValueError("epoch is not a string")
-        sender = record.get("from", record.get("user"))
-        client_id = record.get("id")
-        return cls(epoch, seq, ts, sender, client_id if isinstance(client_id, str) else None, line)
+    ts: float
+    client_id: str | None = None
 
 
-def format_ts(ts: float) -> str:
-    """UTC ISO-8601 with milliseconds and a Z, as `jq` and `date -d` read it."""
-    stamp = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
-    return stamp.replace("+00:00", "Z")
+def message_draft(sender: str, name: str, client_id: str, text: str, ts: float) -> Draft:
+    fields = {"from": sender, "name": name, "id": client_id, "text": text}
+    return Draft("message", fields, sender, ts, client_id)
+
+
+def presence_draft(user: str, name: str, change: str, ts: float) -> Draft:
+    return Draft("presence", {"user": user, "name": name, "event": change}, user, ts)
+
+
+@dataclass(slots=True)
+class Member:
+    """A user in a room: the display name others see, and the user's sessions joined here."""
+
+    name: str
+    sessions: list[Any] = field(default_factory=list)
 
 
 class Room:
@@ -68,53 +65,102 @@ class Room:
     ):
         self.name = name
         self.epoch = epoch
-        self.members: dict[str, Any] = {}
+        self.members: dict[str, Member] = {}  # by user id
+        self.sessions: dict[Any, None] = {}  # every joined session, in join order (fan-out)
         self.retry_window = retry_window
+        self.pending = 0  # events posted and not yet committed or abandoned
         self._recent: deque[Event] = deque(recent, maxlen=memory_events)
         self.last_seq = max(last_seq, self._recent[-1].seq if self._recent else 0)
         self.committed_seq = self.last_seq
         # Every committed event with seq >= floor is in the ring.
         self._floor = self._recent[0].seq if self._recent else self.last_seq + 1
+        # Whether anything but presence was ever said: a room that only saw people come and go
+        # leaves no transcript behind when it is unloaded. Unknown history counts as said.
+        self.said_anything = self._floor > 1 or any(e.kind != "presence" for e in self._recent)
         # (sender, client id) -> (seq, ts), oldest first, for acknowledging retries.
         self._sent_ids: dict[tuple[str, str], tuple[int, float]] = {}
         for event in self._recent:
             if event.sender is not None and event.client_id is not None:
                 self._sent_ids[(event.sender, event.client_id)] = (event.seq, event.ts)
 
+    # -- members ------------------------------------------------------------------------------
+
+    def add(self, session) -> bool:
+        """Join a session; True if it is its user's first here (the user becomes a member)."""
+        if session in self.sessions:
+            return False
+        self.sessions[session] = None
+        member = self.members.get(session.user)
+        if member is None:
+            member = self.members[session.user] = Member(session.name)
+            member.sessions.append(session)
+            return True
+        member.sessions.append(session)
+        return False
+
+    def remove(self, session) -> bool:
+        """Part a session; True if it was its user's last here (the user is no member now)."""
+        if self.sessions.pop(session, False) is False:
+            return False
+        member = self.members[session.user]
+        member.sessions.remove(session)
+        if member.sessions:
+            return False
+        del self.members[session.user]
+        return True
+
+    def names(self) -> dict[str, str]:
+        """Display names of the members, by user id."""
+        return {user: member.name for user, member in self.members.items()}
+
+    @property
+    def idle(self) -> bool:
+        """Nobody in it and nothing on its way to the transcript: it may leave memory."""
+        return not self.sessions and self.pending == 0
+
     # -- events -------------------------------------------------------------------------------
 
-    def _new_event(self, ts: float, fields: dict, sender: str, client_id: str | None) -> Event:
+    def sequence(self, draft: Draft) -> Event:
+        """Give a draft the room's next seq (the local sequencer's job)."""
         self.last_seq += 1
         record = {
-            "type": fields.pop("type"),
+            "type": draft.kind,
             "room": self.name,
             "epoch": self.epoch,
             "seq": self.last_seq,
-            "ts": format_ts(ts),
-            **fields,
+            "ts": format_ts(draft.ts),
+            **draft.fields,
         }
-        return Event(self.epoch, self.last_seq, ts, sender, client_id, encode(record))
-
-    def new_message(self, sender: str, client_id: str, text: str, ts: float) -> Event:
-        fields = {"type": "message", "from": sender, "id": client_id, "text": text}
-        event = self._new_event(ts, fields, sender, client_id)
-        self._sent_ids[(sender, client_id)] = (event.seq, ts)
+        event = Event(
+            self.epoch,
+            self.last_seq,
+            draft.ts,
+            draft.kind,
+            draft.sender,
+            draft.client_id,
+            encode(record),
+            record,
+        )
+        if draft.sender is not None and draft.client_id is not None:
+            self._sent_ids[(draft.sender, draft.client_id)] = (event.seq, draft.ts)
         return event
 
-    def new_presence(self, user: str, change: str, ts: float) -> Event:
-        return self._new_event(ts, {"type": "presence", "user": user, "event": change}, user, None)
-
     def commit(self, event: Event) -> None:
-        """The event's transcript line is on disk: make it part of the room's history."""
+        """The event's transcript line is durable: make it part of the room's history."""
         if len(self._recent) == self._recent.maxlen:
             self._floor = self._recent[0].seq + 1
         self._recent.append(event)
         self.committed_seq = event.seq
+        if event.kind != "presence":
+            self.said_anything = True
 
-    def abandon(self, event: Event) -> None:
-        """The event could not be stored: forget its client id so that a retry is posted anew."""
-        if event.sender is not None and event.client_id is not None:
-            self._sent_ids.pop((event.sender, event.client_id), None)
+    def abandon(self, events: list[Event]) -> None:
+        """These events could not be stored: their seqs are given out again, and their client
+        ids forgotten so that a retry is posted anew."""
+        for event in events:
+            if event.sender is not None and event.client_id is not None:
+                self._sent_ids.pop((event.sender, event.client_id), None)
+        self.last_seq = self.committed_seq
 
     # -- retries ------------------------------------------------------------------------------
 

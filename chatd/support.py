@@ -1,134 +1,322 @@
 """The support desk: a private conversation room per customer, and a live queue for agents.
 
-A customer's room is `support-<user id in lower case, '.' as '_'>`; only that customer and
-agents may see it. The desk follows the events of every support room (as the broadcaster
-commits them, and from the recovered history at start) to keep each conversation's status,
-and pushes each change to the agents who asked for the queue.
+It attaches to the server from outside the core: a room guard (who may see which room), a
+pipeline observer (each committed event of a conversation updates its queue entry), two
+request handlers (`queue`, `resolve`), a welcome field (the customer's own room) and a hook
+when a session ends (it stops watching the queue).
+
+A customer's room is named from the user id without collisions (`support_room_of`): the id
+itself when it is only lower-case letters, digits and '-', else '_' and the id in base32, so two
+distinct ids never share a room. A conversation enters the queue with the customer's first
+message, is `open` until an agent resolves it (a `status` event in its transcript), and opens
+again with the customer's next message. Resolved conversations leave the queue after
+`[support] resolved_ttl`.
+
+After a restart the queue is rebuilt from the transcripts without loading any room: the
+current file of each `support-*` room is read from its end, at most `MAX_SCAN_EVENTS` events
+back (to its latest `status` event, if it has one within that), so start-up costs a bounded
+amount per conversation and nothing per other room.
 """
 
 from __future__ import annotations
 
-import json
+import base64
+import binascii
+import os
+import re
 from dataclasses import dataclass, field
 
-from chatd import wire
-from chatd.rooms import Event, Room
+from twisted.logger import Logger
+
+from chatd import errors, wire
+from chatd.config import SupportConfig
+from chatd.errors import ChatError
+from chatd.events import Event, format_ts
+from chatd.names import USER_ID
+from chatd.rooms import Draft, Room
+from chatd.transcript import SUFFIX
 
 PREFIX = "support-"
+MAX_SCAN_EVENTS = 500
+QUEUE_PAGE = 50
+QUEUE_PAGE_MAX = 200
+_PLAIN_ID = re.compile(r"[a-z0-9][a-z0-9-]*")
 
 
 def support_room_of(user: str) -> str:
-    """The customer's room; user ids are [A-Za-z0-9_.-], room names [a-z0-9_-]."""
-    return PREFIX + user.casefold().replace(".", "_")
+    """The customer's room: `support-alice` for `alice`, `support-_<base32>` for `Alice.B`."""
+    if _PLAIN_ID.fullmatch(user):
+        return PREFIX + user
+    return PREFIX + "_" + base64.b32encode(user.encode()).decode().rstrip("=").lower()
+
+
+def customer_of(room: str) -> str | None:
+    """The user id whose conversation `room` is, or None if it is no customer's room."""
+    if not room.startswith(PREFIX):
+        return None
+    rest = room[len(PREFIX) :]
+    if rest.startswith("_"):
+        encoded = rest[1:].upper()
+        try:
+            user = base64.b32decode(encoded + "=" * (-len(encoded) % 8)).decode()
+        except (binascii.Error, ValueError):
+            return None
+    else:
+        user = rest
+    if not USER_ID.fullmatch(user) or support_room_of(user) != room:
+        return None
+    return user
 
 
 @dataclass
 class Conversation:
     room: str
-    customer: str | None = None
-    status: str = "new"  # new | waiting | answered
-    waiting_since: str | None = None
+    customer: str
+    customer_name: str
+    status: str = "open"  # open | resolved
+    waiting_since: float | None = None  # the customer's first message no one answered yet
     last: dict | None = None
+    updated: float = 0.0
+    resolved_at: float | None = None
     agents: list[str] = field(default_factory=list)
 
     def entry(self) -> dict:
         return {
             "room": self.room,
             "customer": self.customer,
+            "customer_name": self.customer_name,
             "status": self.status,
-            "waiting_since": self.waiting_since,
+            "waiting_since": _ts(self.waiting_since),
+            "updated": _ts(self.updated),
             "agents": self.agents,
             "last": self.last,
         }
 
-    def urgency(self) -> tuple:
-        """Sort key: waiting (longest first), then new, then answered (latest first)."""
-        if self.status == "waiting":
-            return (0, self.waiting_since or "")
-        if self.status == "new":
-            return (1, self.room)
-        return (2, _negated(self.last["ts"] if self.last else ""))
+    def apply(self, event: Event) -> None:
+        """Follow one committed event of the conversation's room."""
+        record = event.record
+        if event.kind == "status":
+            self.status = record.get("status", self.status)
+            self.updated = event.ts
+            if self.status == "resolved":
+                self.resolved_at, self.waiting_since = event.ts, None
+            return
+        if event.kind != "message":
+            return
+        self.updated = event.ts
+        self.last = {
+            "from": event.sender,
+            "name": record.get("name", event.sender),
+            "text": record.get("text"),
+            "ts": record.get("ts"),
+        }
+        if event.sender == self.customer:
+            self.customer_name = record.get("name", self.customer_name)
+            self.status, self.resolved_at = "open", None
+            if self.waiting_since is None:
+                self.waiting_since = event.ts
+        else:
+            self.waiting_since = None
+
+    def sort_key(self) -> tuple:
+        """Most urgent first: waiting (longest first), then open, then resolved (latest
+        first)."""
+        if self.status == "resolved":
+            return (2, -(self.resolved_at or 0.0), self.room)
+        if self.waiting_since is not None:
+            return (0, self.waiting_since, self.room)
+        return (1, -self.updated, self.room)
 
 
-def _negated(text: str) -> tuple[int, ...]:
-    return tuple(-ord(character) for character in text)
+def _ts(seconds: float | None) -> str | None:
+    return None if seconds is None else format_ts(seconds)
+
+
+def _cursor(key: tuple) -> str:
+    return f"{key[0]}|{key[1]!r}|{key[2]}"
+
+
+def _parse_cursor(text: str, ref: str | None) -> tuple:
+    try:
+        group, number, room = text.split("|", 2)
+        return (int(group), float(number), room)
+    except ValueError:
+        raise ChatError(
+            errors.BAD_FRAME, "'before' is not a cursor this server issued", ref
+        ) from None
 
 
 class SupportDesk:
-    def __init__(self, agent_role: str):
-        self.agent_role = agent_role
+    _log = Logger()
+
+    def __init__(self, config: SupportConfig):
+        self.config = config
+        self.agent_role = config.agent_role
         self.conversations: dict[str, Conversation] = {}
-        self._watchers: list = []  # agent sessions subscribed to the queue
+        self._watchers: dict = {}  # agent sessions subscribed to the queue (an ordered set)
+        self._server = None
+
+    def attach(self, server) -> None:
+        self._server = server
+        server.directory.guards.append(self)
+        server.pipeline.observers.append(self.observe)
+        server.handlers["queue"] = self.queue
+        server.handlers["resolve"] = self.resolve
+        server.welcome_fields.append(self.welcome_fields)
+        server.on_session_end.append(self.forget)
+        server.on_start.append(self.recover)
 
     def is_agent(self, session) -> bool:
         return self.agent_role in session.roles
 
-    def customer_room(self, session) -> str | None:
-        return None if self.is_agent(session) else support_room_of(session.user)
+    def welcome_fields(self, session) -> dict:
+        return {} if self.is_agent(session) else {"support_room": support_room_of(session.user)}
 
-    def may_see(self, session, room: str, exists: bool) -> bool:
-        """Agents: any existing conversation. Customers: only their own (which they create)."""
-        if self.is_agent(session):
-            return exists
-        if room != support_room_of(session.user):
+    # -- the room guard -----------------------------------------------------------------------
+
+    def may_see(self, session, room: str, exists: bool) -> bool | None:
+        """Agents: any existing conversation. Customers: only their own (which they create),
+        and public rooms only with `customers_join_public`."""
+        if room.startswith(PREFIX):
+            if self.is_agent(session):
+                return exists
+            return customer_of(room) == session.user
+        if not self.is_agent(session) and not self.config.customers_join_public:
             return False
-        owner = self.conversations.get(room)
-        return owner is None or owner.customer in (None, session.user)
+        return None
 
-    # -- following the rooms ------------------------------------------------------------------
+    def may_post(self, session, room: Room) -> bool | None:
+        return None
 
-    def recover(self, room: Room) -> None:
-        """Rebuild a conversation from the history a room recovered from its transcript."""
-        conversation = self._conversation(room.name)
-        for line in room.latest(room.committed_seq):
-            self._apply(conversation, json.loads(line))
+    # -- following the conversations ----------------------------------------------------------
 
-    def observe(self, room: Room, event: Event) -> None:
-        """A support room committed an event: update its conversation and tell the agents."""
-        conversation = self._conversation(room.name)
-        self._apply(conversation, json.loads(event.line))
+    def observe(self, room: Room, events: list[Event]) -> None:
+        """A room committed events: update its conversation and tell the agents."""
+        customer = customer_of(room.name)
+        if customer is None:
+            return
+        conversation = self.conversations.get(room.name)
+        for event in events:
+            if conversation is None:
+                if event.kind != "message" or event.sender != customer:
+                    continue  # a visitor who never wrote is not in the queue
+                conversation = self.conversations[room.name] = Conversation(
+                    room.name, customer, event.record.get("name", customer)
+                )
+            conversation.apply(event)
+        if conversation is None:
+            return
         conversation.agents = [
-            name for name, member in room.members.items() if self.is_agent(member)
+            user
+            for user, member in room.members.items()
+            if any(self.is_agent(session) for session in member.sessions)
         ]
         frame = wire.encode({"type": "conversation", **conversation.entry()})
         for watcher in self._watchers:
             watcher.connection.send(frame)
 
-    def _conversation(self, room: str) -> Conversation:
-        conversation = self.conversations.get(room)
-        if conversation is None:
-            conversation = self.conversations[room] = Conversation(room)
-        return conversation
-
-    def _apply(self, conversation: Conversation, record: dict) -> None:
-        sender = record.get("from", record.get("user"))
-        if (
-            conversation.customer is None
-            and sender
-            and support_room_of(sender) == conversation.room
-        ):
-            conversation.customer = sender
-        if record["type"] != "message":
-            return
-        conversation.last = {"from": sender, "text": record["text"], "ts": record["ts"]}
-        if sender == conversation.customer:
-            if conversation.status != "waiting":
-                conversation.status, conversation.waiting_since = "waiting", record["ts"]
-        else:
-            conversation.status, conversation.waiting_since = "answered", None
-
-    # -- the agents' queue --------------------------------------------------------------------
-
-    def watch(self, session, ref: str | None) -> bytes:
-        if session not in self._watchers:
-            self._watchers.append(session)
-        ordered = sorted(self.conversations.values(), key=Conversation.urgency)
-        return wire.with_events(
-            {"type": "queue", "ref": ref},
-            "conversations",
-            [wire.encode(conversation.entry()) for conversation in ordered],
+    def recover(self) -> None:
+        """Rebuild the queue from the transcripts of the support rooms (a bounded scan)."""
+        store = self._server.store
+        now = self._server.now()
+        with os.scandir(store.directory) as entries:
+            rooms = [
+                entry.name[: -len(SUFFIX)]
+                for entry in entries
+                if entry.name.startswith(PREFIX) and entry.name.endswith(SUFFIX)
+            ]
+        for name in rooms:
+            customer = customer_of(name)
+            if customer is None:
+                continue
+            conversation = self._scan(store, name, customer)
+            if conversation is not None and not self._expired(conversation, now):
+                self.conversations[name] = conversation
+        self._log.info(
+            "support desk: {count} conversations in the queue, from {rooms} support rooms",
+            count=len(self.conversations),
+            rooms=len(rooms),
         )
 
+    def _scan(self, store, name: str, customer: str) -> Conversation | None:
+        newest_first = []
+        epoch = None
+        for event in store.read_back(name):
+            if epoch is None:
+                epoch = event.epoch
+            if event.epoch != epoch:
+                break
+            newest_first.append(event)
+            if event.kind == "status" or len(newest_first) >= MAX_SCAN_EVENTS:
+                break
+        conversation = None
+        for event in reversed(newest_first):
+            if conversation is None:
+                if event.kind != "message" or event.sender != customer:
+                    continue
+                conversation = Conversation(name, customer, event.record.get("name", customer))
+            conversation.apply(event)
+        if conversation is None and newest_first and newest_first[-1].kind == "status":
+            # Resolved, and nothing since but presence or agents' words.
+            status = newest_first[-1]
+            conversation = Conversation(name, customer, customer)
+            for event in reversed(newest_first):
+                conversation.apply(event)
+            conversation.status = status.record.get("status", "resolved")
+        return conversation
+
+    def _expired(self, conversation: Conversation, now: float) -> bool:
+        return (
+            conversation.status == "resolved"
+            and conversation.resolved_at is not None
+            and conversation.resolved_at + self.config.resolved_ttl <= now
+        )
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def queue(self, session, request: wire.Queue) -> bytes:
+        """Subscribe an agent to the queue; the reply is one page of it."""
+        if not self.is_agent(session):
+            raise ChatError(
+                errors.FORBIDDEN, "only support agents may watch the queue", request.ref
+            )
+        self._watchers[session] = None
+        now = self._server.now()
+        for name in [n for n, c in self.conversations.items() if self._expired(c, now)]:
+            del self.conversations[name]
+        wanted = [
+            conversation
+            for conversation in self.conversations.values()
+            if request.status in ("all", conversation.status)
+        ]
+        wanted.sort(key=Conversation.sort_key)
+        if request.before is not None:
+            after = _parse_cursor(request.before, request.ref)
+            wanted = [c for c in wanted if c.sort_key() > after]
+        limit = min(request.limit or QUEUE_PAGE, QUEUE_PAGE_MAX)
+        page, more = wanted[:limit], len(wanted) > limit
+        head = {
+            "type": "queue",
+            "ref": request.ref,
+            "status": request.status,
+            "more": more,
+            "next": _cursor(page[-1].sort_key()) if more else None,
+        }
+        return wire.with_events(head, "conversations", [wire.encode(c.entry()) for c in page])
+
+    def resolve(self, session, request: wire.Resolve) -> None:
+        """An agent marks a conversation resolved: a `status` event in its room."""
+        if not self.is_agent(session):
+            raise ChatError(errors.FORBIDDEN, "only support agents may resolve", request.ref)
+        if customer_of(request.room) is None:
+            raise ChatError(
+                errors.FORBIDDEN, f"{request.room!r} is not a support conversation", request.ref
+            )
+        server = self._server
+        room = server.directory.visible(session, request.room)
+        fields = {"from": session.user, "name": session.name, "status": "resolved"}
+        draft = Draft("status", fields, session.user, server.now(), request.ref)
+        server.post(room, draft, ack_to=session if request.ref else None)
+
     def forget(self, session) -> None:
-        if session in self._watchers:
-            self._watchers.remove(session)
+        self._watchers.pop(session, None)

@@ -3,7 +3,7 @@
 Modelled on magic-wormhole-mailbox-server's server_tap.py: `makeService` reads the config and
 returns a service tree that twistd starts:
 
-    ChatService (recovers rooms at start; at stop, waits for its children, then closes transcripts)
+    ChatService (starts the server; at stop, waits for its children, then closes transcripts)
       ListenerService ws / wss   (at stop: stop accepting, close connections with 1001)
       ListenerService metrics    (when [metrics] serve_on = local)
 """
@@ -29,14 +29,17 @@ from twisted.web.server import Site
 
 from chatd import devcert, sendnow, tls, wire
 from chatd.admission import Admission
-from chatd.auth import authenticator_for
-from chatd.broadcaster import Broadcaster
+from chatd.auth import Revocations, authenticator_for
 from chatd.config import EMBEDDED_DEFAULTS, Config, ConfigError, load_daemon_config
+from chatd.directory import Directory
 from chatd.metrics import Metrics, MetricsResource
+from chatd.pipeline import LocalSequencer, Pipeline
 from chatd.protocol import ChatServerFactory, ListenerContext, prepare_frames
+from chatd.server import Server
+from chatd.sessions import SessionRegistry
 from chatd.support import SupportDesk
 from chatd.tls import ReloadableContextFactory
-from chatd.transcript import Rotation, TranscriptStore
+from chatd.transcript import Rotation, TranscriptStore, new_epoch
 from chatd.web import HealthResource, build_site
 
 log = Logger()
@@ -54,28 +57,22 @@ class Options(usage.Options):
 
 
 class ChatService(MultiService):
-    """The broadcaster's lifetime around its listeners.
+    """The server's lifetime around its listeners.
 
     MultiService stops its children all at once; the transcripts must outlive the connections
     (their leave events are the last lines written), so they are closed only after every child
     has finished stopping.
     """
 
-    def __init__(
-        self,
-        broadcaster: Broadcaster,
-        store: TranscriptStore,
-        reactor,
-        tls: ReloadableContextFactory | None,
-    ):
+    def __init__(self, server: Server, reactor, tls: ReloadableContextFactory | None):
         super().__init__()
-        self.broadcaster = broadcaster
-        self.store = store
+        self.server = server
+        self.store = server.store
         self._reactor = reactor
         self._tls = tls
 
     def startService(self):
-        self.broadcaster.recover()
+        self.server.start()
         super().startService()
         # After the reactor's own handlers, so that ours are the ones that stay.
         self._reactor.callWhenRunning(self._handle_signals)
@@ -96,14 +93,16 @@ class ChatService(MultiService):
         self._reactor.stop()
 
     def reload(self) -> None:
-        """SIGHUP: reload the TLS certificate; established connections are not touched."""
+        """SIGHUP: reload the TLS certificate (established connections are not touched) and
+        the revocation list (the sessions it now revokes are closed)."""
         log.info("SIGHUP: reloading")
         if self._tls is not None:
             self._tls.reload()
+        self.server.reload_revocations()
 
     def stopService(self):
         stopped = super().stopService()
-        stopped.addBoth(lambda _: self.broadcaster.shutdown())
+        stopped.addBoth(lambda _: self.server.shutdown())
         return stopped
 
     def readiness(self) -> dict[str, bool]:
@@ -212,7 +211,16 @@ def _load(options: Options) -> Config:
     return config
 
 
-def _build(config: Config, reactor) -> ChatService:
+def build_server(
+    config: Config,
+    clock,
+    prepare=prepare_frames,
+    metrics: Metrics | None = None,
+    make_epoch=new_epoch,
+) -> Server:
+    """The chat server and its parts, as the daemon runs them (the unit tests build theirs
+    here too): sessions, the room directory on the transcript store, the local commit
+    pipeline, and the support desk when it is on."""
     rotation = Rotation(
         daily=config.transcripts.rotate == "daily", max_bytes=config.transcripts.rotate_size
     )
@@ -223,22 +231,38 @@ def _build(config: Config, reactor) -> ChatService:
         raise ConfigError(
             config.source, "transcripts", "directory", f"cannot use {store.directory}: {error}"
         ) from None
-    metrics = Metrics()
-    broadcaster = Broadcaster(
-        reactor,
+    metrics = metrics or Metrics()
+    sequencer = LocalSequencer(store, config.transcripts.fsync == "batch", metrics)
+    server = Server(
+        clock,
+        SessionRegistry(config.auth.max_sessions_per_user, open_mode=config.auth.mode == "open"),
+        Directory(clock, store, config.history, config.limits, config.rooms, metrics, make_epoch),
+        Pipeline(clock, sequencer, prepare, metrics),
         store,
         config.history,
         config.limits,
-        fsync=config.transcripts.fsync == "batch",
-        prepare=prepare_frames,
-        metrics=metrics,
-        rooms=config.rooms,
-        support=SupportDesk(config.support.agent_role) if config.support.enabled else None,
+        metrics,
+        Revocations(config.auth.revoked_file),
     )
+    if config.support.enabled:
+        SupportDesk(config.support).attach(server)
+    return server
+
+
+def build_listener(context: ListenerContext, url: str, health: HealthResource):
+    """One chat listener's WebSocket factory and the web site in front of it."""
+    factory = ChatServerFactory(url, context)
+    site = build_site(factory, health, context.limits.handshake_timeout, context.clock)
+    return factory, site
+
+
+def _build(config: Config, reactor) -> ChatService:
+    server = build_server(config, reactor)
+    metrics = server.metrics
     tls_factory = None
     if config.wss.enabled:
         tls_factory = ReloadableContextFactory(_tls_builder(config))
-    service = ChatService(broadcaster, store, reactor, tls_factory)
+    service = ChatService(server, reactor, tls_factory)
     trial_roles = {
         name: frozenset({config.support.agent_role}) for name in config.support.trial_agents
     }
@@ -254,11 +278,11 @@ def _build(config: Config, reactor) -> ChatService:
     parser = wire.FrameParser(max_text_chars=config.limits.max_text_chars)
     limits = config.limits
     timeout = config.server.shutdown_timeout
-    health = HealthResource(broadcaster, service.readiness)
+    health = HealthResource(server, service.readiness)
     for listener in config.listeners:
         context = ListenerContext(
             name=listener.name,
-            broadcaster=broadcaster,
+            server=server,
             parser=parser,
             authenticator=authenticator,
             limits=limits,
@@ -266,13 +290,12 @@ def _build(config: Config, reactor) -> ChatService:
             admission=admission,
             clock=reactor,
         )
-        factory = ChatServerFactory(
-            _url(listener.name, listener.interface, listener.port, "/ws"), context
+        factory, site = build_listener(
+            context, _url(listener.name, listener.interface, listener.port, "/ws"), health
         )
         endpoint = sendnow.TCPServerEndpoint(reactor, listener.port, listener.interface)
         if listener.name == "wss":
             endpoint = sendnow.TLSServerEndpoint(endpoint, tls_factory)
-        site = build_site(factory, health, limits.handshake_timeout, reactor)
         if config.metrics.enabled and config.metrics.serve_on == listener.name:
             site.resource.putChild(b"metrics", MetricsResource(metrics))
         where = f"{listener.interface}:{listener.port}"

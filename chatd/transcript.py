@@ -19,15 +19,15 @@ from pathlib import Path
 
 from twisted.logger import Logger
 
-from chatd.rooms import Event
-from chatd.wire import ROOM_PATTERN
+from chatd.events import Event
+from chatd.names import ROOM_NAME
 
 _BLOCK = 64 * 1024
 SUFFIX = ".jsonl"
 # A rotated transcript: ROOM.<UTC time of its first event>[-N].jsonl, e.g.
 # lobby.2026-11-24T211826Z.jsonl. Room names have no '.', so no room is named like one.
 ROTATED = re.compile(
-    r"(?P<room>[a-z0-9][a-z0-9_-]{0,63})\.(?P<stamp>\d{4}-\d{2}-\d{2}T\d{6}Z)(?:-(?P<n>\d+))?\.jsonl"
+    rf"(?P<room>{ROOM_NAME.pattern})\.(?P<stamp>\d{{4}}-\d{{2}}-\d{{2}}T\d{{6}}Z)(?:-(?P<n>\d+))?\.jsonl"
 )
 
 
@@ -37,16 +37,32 @@ def segment_paths(directory: Path, room: str) -> list[Path]:
     Only files that exist are listed. Rotated files sort by the time in their name, then by
     their collision counter.
     """
+    paths = rotated_paths(directory, room)
+    current = directory / f"{room}{SUFFIX}"
+    if current.exists():
+        paths.append(current)
+    return paths
+
+
+def rotated_paths(directory: Path, room: str) -> list[Path]:
+    """A room's rotated transcript files, oldest first. This lists the whole directory, so
+    readers call it only when the current file does not hold what they need."""
     rotated = []
     for entry in os.scandir(directory):
         match = ROTATED.fullmatch(entry.name)
         if match and match["room"] == room:
             rotated.append((match["stamp"], int(match["n"] or 0), Path(entry.path)))
-    paths = [path for _stamp, _n, path in sorted(rotated)]
+    return [path for _stamp, _n, path in sorted(rotated)]
+
+
+def newest_first(directory: Path, room: str) -> Iterator[Path]:
+    """The current file, then (listed only if the caller reads on) the rotated ones, newest
+    first. A room without a current file has no history: rotation always starts a new one."""
     current = directory / f"{room}{SUFFIX}"
-    if current.exists():
-        paths.append(current)
-    return paths
+    if not current.exists():
+        return
+    yield current
+    yield from reversed(rotated_paths(directory, room))
 
 
 def room_names(directory: Path) -> list[str]:
@@ -56,7 +72,7 @@ def room_names(directory: Path) -> list[str]:
         rotated = ROTATED.fullmatch(entry.name)
         if rotated:
             names.add(rotated["room"])
-        elif entry.name.endswith(SUFFIX) and ROOM_PATTERN.fullmatch(entry.name[: -len(SUFFIX)]):
+        elif entry.name.endswith(SUFFIX) and ROOM_NAME.fullmatch(entry.name[: -len(SUFFIX)]):
             names.add(entry.name[: -len(SUFFIX)])
     return sorted(names)
 
@@ -100,7 +116,11 @@ def _utc_date(ts: float):
 
 
 class TranscriptWriter:
-    """Appends one room's lines; nothing reaches the file until `flush`."""
+    """Appends one room's lines; nothing reaches the file until `flush`.
+
+    The file is opened at the first flush and may be closed between flushes (`close`): an idle
+    room holds no file descriptor, and the next flush opens the file again.
+    """
 
     _log = Logger()
 
@@ -109,7 +129,11 @@ class TranscriptWriter:
         self._rotation = rotation
         self._pending: list[bytes] = []
         self._batch_ts = 0.0
-        self._open()
+        self._fd: int | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._fd is not None
 
     def _open(self) -> None:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
@@ -127,6 +151,8 @@ class TranscriptWriter:
             return
         data = b"\n".join(self._pending) + b"\n"
         self._pending.clear()
+        if self._fd is None:
+            self._open()
         if self._rotation.due(self._first_ts, self._size, self._batch_ts, len(data)):
             self._rotate()
         try:
@@ -154,7 +180,10 @@ class TranscriptWriter:
         self._log.info("rotated {path} to {target}", path=str(self.path), target=target.name)
 
     def close(self) -> None:
-        os.close(self._fd)
+        """Close the file (pending lines stay pending); the next flush opens it again."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
 
 def _first_ts(path: Path) -> float | None:
@@ -175,7 +204,7 @@ class Recovered:
 
 
 class TranscriptStore:
-    """The transcript directory: which rooms exist, their writers, recovery and paging."""
+    """The transcript directory: the rooms' writers, recovery, paging and reading back."""
 
     _log = Logger()
 
@@ -186,6 +215,8 @@ class TranscriptStore:
         # Rooms with lines waiting for the next flush: with many rooms, scanning every writer
         # at every commit cost a third of the daemon's time (measured with py-spy in bench (c)).
         self._dirty: dict[str, TranscriptWriter] = {}
+        # Writers flushed since the last `close_idle`: the others' files are closed then.
+        self._flushed: set[str] = set()
 
     def prepare(self) -> None:
         """Create the directory (0750) if needed and check that we can write there."""
@@ -195,7 +226,7 @@ class TranscriptStore:
 
     def path_of(self, room: str) -> Path:
         # The room grammar has no '/', '.' or '\0', so the name cannot leave the directory.
-        if not ROOM_PATTERN.fullmatch(room):
+        if not ROOM_NAME.fullmatch(room):
             raise ValueError(f"not a room name: {room!r}")
         return self.directory / f"{room}{SUFFIX}"
 
@@ -219,6 +250,7 @@ class TranscriptStore:
         """Flush every writer with pending lines; returns the rooms whose write failed."""
         failures = []
         dirty, self._dirty = self._dirty, {}
+        self._flushed.update(dirty)
         for room, writer in dirty.items():
             try:
                 writer.flush(fsync)
@@ -226,10 +258,60 @@ class TranscriptStore:
                 failures.append((room, error))
         return failures
 
+    def close_idle(self) -> int:
+        """Close the files of the rooms not written since the last call; returns how many.
+
+        Called on a timer, so that a room that falls quiet holds no file descriptor for long
+        (the process's open-file limit would otherwise cap how many rooms it can hold).
+        """
+        closed = 0
+        for room, writer in self._writers.items():
+            if writer.is_open and room not in self._flushed and room not in self._dirty:
+                writer.close()
+                closed += 1
+        self._flushed.clear()
+        return closed
+
+    @property
+    def open_files(self) -> int:
+        return sum(writer.is_open for writer in self._writers.values())
+
+    def release(self, room: str) -> None:
+        """The room left memory: close and forget its writer (nothing may be pending)."""
+        writer = self._writers.pop(room, None)
+        if writer is not None:
+            writer.close()
+        self._flushed.discard(room)
+
+    def remove(self, room: str) -> list[Path]:
+        """Delete the room's transcript files (a room in which nothing was ever said)."""
+        self.release(room)
+        removed = []
+        for path in segment_paths(self.directory, room):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+        return removed
+
     def close(self) -> None:
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()
+
+    def read_back(self, room: str) -> Iterator[Event]:
+        """The room's events, newest first, across rotations; unreadable lines are skipped.
+
+        Rotated files are listed only if the reader goes on past the current file.
+        """
+        self.path_of(room)  # validates the name
+        for path in newest_first(self.directory, room):
+            with open(path, "rb") as handle:
+                end = _end_of_last_line(handle, _size(handle))
+                for _offset, line in _lines_backwards(handle, end):
+                    try:
+                        yield Event.from_line(line)
+                    except ValueError:
+                        continue
 
     def recover(self, room: str, keep: int) -> Recovered | None:
         """Epoch, last seq and the latest `keep` events of a room, or None if it has no history.
@@ -245,7 +327,7 @@ class TranscriptStore:
         # Unreadable lines after the newest readable one: each may have held a delivered event,
         # so their seqs are skipped, never reused.
         unreadable_newest = 0
-        for index, path in enumerate(reversed(segment_paths(self.directory, room))):
+        for index, path in enumerate(newest_first(self.directory, room)):
             # Only the newest file can end in a torn line: rotation follows a complete write.
             with open(path, "r+b" if index == 0 else "rb") as handle:
                 end = self._cut_torn_tail(handle, path) if index == 0 else _size(handle)
@@ -271,6 +353,8 @@ class TranscriptStore:
                         break
                     recent.append(event)
                 else:
+                    if recent and recent[-1].seq == 1:
+                        break  # the whole history is read: no need to list rotated files
                     continue
                 break
         if epoch is None:
@@ -300,7 +384,7 @@ class TranscriptStore:
         """Up to `limit` lines of `epoch` with seq < `before`, oldest first, across rotations."""
         self.path_of(room)  # validates the name
         found: list[bytes] = []
-        for path in reversed(segment_paths(self.directory, room)):
+        for path in newest_first(self.directory, room):
             with open(path, "rb") as handle:
                 end = _offset_of_first_seq_at_least(handle, before)
                 for _offset, line in _lines_backwards(handle, end):
@@ -312,7 +396,7 @@ class TranscriptStore:
                         break
                     if event.seq < before:
                         found.append(line)
-                        if len(found) >= limit:
+                        if len(found) >= limit or event.seq == 1:
                             break
                 else:
                     continue

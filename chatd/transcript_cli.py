@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import json
 import os
 import sys
 import time
@@ -22,9 +21,10 @@ from typing import Any, BinaryIO
 
 from chatd.cli import CONFIG_HELP
 from chatd.config import ConfigError, load_daemon_config
+from chatd.events import Event
+from chatd.names import ROOM_NAME
 from chatd.transcript import segment_paths
 from chatd.transcript_tail import DirectoryTail, Line
-from chatd.wire import ROOM_PATTERN
 
 POLL_INTERVAL = 0.2  # seconds between looks at the files when following
 PRESENCE_VERBS = {"join": "joined", "leave": "left"}
@@ -66,12 +66,8 @@ class TranscriptEvent:
     @classmethod
     def parse(cls, line: Line) -> TranscriptEvent:
         """Raises ValueError if the line is not a transcript event."""
-        fields = json.loads(line.data)  # JSONDecodeError is a ValueError
-        if not isinstance(fields, dict) or not isinstance(fields.get("type"), str):
-            raise ValueError("not a JSON object with a type")
-        if not isinstance(fields.get("ts"), str):
-            raise ValueError("no ts")
-        return cls(line.room, utc_time(fields["ts"]), fields, line.data)
+        event = Event.from_line(line.data)
+        return cls(line.room, datetime.fromtimestamp(event.ts, UTC), event.record, line.data)
 
     @property
     def user(self) -> str | None:
@@ -246,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def room_name(text: str) -> str:
-    if not ROOM_PATTERN.fullmatch(text):
+    if not ROOM_NAME.fullmatch(text):
         raise argparse.ArgumentTypeError(f"not a room name: {text!r}")
     return text
 

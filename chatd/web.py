@@ -12,17 +12,15 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import File
 
-from chatd.broadcaster import Broadcaster
-
 
 class HealthResource(Resource):
     """GET /healthz: 200 when ready (every check true), else 503; a small JSON body either way."""
 
     isLeaf = True
 
-    def __init__(self, broadcaster: Broadcaster, readiness: Callable[[], dict[str, bool]]):
+    def __init__(self, server, readiness: Callable[[], dict[str, bool]]):
         super().__init__()
-        self._broadcaster = broadcaster
+        self._server = server
         self._readiness = readiness
 
     def render_GET(self, request):
@@ -34,8 +32,8 @@ class HealthResource(Resource):
         body = {
             "status": "ok" if ready else "unavailable",
             "checks": checks,
-            "rooms": len(self._broadcaster.rooms),
-            "users": self._broadcaster.user_count,
+            "rooms": len(self._server.rooms),
+            "users": self._server.user_count,
         }
         return json.dumps(body).encode()
 

@@ -1,8 +1,8 @@
 """The JSON wire format: client frames parsed into typed values, server frames built as bytes.
 
 Nothing a client sends is trusted: every field is type-checked and matched against a grammar
-before it reaches the broadcaster, and every failure is a `ProtocolError` with a stable code
-(docs/protocol.md lists them). Server frames are encoded here, once, as compact UTF-8 JSON.
+before it reaches the server, and every failure is a `ChatError` with a stable code
+(chatd/errors.py, docs/protocol.md). Server frames are encoded here, once, as compact UTF-8 JSON.
 """
 
 from __future__ import annotations
@@ -13,46 +13,26 @@ import unicodedata
 from dataclasses import dataclass
 from typing import ClassVar
 
-# Stable error codes; docs/protocol.md describes each one.
-BAD_JSON = "bad_json"
-BAD_FRAME = "bad_frame"
-UNKNOWN_TYPE = "unknown_type"
-HELLO_REQUIRED = "hello_required"
-ALREADY_WELCOMED = "already_welcomed"
-BAD_NAME = "bad_name"
-NAME_TAKEN = "name_taken"
-BAD_ROOM = "bad_room"
-BAD_TEXT = "bad_text"
-TEXT_TOO_LONG = "text_too_long"
-BAD_ID = "bad_id"
-NOT_JOINED = "not_joined"
-UNKNOWN_ROOM = "unknown_room"
-UNAVAILABLE = "unavailable"
-AUTH_FAILED = "auth_failed"
-TOKEN_EXPIRED = "token_expired"
-FORBIDDEN = "forbidden"
-RATE_LIMITED = "rate_limited"
-TOO_MANY_ROOMS = "too_many_rooms"
+from chatd import names
+from chatd.errors import (
+    BAD_FRAME,
+    BAD_ID,
+    BAD_JSON,
+    BAD_NAME,
+    BAD_ROOM,
+    BAD_TEXT,
+    TEXT_TOO_LONG,
+    UNKNOWN_TYPE,
+    ChatError,
+)
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
-ROOM_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-EPOCH_PATTERN = re.compile(r"[a-z0-9]{1,32}")
 # C0 and C1 controls except tab and newline, and lone surrogates (which \\ud800 escapes
 # in JSON can smuggle in, and which cannot be written back out as UTF-8).
 _FORBIDDEN_IN_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 _MAX_SEQ = 2**53 - 1  # the largest integer every JSON client can represent exactly
 MAX_TOKEN_CHARS = 8192
-
-
-class ProtocolError(Exception):
-    """A client mistake, answered with an error frame; the connection stays up."""
-
-    def __init__(self, code: str, message: str, ref: str | None = None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.ref = ref
+MAX_SECRET_CHARS = 128
+QUEUE_STATUSES = ("all", "open", "resolved")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +47,15 @@ class Hello:
     name: str | None
     ref: str | None
     token: str | None = None
+    secret: str | None = None  # open mode: the user's secret, to join its sessions
+    resume: str | None = None  # a session's resume secret, to take that session over
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    type: ClassVar[str] = "refresh"
+    token: str
+    ref: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,24 +105,36 @@ class History:
 class Queue:
     type: ClassVar[str] = "queue"
     ref: str | None
+    status: str = "all"
+    limit: int | None = None
+    before: str | None = None  # the `next` cursor of the previous page
 
 
-ClientFrame = Hello | Join | Leave | Say | Who | History | Queue
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    type: ClassVar[str] = "resolve"
+    room: str
+    ref: str | None
+
+
+ClientFrame = Hello | Refresh | Join | Leave | Say | Who | History | Queue | Resolve
 
 
 class FrameParser:
-    """Turns one text message into a `ClientFrame`, or raises `ProtocolError`."""
+    """Turns one text message into a `ClientFrame`, or raises `ChatError`."""
 
     def __init__(self, max_text_chars: int):
         self.max_text_chars = max_text_chars
         self._parsers = {
             "hello": self._hello,
+            "refresh": self._refresh,
             "join": self._join,
             "leave": self._leave,
             "say": self._say,
             "who": self._who,
             "history": self._history,
             "queue": self._queue,
+            "resolve": self._resolve,
         }
 
     def parse(self, payload: bytes) -> ClientFrame:
@@ -141,33 +142,32 @@ class FrameParser:
             obj = json.loads(payload)
         except (ValueError, RecursionError):
             # ValueError covers JSONDecodeError and UnicodeDecodeError.
-            raise ProtocolError(BAD_JSON, "the frame is not valid JSON") from None
+            raise ChatError(BAD_JSON, "the frame is not valid JSON") from None
         if not isinstance(obj, dict):
-            raise ProtocolError(BAD_FRAME, "a frame must be a JSON object")
+            raise ChatError(BAD_FRAME, "a frame must be a JSON object")
         ref = _ref_of(obj)
         kind = obj.get("type")
         if not isinstance(kind, str):
-            raise ProtocolError(BAD_FRAME, "the frame has no string field 'type'", ref)
+            raise ChatError(BAD_FRAME, "the frame has no string field 'type'", ref)
         parse = self._parsers.get(kind)
         if parse is None:
-            raise ProtocolError(UNKNOWN_TYPE, f"unknown frame type {kind[:32]!r}", ref)
+            raise ChatError(UNKNOWN_TYPE, f"unknown frame type {kind[:32]!r}", ref)
         return parse(obj, ref)
 
     def _hello(self, obj: dict, ref: str | None) -> Hello:
         """`name` (open mode) and/or `token` (token mode); the authenticator picks."""
         if "name" not in obj and "token" not in obj:
-            raise ProtocolError(BAD_FRAME, "hello needs a 'name' (or a 'token')", ref)
+            raise ChatError(BAD_FRAME, "hello needs a 'name' (or a 'token')", ref)
         name = _field(obj, "name", str, ref) if "name" in obj else None
-        if name is not None and not NAME_PATTERN.fullmatch(name):
-            raise ProtocolError(
-                BAD_NAME,
-                "a name is 1-32 letters, digits, '_', '.' or '-', starting with a letter or digit",
-                ref,
-            )
-        token = _field(obj, "token", str, ref) if "token" in obj else None
-        if token is not None and len(token) > MAX_TOKEN_CHARS:
-            raise ProtocolError(BAD_FRAME, f"'token' is longer than {MAX_TOKEN_CHARS}", ref)
-        return Hello(name=name, ref=ref, token=token)
+        if name is not None and not names.USER_ID.fullmatch(name):
+            raise ChatError(BAD_NAME, names.USER_RULE, ref)
+        token = _token(obj, ref) if "token" in obj else None
+        secret = _secret(obj, "secret", ref)
+        resume = _secret(obj, "resume", ref)
+        return Hello(name=name, ref=ref, token=token, secret=secret, resume=resume)
+
+    def _refresh(self, obj: dict, ref: str | None) -> Refresh:
+        return Refresh(token=_token(obj, ref), ref=ref)
 
     def _join(self, obj: dict, ref: str | None) -> Join:
         room = _room(obj, ref)
@@ -175,10 +175,10 @@ class FrameParser:
         if since is None:
             return Join(room=room, since=None, ref=ref)
         if not isinstance(since, dict):
-            raise ProtocolError(BAD_FRAME, "'since' must be an object {epoch, seq}", ref)
+            raise ChatError(BAD_FRAME, "'since' must be an object {epoch, seq}", ref)
         epoch = _field(since, "epoch", str, ref, where="since.epoch")
-        if not EPOCH_PATTERN.fullmatch(epoch):
-            raise ProtocolError(BAD_FRAME, "'since.epoch' is not an epoch this server issues", ref)
+        if not names.EPOCH.fullmatch(epoch):
+            raise ChatError(BAD_FRAME, "'since.epoch' is not an epoch this server issues", ref)
         seq = _integer(since, "seq", ref, minimum=0, where="since.seq")
         return Join(room=room, since=Since(epoch=epoch, seq=seq), ref=ref)
 
@@ -188,15 +188,15 @@ class FrameParser:
     def _say(self, obj: dict, ref: str | None) -> Say:
         room = _room(obj, ref)
         if ref is None:
-            raise ProtocolError(BAD_ID, "'say' needs a client 'id': 1-64 of A-Z a-z 0-9 _ . : -")
+            raise ChatError(BAD_ID, "'say' needs a client 'id': 1-64 of A-Z a-z 0-9 _ . : -")
         text = _field(obj, "text", str, ref)
         if _FORBIDDEN_IN_TEXT.search(text):
-            raise ProtocolError(BAD_TEXT, "text may not contain control characters", ref)
+            raise ChatError(BAD_TEXT, "text may not contain control characters", ref)
         text = unicodedata.normalize("NFC", text)
         if not text.strip():
-            raise ProtocolError(BAD_TEXT, "text is empty", ref)
+            raise ChatError(BAD_TEXT, "text is empty", ref)
         if len(text) > self.max_text_chars:
-            raise ProtocolError(
+            raise ChatError(
                 TEXT_TOO_LONG, f"text is longer than {self.max_text_chars} characters", ref
             )
         return Say(room=room, text=text, id=ref)
@@ -211,7 +211,33 @@ class FrameParser:
         return History(room=room, before=before, limit=limit, ref=ref)
 
     def _queue(self, obj: dict, ref: str | None) -> Queue:
-        return Queue(ref=ref)
+        status = _field(obj, "status", str, ref) if "status" in obj else "all"
+        if status not in QUEUE_STATUSES:
+            raise ChatError(BAD_FRAME, f"'status' must be one of {', '.join(QUEUE_STATUSES)}", ref)
+        limit = _integer(obj, "limit", ref, minimum=1) if "limit" in obj else None
+        before = _field(obj, "before", str, ref) if "before" in obj else None
+        if before is not None and len(before) > 200:
+            raise ChatError(BAD_FRAME, "'before' is not a cursor this server issued", ref)
+        return Queue(ref=ref, status=status, limit=limit, before=before)
+
+    def _resolve(self, obj: dict, ref: str | None) -> Resolve:
+        return Resolve(room=_room(obj, ref), ref=ref)
+
+
+def _token(obj: dict, ref: str | None) -> str:
+    token = _field(obj, "token", str, ref)
+    if len(token) > MAX_TOKEN_CHARS:
+        raise ChatError(BAD_FRAME, f"'token' is longer than {MAX_TOKEN_CHARS}", ref)
+    return token
+
+
+def _secret(obj: dict, key: str, ref: str | None) -> str | None:
+    if key not in obj or obj[key] is None:
+        return None
+    value = _field(obj, key, str, ref)
+    if len(value) > MAX_SECRET_CHARS:
+        raise ChatError(BAD_FRAME, f"'{key}' is longer than {MAX_SECRET_CHARS}", ref)
+    return value
 
 
 def _ref_of(obj: dict) -> str | None:
@@ -219,18 +245,18 @@ def _ref_of(obj: dict) -> str | None:
     if "id" not in obj:
         return None
     value = obj["id"]
-    if not isinstance(value, str) or not CLIENT_ID_PATTERN.fullmatch(value):
-        raise ProtocolError(BAD_ID, "'id' must be 1-64 of A-Z a-z 0-9 _ . : -")
+    if not isinstance(value, str) or not names.CLIENT_ID.fullmatch(value):
+        raise ChatError(BAD_ID, "'id' must be 1-64 of A-Z a-z 0-9 _ . : -")
     return value
 
 
 def _field(obj: dict, key: str, kind: type, ref: str | None, where: str | None = None):
     where = where or key
     if key not in obj:
-        raise ProtocolError(BAD_FRAME, f"missing field '{where}'", ref)
+        raise ChatError(BAD_FRAME, f"missing field '{where}'", ref)
     value = obj[key]
     if not isinstance(value, kind):
-        raise ProtocolError(BAD_FRAME, f"'{where}' must be a {kind.__name__}", ref)
+        raise ChatError(BAD_FRAME, f"'{where}' must be a {kind.__name__}", ref)
     return value
 
 
@@ -239,20 +265,16 @@ def _integer(obj: dict, key: str, ref: str | None, minimum: int, where: str | No
     value = obj.get(key)
     # bool is an int subclass in Python; true is not a sequence number.
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ProtocolError(BAD_FRAME, f"'{where}' must be an integer", ref)
+        raise ChatError(BAD_FRAME, f"'{where}' must be an integer", ref)
     if not minimum <= value <= _MAX_SEQ:
-        raise ProtocolError(BAD_FRAME, f"'{where}' must be between {minimum} and 2^53-1", ref)
+        raise ChatError(BAD_FRAME, f"'{where}' must be between {minimum} and 2^53-1", ref)
     return value
 
 
 def _room(obj: dict, ref: str | None) -> str:
     room = _field(obj, "room", str, ref)
-    if not ROOM_PATTERN.fullmatch(room):
-        raise ProtocolError(
-            BAD_ROOM,
-            "a room name is 1-64 of a-z 0-9 '_' '-', starting with a letter or digit",
-            ref,
-        )
+    if not names.ROOM_NAME.fullmatch(room):
+        raise ChatError(BAD_ROOM, names.ROOM_RULE, ref)
     return room
 
 
@@ -269,36 +291,27 @@ def with_events(head: dict, key: str, lines: list[bytes]) -> bytes:
     return encode(head)[:-1] + b',"' + key.encode() + b'":[' + b",".join(lines) + b"]}"
 
 
-def welcome(
-    user: str, name: str, roles: list[str], max_text_chars: int, support_room: str | None
-) -> bytes:
-    frame = {
-        "type": "welcome",
-        "user": user,
-        "name": name,
-        "roles": roles,
-        "max_text_chars": max_text_chars,
-    }
-    if support_room is not None:
-        frame["support_room"] = support_room
-    return encode(frame)
+def welcome(fields: dict) -> bytes:
+    return encode({"type": "welcome", **fields})
 
 
 def joined(
     room: str,
     epoch: str,
     seq: int,
-    members: list[str],
+    names: dict[str, str],
     history: list[bytes],
     recovered: bool,
     ref: str | None,
 ) -> bytes:
+    """`members` lists the user ids, `names` maps each to the display name others see."""
     head = {
         "type": "joined",
         "room": room,
         "epoch": epoch,
         "seq": seq,
-        "members": members,
+        "members": list(names),
+        "names": names,
         "recovered": recovered,
         "ref": ref,
     }
@@ -309,8 +322,13 @@ def left(room: str, ref: str | None) -> bytes:
     return encode({"type": "left", "room": room, "ref": ref})
 
 
-def members(room: str, names: list[str], ref: str | None) -> bytes:
-    return encode({"type": "members", "room": room, "members": names, "ref": ref})
+def members(room: str, names: dict[str, str], ref: str | None) -> bytes:
+    frame = {"type": "members", "room": room, "members": list(names), "names": names, "ref": ref}
+    return encode(frame)
+
+
+def refreshed(expires_at: float | None, ref: str | None) -> bytes:
+    return encode({"type": "refreshed", "expires": expires_at, "ref": ref})
 
 
 def history(room: str, epoch: str, events: list[bytes], more: bool, ref: str | None) -> bytes:

@@ -1,9 +1,11 @@
 """Shared fixtures for the unit tests: no sockets, no sleeps, no global reactor.
 
 Time is a `task.Clock` (or a `MemoryReactorClock` where Autobahn needs a reactor); transcripts
-are real files under pytest's `tmp_path`. The doubles stand in for collaborators, never for
-the thing under test: `RecordingConnection` for a WebSocket connection as the broadcaster sees
-it, and iosim's in-memory transports (with `TCPTransport` remembering TCP_NODELAY) for sockets.
+are real files under pytest's `tmp_path`. The server is built by `tap.build_server` and each
+listener by `tap.build_listener`, as the daemon builds them. The doubles stand in for
+collaborators, never for the thing under test: `RecordingConnection` for a WebSocket connection
+as the server sees it, and iosim's in-memory transports (with `TCPTransport` remembering
+TCP_NODELAY) for sockets.
 """
 
 from __future__ import annotations
@@ -29,17 +31,18 @@ from twisted.test import iosim
 from chatd import wire
 from chatd.admission import Admission
 from chatd.auth import OpenAuthenticator
-from chatd.broadcaster import Broadcaster, Session
 from chatd.config import load_config
-from chatd.protocol import ChatServerFactory, ListenerContext, prepare_frames
-from chatd.transcript import TranscriptStore
-from chatd.web import HealthResource, build_site
+from chatd.protocol import ListenerContext, prepare_frames
+from chatd.server import Server
+from chatd.sessions import Session
+from chatd.tap import build_listener, build_server
+from chatd.web import HealthResource
 
 DEFAULTS = load_config(None)
 
 
 class Prepared:
-    """What the broadcaster's `prepare` made of a room's events of one batch: compared by
+    """What the server's `prepare` made of a room's events of one batch: compared by
     identity, not value."""
 
     def __init__(self, lines: list[bytes]):
@@ -47,12 +50,21 @@ class Prepared:
 
 
 class RecordingConnection:
-    """Records every frame the broadcaster hands to a connection, decoded, in order."""
+    """Records every frame the server hands to a connection, decoded, in order, and how the
+    server ended it (`closed`: the close code and reason; `was_replaced`)."""
 
     def __init__(self):
         self.frames: list[dict] = []
         self.prepared: list[Prepared] = []
         self.writes = 0  # calls to send or send_prepared: each is one write in the daemon
+        self.closed: tuple[int, str] | None = None
+        self.was_replaced = False
+
+    def close_with(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+    def replaced(self) -> None:
+        self.was_replaced = True
 
     def send(self, payload: bytes) -> None:
         self.frames.append(json.loads(payload))
@@ -101,78 +113,71 @@ def prepared_frames() -> list[Prepared]:
     return []
 
 
+def config_with(base=DEFAULTS, **sections):
+    """`base` with some sections' keys replaced: config_with(rooms={"max_rooms": 3})."""
+    return replace(
+        base,
+        **{name: replace(getattr(base, name), **values) for name, values in sections.items()},
+    )
+
+
 @pytest.fixture
-def make_broadcaster(clock, transcript_dir, prepared_frames):
-    """Build a recovered Broadcaster on a real TranscriptStore; closes the stores afterwards."""
-    stores: list[TranscriptStore] = []
+def make_chat(clock, transcript_dir, prepared_frames):
+    """Build and start a Server as tap builds it, on a real transcript directory; keyword
+    arguments are config sections ({key: value}). Closes the transcripts afterwards."""
+    servers: list[Server] = []
 
     def record(lines: list[bytes]) -> Prepared:
         frames = Prepared(lines)
         prepared_frames.append(frames)
         return frames
 
-    def make(
-        *,
-        memory_events: int = 1000,
-        replay_events: int = 50,
-        page_limit: int = 200,
-        retry_window: float = 300.0,
-        fsync: bool = False,
-        clock: Clock = clock,
-        prepare=record,
-    ) -> Broadcaster:
-        store = TranscriptStore(transcript_dir)
-        store.prepare()
-        stores.append(store)
-        broadcaster = Broadcaster(
-            clock,
-            store,
-            replace(
-                DEFAULTS.history,
-                memory_events=memory_events,
-                replay_events=replay_events,
-                page_limit=page_limit,
-            ),
-            replace(DEFAULTS.limits, retry_window=retry_window),
-            fsync=fsync,
-            prepare=prepare,
-        )
-        broadcaster.recover()
-        return broadcaster
+    def make(*, clock: Clock = clock, prepare=record, **sections) -> Server:
+        sections.setdefault("transcripts", {})
+        sections["transcripts"] = {"directory": transcript_dir, **sections["transcripts"]}
+        server = build_server(config_with(**sections), clock, prepare)
+        server.start()
+        servers.append(server)
+        return server
 
     yield make
-    for store in stores:
-        store.close()
+    for server in servers:
+        server.store.close()
 
 
-def identify(name: str):
+def identify(name: str, **extra):
     """The identity an open-mode hello as `name` establishes."""
-    return OpenAuthenticator().identify(wire.Hello(name=name, ref=None))
+    identity = OpenAuthenticator().identify(wire.Hello(name=name, ref=None))
+    return replace(identity, **extra)
 
 
 @pytest.fixture
 def hello():
-    """`hello(broadcaster, connection, name)`: a session, as the protocol would make it."""
+    """`hello(server, connection, name)`: a session, as the protocol would make it."""
 
-    def hello(broadcaster: Broadcaster, connection, name: str) -> Session:
-        return broadcaster.hello(connection, identify(name))
+    def hello(server: Server, connection, name: str, **frame) -> Session:
+        session, _welcome = server.hello(
+            connection, identify(name), wire.Hello(name=name, ref=None, **frame)
+        )
+        return session
 
     return hello
 
 
 @pytest.fixture
-def enter(make_connection):
+def enter(make_connection, hello):
     """Say hello as `name` and join `room`: returns (session, connection, joined reply)."""
 
     def enter(
-        broadcaster: Broadcaster,
+        server: Server,
         name: str,
         room: str = "lobby",
         since: wire.Since | None = None,
+        **frame,
     ) -> tuple[Session, RecordingConnection, dict]:
         connection = make_connection()
-        session = broadcaster.hello(connection, identify(name))
-        joined = json.loads(broadcaster.join(session, wire.Join(room=room, since=since, ref=None)))
+        session = hello(server, connection, name, **frame)
+        joined = json.loads(server.join(session, wire.Join(room=room, since=since, ref=None)))
         return session, connection, joined
 
     return enter
@@ -279,23 +284,24 @@ class ChatServer:
     limits = LIMITS
     hello_timeout = HELLO_TIMEOUT
 
-    def __init__(self, reactor, broadcaster: Broadcaster, admission: Admission, via_site: bool):
+    def __init__(
+        self, reactor, server: Server, admission: Admission, via_site: bool, authenticator=None
+    ):
         self.reactor = reactor
-        self.broadcaster = broadcaster
+        self.server = server
         context = ListenerContext(
             name="ws",
-            broadcaster=broadcaster,
+            server=server,
             parser=wire.FrameParser(max_text_chars=LIMITS.max_text_chars),
-            authenticator=OpenAuthenticator(),
+            authenticator=authenticator or OpenAuthenticator(),
             limits=LIMITS,
             hello_timeout=HELLO_TIMEOUT,
             admission=admission,
             clock=reactor,
         )
-        self.factory = ChatServerFactory(URL, context)
         self.checks = {"listener_ws": True}
-        self.health = HealthResource(broadcaster, lambda: dict(self.checks))
-        self.site = build_site(self.factory, self.health, LIMITS.handshake_timeout, reactor)
+        self.health = HealthResource(server, lambda: dict(self.checks))
+        self.factory, self.site = build_listener(context, URL, self.health)
         self._entry = self.site if via_site else self.factory
         self.pumps: list[iosim.IOPump] = []
         self.server_transports: list[TCPTransport] = []
@@ -330,9 +336,9 @@ class ChatServer:
         while any([pump.flush() for pump in self.pumps]):
             pass
 
-    def welcomed(self, name: str) -> ChatClient:
+    def welcomed(self, name: str, **hello) -> ChatClient:
         client = self.connect()
-        client.send_json({"type": "hello", "name": name})
+        client.send_json({"type": "hello", "name": name, **hello})
         self.flush()
         assert client.frames[-1]["type"] == "welcome"
         return client
@@ -346,19 +352,25 @@ class ChatServer:
 
 @pytest.fixture
 def reactor(monkeypatch) -> MemoryReactorClock:
-    """The only clock: the broadcaster's, the protocol's and Autobahn's (through txaio)."""
+    """The only clock: the server's, the protocol's and Autobahn's (through txaio)."""
     reactor = MemoryReactorClock()
     monkeypatch.setattr(txaio.config, "loop", reactor)
     return reactor
 
 
 @pytest.fixture
-def make_server(reactor, make_broadcaster):
+def make_server(reactor, make_chat):
     def make(
-        max_connections: int = 100, max_per_ip: int = 100, via_site: bool = False
+        max_connections: int = 100,
+        max_per_ip: int = 100,
+        via_site: bool = False,
+        authenticator=None,
+        **sections,
     ) -> ChatServer:
-        broadcaster = make_broadcaster(clock=reactor, prepare=prepare_frames)
-        return ChatServer(reactor, broadcaster, Admission(max_connections, max_per_ip), via_site)
+        server = make_chat(clock=reactor, prepare=prepare_frames, **sections)
+        return ChatServer(
+            reactor, server, Admission(max_connections, max_per_ip), via_site, authenticator
+        )
 
     return make
 

@@ -8,10 +8,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from chatd import wire
+from chatd import errors, wire
 from chatd.auth import OpenAuthenticator, TokenAuthenticator, authenticator_for, mint_token
 from chatd.config import AuthConfig, ConfigError, parse_config
-from chatd.errors import Refused
+from chatd.errors import ChatError
 
 
 @pytest.fixture
@@ -40,9 +40,9 @@ def test_open_mode_identity_is_the_picked_name():
 
 
 def test_open_mode_needs_a_name():
-    with pytest.raises(Refused) as refused:
+    with pytest.raises(ChatError) as refused:
         OpenAuthenticator().identify(hello_with("x.y.z"))
-    assert refused.value.code == wire.BAD_FRAME
+    assert refused.value.code == errors.BAD_FRAME
 
 
 def test_a_minted_token_gives_user_name_and_roles(hs256):
@@ -57,9 +57,9 @@ def test_a_minted_token_gives_user_name_and_roles(hs256):
 
 def test_expired_token_is_token_expired(hs256):
     token = mint_token(hs256, "alice", roles=[], ttl=60, now=time.time() - 3600)
-    with pytest.raises(Refused) as refused:
+    with pytest.raises(ChatError) as refused:
         TokenAuthenticator(hs256, "x.ini").identify(hello_with(token))
-    assert refused.value.code == wire.TOKEN_EXPIRED
+    assert refused.value.code == errors.TOKEN_EXPIRED
 
 
 def test_expiry_within_the_leeway_is_accepted(hs256):
@@ -76,9 +76,9 @@ def test_expiry_within_the_leeway_is_accepted(hs256):
 )
 def test_wrong_audience_or_issuer_is_refused(hs256, change):
     token = mint_token(replace(hs256, **change), "alice", roles=[], ttl=60, now=time.time())
-    with pytest.raises(Refused) as refused:
+    with pytest.raises(ChatError) as refused:
         TokenAuthenticator(hs256, "x.ini").identify(hello_with(token))
-    assert refused.value.code == wire.AUTH_FAILED
+    assert refused.value.code == errors.AUTH_FAILED
 
 
 def test_token_signed_with_another_secret_is_refused(hs256, tmp_path):
@@ -87,16 +87,16 @@ def test_token_signed_with_another_secret_is_refused(hs256, tmp_path):
     token = mint_token(
         replace(hs256, secret_file=other), "alice", roles=[], ttl=60, now=time.time()
     )
-    with pytest.raises(Refused) as refused:
+    with pytest.raises(ChatError) as refused:
         TokenAuthenticator(hs256, "x.ini").identify(hello_with(token))
-    assert refused.value.code == wire.AUTH_FAILED
+    assert refused.value.code == errors.AUTH_FAILED
 
 
 def test_unsigned_token_is_refused(hs256):
     token = jwt.encode({"sub": "alice", "exp": time.time() + 60}, None, algorithm="none")
-    with pytest.raises(Refused) as refused:
+    with pytest.raises(ChatError) as refused:
         TokenAuthenticator(hs256, "x.ini").identify(hello_with(token))
-    assert refused.value.code == wire.AUTH_FAILED
+    assert refused.value.code == errors.AUTH_FAILED
 
 
 @pytest.mark.parametrize(
@@ -116,15 +116,15 @@ def test_malformed_claims_are_refused(hs256, claims):
         "iss": "https://id.example.com",
     } | claims
     token = jwt.encode(claims, hs256.secret_file.read_bytes().strip(), algorithm="HS256")
-    with pytest.raises(Refused) as refused:
+    with pytest.raises(ChatError) as refused:
         TokenAuthenticator(hs256, "x.ini").identify(hello_with(token))
-    assert refused.value.code == wire.AUTH_FAILED
+    assert refused.value.code == errors.AUTH_FAILED
 
 
 def test_token_mode_needs_a_token(hs256):
-    with pytest.raises(Refused) as refused:
+    with pytest.raises(ChatError) as refused:
         TokenAuthenticator(hs256, "x.ini").identify(wire.Hello(name="alice", ref=None))
-    assert refused.value.code == wire.AUTH_FAILED
+    assert refused.value.code == errors.AUTH_FAILED
 
 
 def test_short_secret_is_a_config_error(hs256):

@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from chatd import wire
-from chatd.errors import Refused
+from chatd import errors, wire
+from chatd.errors import ChatError
 
 
 def say(broadcaster, session, text: str, client_id: str | None = None, room: str = "lobby"):
@@ -21,7 +21,7 @@ def texts(frames: list[dict]) -> list[str]:
 
 
 def refusal_code(call, *args) -> str:
-    with pytest.raises(Refused) as caught:
+    with pytest.raises(ChatError) as caught:
         call(*args)
     return caught.value.code
 
@@ -38,7 +38,7 @@ def test_hello_welcomes_a_user(make_broadcaster, make_connection, hello):
 def test_names_are_unique_ignoring_case(make_broadcaster, make_connection, hello):
     broadcaster = make_broadcaster()
     hello(broadcaster, make_connection(), "Alice")
-    assert refusal_code(hello, broadcaster, make_connection(), "aLICE") == wire.NAME_TAKEN
+    assert refusal_code(hello, broadcaster, make_connection(), "aLICE") == errors.NAME_TAKEN
 
 
 def test_a_name_is_free_again_after_disconnect(make_broadcaster, make_connection, hello):
@@ -126,7 +126,7 @@ def test_disconnect_leaves_every_room(make_broadcaster, enter, make_connection, 
 def test_leave_without_join_is_not_joined(make_broadcaster, make_connection, hello):
     broadcaster = make_broadcaster()
     session = hello(broadcaster, make_connection(), "alice")
-    assert refusal_code(broadcaster.leave, session, "lobby") == wire.NOT_JOINED
+    assert refusal_code(broadcaster.leave, session, "lobby") == errors.NOT_JOINED
 
 
 # -- say: commit, fan-out, ack -----------------------------------------------------------------
@@ -293,7 +293,7 @@ def test_say_in_a_room_not_joined_is_refused(make_broadcaster, enter):
     alice, _connection, _ = enter(broadcaster, "alice", room="lobby")
     enter(broadcaster, "bob", room="other")
     request = wire.Say(room="other", text="hi", id="c1")
-    assert refusal_code(broadcaster.say, alice, request) == wire.NOT_JOINED
+    assert refusal_code(broadcaster.say, alice, request) == errors.NOT_JOINED
 
 
 def test_a_joiner_during_a_pending_batch_misses_nothing_and_gets_nothing_twice(
@@ -356,7 +356,7 @@ def test_a_failed_write_is_reported_unavailable_and_nothing_is_delivered(
     limited_file_size(None)
     assert alice_connection.frames[-1] == {
         "type": "error",
-        "code": wire.UNAVAILABLE,
+        "code": errors.UNAVAILABLE,
         "message": "the message could not be stored; retry later",
         "ref": "c1",
     }
@@ -520,9 +520,9 @@ def test_who_lists_the_members(make_broadcaster, enter):
 def test_who_and_history_of_an_unknown_room(make_broadcaster, make_connection, hello):
     broadcaster = make_broadcaster()
     alice = hello(broadcaster, make_connection(), "alice")
-    assert refusal_code(broadcaster.who, alice, wire.Who("nowhere", None)) == wire.UNKNOWN_ROOM
+    assert refusal_code(broadcaster.who, alice, wire.Who("nowhere", None)) == errors.UNKNOWN_ROOM
     request = wire.History("nowhere", None, None, None)
-    assert refusal_code(broadcaster.history, alice, request) == wire.UNKNOWN_ROOM
+    assert refusal_code(broadcaster.history, alice, request) == errors.UNKNOWN_ROOM
 
 
 def history_page(broadcaster, session, before=None, limit=None) -> dict:

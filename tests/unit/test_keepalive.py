@@ -38,7 +38,7 @@ def test_a_closed_connection_is_forgotten(server, reactor):
     client = server.welcomed("alice")
     client.sendClose(1000)
     server.flush()
-    assert server.broadcaster.user_count == 0
+    assert server.server.user_count == 0
     assert len(server.factory.keepalive) == 0
 
 
@@ -47,10 +47,10 @@ def test_a_dead_peer_is_dropped_within_interval_plus_timeout(server, reactor):
     silent(client)
     reactor.advance(INTERVAL + 1)
     server.flush()  # the ping reaches the peer, which says nothing
-    assert server.broadcaster.user_count == 1
+    assert server.server.user_count == 1
     reactor.advance(TIMEOUT + 1)
     server.flush()
-    assert server.broadcaster.user_count == 0
+    assert server.server.user_count == 0
     assert client.server_side.wasClean is False
 
 
@@ -61,7 +61,7 @@ def test_a_peer_that_answers_pings_stays(server, reactor):
         server.flush()  # ping, pong
         reactor.advance(TIMEOUT + 1)
         server.flush()
-    assert server.broadcaster.user_count == 1
+    assert server.server.user_count == 1
     assert client.close_code is None
     assert client.pings >= 5
 
@@ -77,7 +77,7 @@ def test_any_frame_from_the_peer_counts_as_alive(server, reactor):
         server.flush()
         reactor.advance(TIMEOUT / 2 + 1)
         server.flush()
-    assert server.broadcaster.user_count == 1
+    assert server.server.user_count == 1
     assert client.close_code is None
 
 

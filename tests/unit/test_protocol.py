@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from chatd import wire
+from chatd import errors
 
 
 def error_for(server, client, frame: dict | bytes) -> dict:
@@ -125,19 +125,23 @@ def test_closing_the_connection_leaves_every_room_and_frees_the_name(server):
 @pytest.mark.parametrize(
     ("frame", "code", "ref"),
     [
-        (b"{not json", wire.BAD_JSON, None),
-        (b"[1, 2]", wire.BAD_FRAME, None),
-        ({"type": "dance", "id": "d1"}, wire.UNKNOWN_TYPE, "d1"),
-        ({"type": "hello", "name": "bob", "id": "h2"}, wire.ALREADY_WELCOMED, "h2"),
-        ({"type": "join", "room": "Not A Room", "id": "j9"}, wire.BAD_ROOM, "j9"),
-        ({"type": "who", "room": "lobby", "id": "no spaces"}, wire.BAD_ID, None),
-        ({"type": "say", "room": "lobby", "text": "no id"}, wire.BAD_ID, None),
-        ({"type": "say", "room": "lobby", "text": " ", "id": "c1"}, wire.BAD_TEXT, "c1"),
-        ({"type": "say", "room": "lobby", "text": "x" * 101, "id": "c2"}, wire.TEXT_TOO_LONG, "c2"),
-        ({"type": "say", "room": "elsewhere", "text": "hi", "id": "c3"}, wire.NOT_JOINED, "c3"),
-        ({"type": "leave", "room": "elsewhere", "id": "l1"}, wire.NOT_JOINED, "l1"),
-        ({"type": "who", "room": "nowhere", "id": "w1"}, wire.UNKNOWN_ROOM, "w1"),
-        ({"type": "history", "room": "nowhere"}, wire.UNKNOWN_ROOM, None),
+        (b"{not json", errors.BAD_JSON, None),
+        (b"[1, 2]", errors.BAD_FRAME, None),
+        ({"type": "dance", "id": "d1"}, errors.UNKNOWN_TYPE, "d1"),
+        ({"type": "hello", "name": "bob", "id": "h2"}, errors.ALREADY_WELCOMED, "h2"),
+        ({"type": "join", "room": "Not A Room", "id": "j9"}, errors.BAD_ROOM, "j9"),
+        ({"type": "who", "room": "lobby", "id": "no spaces"}, errors.BAD_ID, None),
+        ({"type": "say", "room": "lobby", "text": "no id"}, errors.BAD_ID, None),
+        ({"type": "say", "room": "lobby", "text": " ", "id": "c1"}, errors.BAD_TEXT, "c1"),
+        (
+            {"type": "say", "room": "lobby", "text": "x" * 101, "id": "c2"},
+            errors.TEXT_TOO_LONG,
+            "c2",
+        ),
+        ({"type": "say", "room": "elsewhere", "text": "hi", "id": "c3"}, errors.NOT_JOINED, "c3"),
+        ({"type": "leave", "room": "elsewhere", "id": "l1"}, errors.NOT_JOINED, "l1"),
+        ({"type": "who", "room": "nowhere", "id": "w1"}, errors.UNKNOWN_ROOM, "w1"),
+        ({"type": "history", "room": "nowhere"}, errors.UNKNOWN_ROOM, None),
     ],
 )
 def test_a_bad_frame_gets_an_error_frame_and_the_connection_stays_open(server, frame, code, ref):
@@ -154,12 +158,12 @@ def test_a_bad_frame_gets_an_error_frame_and_the_connection_stays_open(server, f
 def test_a_frame_before_hello_is_hello_required(server):
     client = server.connect()
     reply = error_for(server, client, {"type": "join", "room": "lobby", "id": "j1"})
-    assert (reply["code"], reply["ref"]) == (wire.HELLO_REQUIRED, "j1")
+    assert (reply["code"], reply["ref"]) == (errors.HELLO_REQUIRED, "j1")
 
 
 def test_a_bad_name_is_refused_and_hello_can_be_tried_again(server):
     client = server.connect()
-    assert error_for(server, client, {"type": "hello", "name": "-x"})["code"] == wire.BAD_NAME
+    assert error_for(server, client, {"type": "hello", "name": "-x"})["code"] == errors.BAD_NAME
     client.send_json({"type": "hello", "name": "x"})
     server.flush()
     assert client.frames[-1]["type"] == "welcome"
@@ -169,7 +173,7 @@ def test_a_name_in_use_is_name_taken_ignoring_case(server):
     server.welcomed("Alice")
     client = server.connect()
     assert error_for(server, client, {"type": "hello", "name": "alice"})["code"] == (
-        wire.NAME_TAKEN
+        errors.NAME_TAKEN
     )
 
 
@@ -207,7 +211,7 @@ def test_an_internal_error_closes_with_1011(server, transcript_dir):
     client.send_json({"type": "join", "room": "broken"})
     server.flush()
     assert client.close_code == 1011
-    assert server.broadcaster.user_count == 0
+    assert server.server.user_count == 0
 
 
 def test_no_hello_in_time_closes_with_1008(server, reactor):
@@ -234,7 +238,7 @@ def test_frames_over_the_rate_are_refused_then_a_flood_is_closed(server):
         client.send_json({"type": "who", "room": "nowhere"})
     client.send_json({"type": "who", "room": "nowhere"})
     server.flush()
-    assert client.frames[-1]["code"] == wire.RATE_LIMITED
+    assert client.frames[-1]["code"] == errors.RATE_LIMITED
     assert client.close_code is None
     for _ in range(server.limits.flood_close_after):
         client.send_json({"type": "who", "room": "nowhere"})

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from chatd.rooms import Event, Room, format_ts
+from chatd.events import Event, format_ts
+from chatd.rooms import Room, message_draft, presence_draft
 from chatd.wire import Since
 
 EPOCH = "e1"
@@ -13,7 +14,7 @@ def make_room(memory_events: int = 100, retry_window: float = 60.0, **kwargs) ->
 
 
 def say(room: Room, text: str, sender: str = "alice", ts: float = 0.0) -> Event:
-    event = room.new_message(sender, f"id-{text}", text, ts)
+    event = room.sequence(message_draft(sender, sender, f"id-{text}", text, ts))
     room.commit(event)
     return event
 
@@ -34,7 +35,7 @@ def filled_room(count: int, memory_events: int = 100) -> Room:
 
 def test_message_event_is_the_documented_json():
     room = make_room()
-    event = room.new_message("alice", "c-17", "hi there", 1_795_545_506.4915)
+    event = room.sequence(message_draft("alice", "alice", "c-17", "hi there", 1_795_545_506.4915))
     assert json.loads(event.line) == {
         "type": "message",
         "room": "lobby",
@@ -49,7 +50,7 @@ def test_message_event_is_the_documented_json():
 
 
 def test_presence_event_is_the_documented_json():
-    event = make_room().new_presence("bob", "leave", 0.0)
+    event = make_room().sequence(presence_draft("bob", "bob", "leave", 0.0))
     assert json.loads(event.line) == {
         "type": "presence",
         "room": "lobby",
@@ -69,16 +70,16 @@ def test_format_ts_is_utc_with_milliseconds_and_z():
 def test_seq_increases_by_one_per_event_of_any_kind():
     room = make_room()
     events = [
-        room.new_presence("alice", "join", 0.0),
-        room.new_message("alice", "c1", "hi", 0.0),
-        room.new_presence("alice", "leave", 0.0),
+        room.sequence(presence_draft("alice", "alice", "join", 0.0)),
+        room.sequence(message_draft("alice", "alice", "c1", "hi", 0.0)),
+        room.sequence(presence_draft("alice", "alice", "leave", 0.0)),
     ]
     assert [event.seq for event in events] == [1, 2, 3]
 
 
 def test_seq_is_given_at_creation_and_committed_seq_only_on_commit():
     room = make_room()
-    event = room.new_message("alice", "c1", "hi", 0.0)
+    event = room.sequence(message_draft("alice", "alice", "c1", "hi", 0.0))
     assert (room.last_seq, room.committed_seq) == (1, 0)
     assert room.latest(10) == []
     room.commit(event)
@@ -88,12 +89,12 @@ def test_seq_is_given_at_creation_and_committed_seq_only_on_commit():
 
 def test_event_from_line_round_trips():
     room = make_room()
-    event = room.new_message("alice", "c1", "hi", 12.345)
+    event = room.sequence(message_draft("alice", "alice", "c1", "hi", 12.345))
     assert Event.from_line(event.line) == event
 
 
 def test_presence_event_from_line_has_the_user_as_sender_and_no_client_id():
-    event = make_room().new_presence("bob", "join", 0.0)
+    event = make_room().sequence(presence_draft("bob", "bob", "join", 0.0))
     assert (Event.from_line(event.line).sender, Event.from_line(event.line).client_id) == (
         "bob",
         None,
@@ -165,7 +166,7 @@ def test_resume_from_a_seq_in_the_future_is_not_recovered():
 
 def test_resume_from_an_uncommitted_seq_is_not_recovered():
     room = filled_room(5)
-    room.new_message("alice", "late", "not yet on disk", 0.0)
+    room.sequence(message_draft("alice", "alice", "late", "not yet on disk", 0.0))
     assert room.replay(Since(EPOCH, 6), latest=1)[1] is False
 
 
@@ -212,20 +213,20 @@ def test_before_says_none_when_older_events_are_only_in_the_transcript():
 
 def test_retry_within_the_window_gets_the_original_seq():
     room = make_room(retry_window=60.0)
-    event = room.new_message("alice", "c1", "hi", 100.0)
+    event = room.sequence(message_draft("alice", "alice", "c1", "hi", 100.0))
     assert room.seq_of_retry("alice", "c1", now=160.0) == event.seq
 
 
 def test_retry_after_the_window_is_forgotten():
     room = make_room(retry_window=60.0)
-    room.new_message("alice", "c1", "hi", 100.0)
+    room.sequence(message_draft("alice", "alice", "c1", "hi", 100.0))
     assert room.seq_of_retry("alice", "c1", now=160.001) is None
 
 
 def test_expired_ids_are_forgotten_for_good_as_time_passes():
     room = make_room(retry_window=60.0)
-    room.new_message("alice", "old", "one", 0.0)
-    room.new_message("alice", "new", "two", 50.0)
+    room.sequence(message_draft("alice", "alice", "old", "one", 0.0))
+    room.sequence(message_draft("alice", "alice", "new", "two", 50.0))
     assert room.seq_of_retry("alice", "new", now=100.0) == 2
     assert room.seq_of_retry("alice", "old", now=100.0) is None
     assert room.seq_of_retry("alice", "old", now=0.0) is None
@@ -233,13 +234,13 @@ def test_expired_ids_are_forgotten_for_good_as_time_passes():
 
 def test_retry_is_per_sender():
     room = make_room()
-    room.new_message("alice", "c1", "hi", 0.0)
+    room.sequence(message_draft("alice", "alice", "c1", "hi", 0.0))
     assert room.seq_of_retry("bob", "c1", now=0.0) is None
 
 
 def test_abandoned_message_can_be_posted_again():
     room = make_room()
-    event = room.new_message("alice", "c1", "hi", 0.0)
+    event = room.sequence(message_draft("alice", "alice", "c1", "hi", 0.0))
     room.abandon(event)
     assert room.seq_of_retry("alice", "c1", now=0.0) is None
 
@@ -252,7 +253,7 @@ def test_recovered_room_continues_its_seq_and_replays_its_recent_events():
     recent = [Event.from_line(line) for line in old.latest(3)]
     room = make_room(recent=recent, last_seq=6)
     assert (room.last_seq, room.committed_seq) == (6, 6)
-    assert room.new_presence("bob", "join", 0.0).seq == 7
+    assert room.sequence(presence_draft("bob", "bob", "join", 0.0)).seq == 7
     history, recovered = room.replay(Since(EPOCH, 3), latest=1)
     assert (seqs(history), recovered) == ([4, 5, 6], True)
     assert room.replay(Since(EPOCH, 2), latest=1)[1] is False
@@ -267,7 +268,7 @@ def test_recovered_room_answers_paging_beyond_its_ring_with_none():
 
 def test_recovered_room_remembers_message_ids_for_retries():
     old = make_room()
-    old.commit(old.new_message("alice", "c1", "hi", 10.0))
-    old.commit(old.new_presence("alice", "leave", 11.0))
+    old.commit(old.sequence(message_draft("alice", "alice", "c1", "hi", 10.0)))
+    old.commit(old.sequence(presence_draft("alice", "alice", "leave", 11.0)))
     room = make_room(recent=[Event.from_line(line) for line in old.latest(10)], last_seq=2)
     assert room.seq_of_retry("alice", "c1", now=20.0) == 1

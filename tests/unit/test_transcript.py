@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatd import transcript
-from chatd.rooms import Event, Room
+from chatd.events import Event
+from chatd.rooms import Room, message_draft
 from chatd.transcript import (
     Rotation,
     TranscriptStore,
@@ -25,7 +26,10 @@ NOON = datetime(2026, 11, 24, 12, tzinfo=UTC).timestamp()
 
 def events(count: int, *, start_ts: float = NOON, text: str = "hello", epoch: str = EPOCH):
     room = Room("lobby", epoch, memory_events=count or 1, retry_window=0.0)
-    return [room.new_message("alice", f"c{n}", f"{text} {n}", start_ts + n) for n in range(count)]
+    return [
+        room.sequence(message_draft("alice", "alice", f"c{n}", f"{text} {n}", start_ts + n))
+        for n in range(count)
+    ]
 
 
 def write(path: Path, lines: list[bytes], raw_tail: bytes = b"") -> None:
@@ -191,7 +195,7 @@ def test_after_a_torn_line_new_events_follow_the_last_intact_one(store):
         recent=recovered.recent,
         last_seq=recovered.last_seq,
     )
-    event = room.new_message("bob", "b1", "after the crash", NOON + 60)
+    event = room.sequence(message_draft("bob", "bob", "b1", "after the crash", NOON + 60))
     store.append("lobby", event.line, event.ts)
     assert store.flush(fsync=False) == []
     lines = store.path_of("lobby").read_bytes().splitlines()
@@ -303,7 +307,7 @@ def test_reading_backwards_matches_a_forward_scan(
         elif kind == "blank":
             lines.append(b"")
         else:
-            event = room.new_message("alice", "c", "z" * kind, NOON)
+            event = room.sequence(message_draft("alice", "alice", "c", "z" * kind, NOON))
             lines.append(event.line)
             good.append(event)
     store = TranscriptStore(tmp_path_factory.mktemp("transcripts"))

@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatd import wire
+from chatd import errors, wire
+from chatd.errors import ChatError
 
 parser = wire.FrameParser(max_text_chars=10)
 
@@ -13,13 +14,13 @@ def parse(obj) -> wire.ClientFrame:
     return parser.parse(json.dumps(obj).encode())
 
 
-def error_of(payload: bytes) -> wire.ProtocolError:
-    with pytest.raises(wire.ProtocolError) as caught:
+def error_of(payload: bytes) -> ChatError:
+    with pytest.raises(ChatError) as caught:
         parser.parse(payload)
     return caught.value
 
 
-def error_of_frame(obj) -> wire.ProtocolError:
+def error_of_frame(obj) -> ChatError:
     return error_of(json.dumps(obj).encode())
 
 
@@ -94,22 +95,22 @@ def test_rooms_that_match_the_grammar(room):
 
 @pytest.mark.parametrize("payload", [b"", b"{", b"nope", b"\xff\xfe\xfd", b"[" * 100_000])
 def test_not_json_is_bad_json(payload):
-    assert error_of(payload).code == wire.BAD_JSON
+    assert error_of(payload).code == errors.BAD_JSON
 
 
 @pytest.mark.parametrize("obj", [[], "hello", 3, None, True])
 def test_not_an_object_is_bad_frame(obj):
-    assert error_of_frame(obj).code == wire.BAD_FRAME
+    assert error_of_frame(obj).code == errors.BAD_FRAME
 
 
 def test_missing_type_is_bad_frame_and_keeps_the_ref():
     error = error_of_frame({"id": "x1"})
-    assert (error.code, error.ref) == (wire.BAD_FRAME, "x1")
+    assert (error.code, error.ref) == (errors.BAD_FRAME, "x1")
 
 
 def test_unknown_type_keeps_the_ref():
     error = error_of_frame({"type": "dance", "id": "x2"})
-    assert (error.code, error.ref) == (wire.UNKNOWN_TYPE, "x2")
+    assert (error.code, error.ref) == (errors.UNKNOWN_TYPE, "x2")
 
 
 def test_unknown_type_message_is_cut_short():
@@ -118,21 +119,21 @@ def test_unknown_type_message_is_cut_short():
 
 @pytest.mark.parametrize("client_id", ["", "a b", "x" * 65, 5, None, "é"])
 def test_malformed_id_is_bad_id(client_id):
-    assert error_of_frame({"type": "who", "room": "r", "id": client_id}).code == wire.BAD_ID
+    assert error_of_frame({"type": "who", "room": "r", "id": client_id}).code == errors.BAD_ID
 
 
 def test_say_without_id_is_bad_id():
-    assert error_of_frame({"type": "say", "room": "r", "text": "hi"}).code == wire.BAD_ID
+    assert error_of_frame({"type": "say", "room": "r", "text": "hi"}).code == errors.BAD_ID
 
 
 @pytest.mark.parametrize("name", ["", "-a", "_a", ".a", "a b", "x" * 33, "ålice", "a/b"])
 def test_names_outside_the_grammar_are_bad_name(name):
-    assert error_of_frame({"type": "hello", "name": name}).code == wire.BAD_NAME
+    assert error_of_frame({"type": "hello", "name": name}).code == errors.BAD_NAME
 
 
 @pytest.mark.parametrize("room", ["", "Lobby", "-r", "r.x", "../etc", "x" * 65, "r\n"])
 def test_rooms_outside_the_grammar_are_bad_room(room):
-    assert error_of_frame({"type": "join", "room": room}).code == wire.BAD_ROOM
+    assert error_of_frame({"type": "join", "room": room}).code == errors.BAD_ROOM
 
 
 @pytest.mark.parametrize(
@@ -158,24 +159,24 @@ def test_rooms_outside_the_grammar_are_bad_room(room):
     ],
 )
 def test_fields_of_the_wrong_type_or_range_are_bad_frame(obj):
-    assert error_of_frame(obj).code == wire.BAD_FRAME
+    assert error_of_frame(obj).code == errors.BAD_FRAME
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n\t", "a\x00b", "bell\x07", "\x1b[31m", "c1\x85"])
 def test_blank_text_or_control_characters_are_bad_text(text):
     assert error_of_frame({"type": "say", "room": "r", "id": "c", "text": text}).code == (
-        wire.BAD_TEXT
+        errors.BAD_TEXT
     )
 
 
 def test_a_lone_surrogate_in_text_is_bad_text():
     payload = b'{"type": "say", "room": "r", "id": "c", "text": "a\\ud800b"}'
-    assert error_of(payload).code == wire.BAD_TEXT
+    assert error_of(payload).code == errors.BAD_TEXT
 
 
 def test_text_over_the_limit_is_text_too_long():
     error = error_of_frame({"type": "say", "room": "r", "id": "c9", "text": "x" * 11})
-    assert (error.code, error.ref) == (wire.TEXT_TOO_LONG, "c9")
+    assert (error.code, error.ref) == (errors.TEXT_TOO_LONG, "c9")
 
 
 # -- server frames -----------------------------------------------------------------------------
@@ -264,10 +265,10 @@ frame_like = st.dictionaries(
 
 
 def parse_or_protocol_error(payload: bytes) -> None:
-    """Parsing may succeed or raise ProtocolError, and its error frame must always encode."""
+    """Parsing may succeed or raise ChatError, and its error frame must always encode."""
     try:
         parser.parse(payload)
-    except wire.ProtocolError as error:
+    except ChatError as error:
         assert error.code in ALL_CODES
         json.loads(wire.error(error.code, error.message, error.ref))
 
@@ -296,7 +297,7 @@ def test_a_parsed_say_text_is_always_storable(text):
     """Whatever `say` text is accepted can be encoded as UTF-8 for the transcript."""
     try:
         frame = parse({"type": "say", "room": "r", "id": "c", "text": text})
-    except wire.ProtocolError as error:
-        assert error.code in {wire.BAD_TEXT, wire.TEXT_TOO_LONG}
+    except ChatError as error:
+        assert error.code in {errors.BAD_TEXT, errors.TEXT_TOO_LONG}
     else:
         assert json.loads(wire.encode({"text": frame.text}))["text"] == frame.text

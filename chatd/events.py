@@ -1,0 +1,70 @@
+"""A room event: its JSON line (a wire frame and a transcript line at once) and what is read
+from it. `Event.from_line` is the one parser of a transcript line; everything that reads
+transcripts (recovery, paging, the support desk, `chatd-transcript`) goes through it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+def format_ts(ts: float) -> str:
+    """UTC ISO-8601 with milliseconds and a Z, as `jq` and `date -d` read it."""
+    stamp = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def parse_ts(text: str) -> float:
+    """POSIX seconds from a `ts` field; raises ValueError if it is not a time."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One sequenced room event. `record` is the decoded line, for readers that need fields."""
+
+    epoch: str
+    seq: int
+    ts: float
+    kind: str
+    sender: str | None
+    client_id: str | None
+    line: bytes
+    record: dict[str, Any] = field(compare=False, repr=False)
+
+    @classmethod
+    def from_line(cls, line: bytes) -> Event:
+        """Rebuild an event from a transcript line; raises ValueError if it is not one."""
+        try:
+            record = json.loads(line)
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+        try:
+            seq, epoch, kind = record["seq"], record["epoch"], record["type"]
+            ts = parse_ts(record["ts"])
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"not a transcript event ({error!r})") from None
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+            raise ValueError("seq is not a positive integer")
+        if not isinstance(epoch, str) or not isinstance(kind, str):
+            raise ValueError("epoch or type is not a string")
+        sender = record.get("from", record.get("user"))
+        client_id = record.get("id")
+        return cls(
+            epoch,
+            seq,
+            ts,
+            kind,
+            sender if isinstance(sender, str) else None,
+            client_id if isinstance(client_id, str) else None,
+            line,
+            record,
+        )

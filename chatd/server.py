@@ -1,0 +1,270 @@
+"""The chat server's rules, with no network code: what each request does.
+
+The protocol hands every welcomed request here (`handle`), with the session that sent it; the
+answer is the reply frame to send, if any. Sessions (sessions.py), rooms in memory and their
+permissions (directory.py) and the commit pipeline (pipeline.py) are its parts; extensions such
+as the support desk attach through its hooks (`handlers`, `welcome_fields`, `on_session_end`,
+`on_start`), the directory's guards and the pipeline's observers, never through branches here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.logger import Logger
+
+from chatd import errors, wire
+from chatd.auth import Identity, Revocations
+from chatd.config import HistoryConfig, LimitsConfig
+from chatd.directory import Directory
+from chatd.errors import ChatError
+from chatd.events import Event
+from chatd.metrics import Metrics
+from chatd.pipeline import Pipeline
+from chatd.rooms import Draft, Room, message_draft, presence_draft
+from chatd.sessions import Session, SessionRegistry
+from chatd.transcript import TranscriptStore
+
+# How often idle rooms are unloaded and idle transcript files closed, at most.
+SWEEP_INTERVAL = 30.0
+
+
+class Server:
+    _log = Logger()
+
+    def __init__(
+        self,
+        clock,
+        sessions: SessionRegistry,
+        directory: Directory,
+        pipeline: Pipeline,
+        store: TranscriptStore,
+        history: HistoryConfig,
+        limits: LimitsConfig,
+        metrics: Metrics,
+        revocations: Revocations | None = None,
+    ):
+        self.clock = clock
+        self.sessions = sessions
+        self.directory = directory
+        self.pipeline = pipeline
+        self.store = store
+        self._history = history
+        self._limits = limits
+        self.metrics = metrics
+        self.revocations = revocations or Revocations(None)
+        self.handlers: dict[str, Callable[[Session, Any], bytes | None]] = {
+            "join": self.join,
+            "leave": self.leave,
+            "say": self.say,
+            "who": self.who,
+            "history": self.history,
+        }
+        self.welcome_fields: list[Callable[[Session], dict]] = []
+        self.on_session_end: list[Callable[[Session], None]] = []
+        self.on_start: list[Callable[[], None]] = []
+        self._sweep_call = None
+        pipeline.settled.append(directory.touch)
+        metrics.users.set_function(lambda: sessions.user_count)
+        metrics.sessions.set_function(lambda: sessions.session_count)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.revocations.load()
+        for hook in self.on_start:
+            hook()
+        self._schedule_sweep()
+
+    def _schedule_sweep(self) -> None:
+        interval = min(max(self.directory.config.idle_unload / 4, 1.0), SWEEP_INTERVAL)
+        self._sweep_call = self.clock.callLater(interval, self._sweep)
+
+    def _sweep(self) -> None:
+        self.directory.sweep()
+        self._schedule_sweep()
+
+    def shutdown(self) -> None:
+        """Commit what is pending and close the transcripts; later events are not recorded."""
+        if self._sweep_call is not None and self._sweep_call.active():
+            self._sweep_call.cancel()
+        self.pipeline.shutdown()
+
+    @property
+    def rooms(self) -> dict[str, Room]:
+        return self.directory.rooms
+
+    @property
+    def user_count(self) -> int:
+        return self.sessions.user_count
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    def hello(self, connection, identity: Identity, hello: wire.Hello) -> tuple[Session, dict]:
+        """Welcome a connection: a new session, another of its user's, or one taken over."""
+        if self.revocations.revokes(identity.user, identity.token_id):
+            raise ChatError(errors.AUTH_FAILED, "this token or user has been revoked")
+        opened = self.sessions.open(connection, identity, secret=hello.secret, resume=hello.resume)
+        session = opened.session
+        if opened.replaced is not None:
+            self.metrics.session_ends.labels("replaced").inc()
+            opened.replaced.replaced()
+        self._watch_expiry(session)
+        fields = {
+            "user": session.user,
+            "name": session.name,
+            "roles": sorted(session.roles),
+            "session": session.id,
+            "resume": session.resume,
+            "resumed": opened.replaced is not None,
+        }
+        if opened.user_secret is not None:
+            fields["secret"] = opened.user_secret
+        for extra in self.welcome_fields:
+            fields.update(extra(session))
+        return session, fields
+
+    def refresh(self, session: Session, identity: Identity, ref: str | None) -> bytes:
+        if self.revocations.revokes(identity.user, identity.token_id):
+            raise ChatError(errors.AUTH_FAILED, "this token or user has been revoked", ref)
+        try:
+            self.sessions.refresh(session, identity)
+        except ChatError as error:
+            error.ref = ref
+            raise
+        self._watch_expiry(session)
+        return wire.refreshed(session.expires_at, ref)
+
+    def _watch_expiry(self, session: Session) -> None:
+        if session.expiry_call is not None and session.expiry_call.active():
+            session.expiry_call.cancel()
+        session.expiry_call = None
+        if session.expires_at is not None:
+            delay = max(session.expires_at - self.clock.seconds(), 0.0)
+            session.expiry_call = self.clock.callLater(delay, self._expired, session)
+
+    def _expired(self, session: Session) -> None:
+        session.expiry_call = None
+        self.metrics.session_ends.labels("token_expired").inc()
+        self._log.info(
+            "{user}'s token expired and was not refreshed; closing session {session}",
+            user=session.user,
+            session=session.id,
+        )
+        session.connection.close_with(errors.CLOSE_TOKEN_EXPIRED, "token expired")
+
+    def reload_revocations(self) -> None:
+        """SIGHUP: read `[auth] revoked_file` again and close the sessions it now revokes."""
+        try:
+            self.revocations.load()
+        except OSError as error:
+            self._log.error(
+                "cannot read the revocation list {path}: {error}; keeping the previous one",
+                path=str(self.revocations.path),
+                error=str(error),
+            )
+            return
+        for session in self.sessions:
+            if self.revocations.revokes(session.user, session.token_id):
+                self.metrics.session_ends.labels("revoked").inc()
+                self._log.info(
+                    "revoked: closing {user}'s session {session}",
+                    user=session.user,
+                    session=session.id,
+                )
+                session.connection.close_with(errors.CLOSE_REVOKED, "revoked")
+
+    def disconnect(self, session: Session) -> None:
+        """The session's connection closed: it leaves every room it had joined."""
+        for hook in self.on_session_end:
+            hook(session)
+        if session.expiry_call is not None and session.expiry_call.active():
+            session.expiry_call.cancel()
+        session.expiry_call = None
+        self.sessions.close(session)
+        for name in sorted(session.rooms):
+            self._part(session, self.directory.rooms[name])
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def handle(self, session: Session, frame) -> bytes | None:
+        """Serve a welcomed session's request; the reply to send, if any."""
+        return self.handlers[frame.type](session, frame)
+
+    def join(self, session: Session, request: wire.Join) -> bytes:
+        directory = self.directory
+        directory.check_may_see(session, request.room)
+        limit = self._limits.max_rooms_per_connection
+        if request.room not in session.rooms and len(session.rooms) >= limit:
+            raise ChatError(errors.TOO_MANY_ROOMS, f"a connection may join at most {limit} rooms")
+        room = directory.open(session, request.room)
+        if room.add(session):
+            self.post(room, presence_draft(session.user, session.name, "join", self.now()))
+        session.rooms.add(room.name)
+        directory.touch(room)
+        if directory.policy(room.name).replay:
+            history, recovered = room.replay(request.since, self._history.replay_events)
+        else:
+            history, recovered = [], False
+        if request.since is not None:
+            self.metrics.resumes.labels("recovered" if recovered else "not_recovered").inc()
+        return wire.joined(
+            room.name,
+            room.epoch,
+            room.committed_seq,
+            room.names(),
+            history,
+            recovered,
+            request.ref,
+        )
+
+    def leave(self, session: Session, request: wire.Leave) -> bytes:
+        self._part(session, self.joined_room(session, request.room))
+        return wire.left(request.room, request.ref)
+
+    def say(self, session: Session, request: wire.Say) -> None:
+        room = self.joined_room(session, request.room)
+        self.directory.check_may_post(session, room)
+        self.metrics.messages_in.inc()
+        draft = message_draft(session.user, session.name, request.id, request.text, self.now())
+        self.post(room, draft, ack_to=session)
+
+    def who(self, session: Session, request: wire.Who) -> bytes:
+        room = self.directory.visible(session, request.room)
+        self.directory.touch(room)
+        return wire.members(room.name, room.names(), request.ref)
+
+    def history(self, session: Session, request: wire.History) -> bytes:
+        room = self.directory.visible(session, request.room)
+        self.directory.touch(room)
+        if not self.directory.policy(room.name).replay:
+            raise ChatError(errors.FORBIDDEN, f"{room.name!r} does not replay its history")
+        history = self._history
+        limit = min(request.limit or history.replay_events, history.page_limit)
+        before = request.before if request.before is not None else room.committed_seq + 1
+        events = room.before(before, limit)
+        if events is None:
+            events = self.store.events_before(room.name, room.epoch, before, limit)
+        more = bool(events) and Event.from_line(events[0]).seq > 1
+        return wire.history(room.name, room.epoch, events, more, request.ref)
+
+    # -- shared by the requests and the extensions --------------------------------------------
+
+    def now(self) -> float:
+        return self.clock.seconds()
+
+    def post(self, room: Room, draft: Draft, ack_to: Session | None = None) -> None:
+        self.pipeline.post(room, draft, ack_to)
+        self.directory.touch(room)
+
+    def joined_room(self, session: Session, name: str) -> Room:
+        if name not in session.rooms:
+            raise ChatError(errors.NOT_JOINED, f"you have not joined {name!r}")
+        return self.directory.rooms[name]
+
+    def _part(self, session: Session, room: Room) -> None:
+        session.rooms.discard(room.name)
+        if room.remove(session):
+            self.post(room, presence_draft(session.user, session.name, "leave", self.now()))
+        self.directory.touch(room)
