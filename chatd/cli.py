@@ -7,6 +7,7 @@ exactly as the daemon does, so that what it checks is what the daemon will load.
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -74,6 +75,7 @@ def mint(args: argparse.Namespace) -> int:
             now=time.time(),
             name=args.name,
             signing_key=signing_key,
+            token_id=args.jti or secrets.token_hex(8),
         )
     except (ConfigError, OSError) as error:
         print(error, file=sys.stderr)
@@ -119,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--role", action="append", default=[], help="a role; repeat for more")
     token.add_argument("--name", help="the display name (default: the user id)")
     token.add_argument("--ttl", default="1h", help="lifetime, e.g. 30m, 8h (default 1h)")
+    token.add_argument(
+        "--jti",
+        help="the token's id, which [auth] revoked_file can name (default: a random one; read it"
+        " back with any JWT decoder)",
+    )
     token.add_argument("--signing-key", type=Path, metavar="FILE", help="PEM private key")
     token.add_argument("--config", "-c", type=Path, metavar="FILE", help=CONFIG_HELP)
     token.set_defaults(run=mint)
