@@ -267,6 +267,7 @@ class TranscriptConfig:
     fsync: str
     rotate: str
     rotate_size: int
+    min_free_space: int = 64 * 1024**2
 
     @classmethod
     def read(cls, reader: SectionReader) -> TranscriptConfig:
@@ -275,6 +276,7 @@ class TranscriptConfig:
             fsync=reader.choice("fsync", "no", ("no", "batch")),
             rotate=reader.choice("rotate", "daily", ("daily", "never")),
             rotate_size=reader.size("rotate_size", 0, 0, 2**40),
+            min_free_space=reader.size("min_free_space", 64 * 1024**2, 0, 2**50),
         )
 
 

@@ -96,6 +96,12 @@ class Metrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
             registry=registry,
         )
+        self.transcript_write_failures = Counter(
+            "chatd_transcript_write_failures",
+            "Room transcript writes that failed, by cause (ENOSPC, EACCES, EPERM, EFBIG, ...).",
+            ["cause"],
+            registry=registry,
+        )
         self.resumes = Counter(
             "chatd_resumes", "Joins with 'since', by outcome.", ["outcome"], registry=registry
         )

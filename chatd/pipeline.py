@@ -16,6 +16,7 @@ or with a Deferred (a networked one will); the pipeline keeps batches in order e
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ class Posted:
     room: Room
     draft: Draft
     ack_to: Any  # the session to acknowledge, or None
+    undo: Callable[[], None] | None = None  # called if the draft could not be stored
     seq: int = 0
     event: Event | None = None
     failed: bool = False
@@ -54,7 +56,12 @@ class Sequencer(Protocol):
 
 
 class LocalSequencer:
-    """Seqs from each room's own counter, durability from its JSONL transcript."""
+    """Seqs from each room's own counter, durability from its JSONL transcript.
+
+    A failed write is logged once per cause: the first failure of a run of them says why, the
+    first success after it says how many batches failed; every one is counted in
+    `chatd_transcript_write_failures_total` by cause.
+    """
 
     _log = Logger()
 
@@ -62,6 +69,8 @@ class LocalSequencer:
         self._store = store
         self._fsync = fsync
         self._metrics = metrics
+        self.failing: str | None = None  # the cause of the last failed write, until a success
+        self._failed_batches = 0
 
     def sequence(self, batch: list[Posted]) -> None:
         store = self._store
@@ -91,17 +100,41 @@ class LocalSequencer:
         started = time.perf_counter()
         failures = self._store.flush(self._fsync)
         self._metrics.transcript_write.observe(time.perf_counter() - started)
+        if not failures:
+            if self.failing is not None:
+                self._log.info(
+                    "transcripts are writable again, after {count} failed batches ({cause})",
+                    count=self._failed_batches,
+                    cause=self.failing,
+                )
+                self.failing, self._failed_batches = None, 0
+            return failures
+        self._failed_batches += 1
         for room, error in failures:
-            self._log.critical(
-                "cannot write the transcript of room {room}: {error}; its events of this"
-                " batch were not delivered and their senders were told to retry",
-                room=room,
-                error=str(error),
-            )
+            cause = _cause(error)
+            self._metrics.transcript_write_failures.labels(cause).inc()
+            if cause != self.failing:
+                self.failing = cause
+                self._log.critical(
+                    "cannot write the transcript of room {room}: {error}; the events of such a"
+                    " batch are not delivered, and their senders are told to retry"
+                    " (logged once until writes succeed again or the cause changes)",
+                    room=room,
+                    error=str(error),
+                )
         return failures
 
     def close(self) -> None:
         self._store.close()
+
+
+def _cause(error: OSError) -> str:
+    """ENOSPC, EACCES, ...: what an operator looks up; the exception's name without one."""
+    return (
+        errno.errorcode.get(error.errno, type(error).__name__)
+        if error.errno
+        else (type(error).__name__)
+    )
 
 
 Observer = Callable[[Room, list[Event]], None]
@@ -129,16 +162,17 @@ class Pipeline:
         self._in_flight: Deferred | None = None
         self._closed = False
 
-    def post(self, room: Room, draft: Draft, ack_to=None) -> None:
+    def post(self, room: Room, draft: Draft, ack_to=None, undo=None) -> None:
         """Queue a draft for the end of this reactor turn; `ack_to` is acknowledged with its
-        `client_id` once it is durable."""
+        `client_id` once it is durable, or told `unavailable` if it cannot be stored, when
+        `undo` is called too."""
         if self._closed:
             self._log.debug(
                 "not recording a {kind} in {room}: shut down", kind=draft.kind, room=room.name
             )
             return
         room.pending += 1
-        self._batch.append(Posted(room, draft, ack_to))
+        self._batch.append(Posted(room, draft, ack_to, undo))
         if self._turn_call is None and self._in_flight is None:
             self._turn_call = self._clock.callLater(0, self._end_of_turn)
 
@@ -176,6 +210,8 @@ class Pipeline:
             room.pending -= 1
             client_id = posted.draft.client_id
             if posted.failed:
+                if posted.undo is not None:
+                    posted.undo()
                 if sender is not None:
                     late.add(sender)
                     replies.append((sender, wire.error(errors.UNAVAILABLE, UNSTORED, client_id)))

@@ -10,6 +10,7 @@ as the support desk attach through its hooks (`handlers`, `welcome_fields`, `on_
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from twisted.logger import Logger
@@ -200,7 +201,8 @@ class Server:
             raise ChatError(errors.TOO_MANY_ROOMS, f"a connection may join at most {limit} rooms")
         room = directory.open(session, request.room)
         if room.add(session):
-            self.post(room, presence_draft(session.user, session.name, "join", self.now()))
+            draft = presence_draft(session.user, session.name, "join", self.now())
+            self.post(room, draft, undo=partial(self._join_failed, session, room, request.ref))
         session.rooms.add(room.name)
         directory.touch(room)
         if directory.policy(room.name).replay:
@@ -218,6 +220,18 @@ class Server:
             recovered,
             request.ref,
         )
+
+    def _join_failed(self, session: Session, room: Room, ref: str | None) -> None:
+        """The join's presence event could not be stored: the session is not in the room after
+        all (its seq is given out again), and the client is told to retry."""
+        if session in room.sessions:
+            session.rooms.discard(room.name)
+            room.remove(session)
+            self.directory.touch(room)
+        if session.connection is not None:
+            message = f"could not join {room.name!r}: its transcript cannot be written; retry later"
+            self.metrics.errors.labels(errors.UNAVAILABLE).inc()
+            session.connection.send(wire.error(errors.UNAVAILABLE, message, ref))
 
     def leave(self, session: Session, request: wire.Leave) -> bytes:
         self._part(session, self.joined_room(session, request.room))
@@ -254,8 +268,8 @@ class Server:
     def now(self) -> float:
         return self.clock.seconds()
 
-    def post(self, room: Room, draft: Draft, ack_to: Session | None = None) -> None:
-        self.pipeline.post(room, draft, ack_to)
+    def post(self, room: Room, draft: Draft, ack_to: Session | None = None, undo=None) -> None:
+        self.pipeline.post(room, draft, ack_to, undo)
         self.directory.touch(room)
 
     def joined_room(self, session: Session, name: str) -> Room:

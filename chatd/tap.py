@@ -10,7 +10,6 @@ returns a service tree that twistd starts:
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 from dataclasses import replace
@@ -64,12 +63,20 @@ class ChatService(MultiService):
     has finished stopping.
     """
 
-    def __init__(self, server: Server, reactor, tls: ReloadableContextFactory | None):
+    def __init__(
+        self,
+        server: Server,
+        reactor,
+        tls: ReloadableContextFactory | None,
+        min_free_space: int = 0,
+    ):
         super().__init__()
         self.server = server
         self.store = server.store
         self._reactor = reactor
         self._tls = tls
+        self._min_free_space = min_free_space
+        self._unready = _OnceLog("transcripts not ready: {problem}", "transcripts ready again")
 
     def startService(self):
         self.server.start()
@@ -106,10 +113,39 @@ class ChatService(MultiService):
         return stopped
 
     def readiness(self) -> dict[str, bool]:
-        """What /healthz reports: every listener bound, the transcript directory writable."""
+        """What /healthz reports: every listener bound, a real write to the transcript
+        directory succeeds, and its file system has `[transcripts] min_free_space` left."""
         checks = {f"listener_{service.name}": service.listening for service in self}
-        checks["transcripts_writable"] = os.access(self.store.directory, os.W_OK | os.X_OK)
+        problem = self.store.probe()
+        checks["transcripts_writable"] = problem is None
+        try:
+            checks["free_space"] = self.store.free_bytes() >= self._min_free_space
+        except OSError:
+            checks["free_space"] = False
+        if problem is not None or not checks["free_space"]:
+            self._unready.report(problem or "free space below [transcripts] min_free_space")
+        else:
+            self._unready.clear()
         return checks
+
+
+class _OnceLog:
+    """A warning logged when a problem starts (or changes), and a note when it is over."""
+
+    def __init__(self, problem_format: str, cleared: str):
+        self._problem_format = problem_format
+        self._cleared = cleared
+        self._problem: str | None = None
+
+    def report(self, problem: str) -> None:
+        if problem != self._problem:
+            self._problem = problem
+            log.warn(self._problem_format, problem=problem)
+
+    def clear(self) -> None:
+        if self._problem is not None:
+            self._problem = None
+            log.info(self._cleared)
 
 
 class ListenerService(Service):
@@ -262,7 +298,7 @@ def _build(config: Config, reactor) -> ChatService:
     tls_factory = None
     if config.wss.enabled:
         tls_factory = ReloadableContextFactory(_tls_builder(config))
-    service = ChatService(server, reactor, tls_factory)
+    service = ChatService(server, reactor, tls_factory, config.transcripts.min_free_space)
     trial_roles = {
         name: frozenset({config.support.agent_role}) for name in config.support.trial_agents
     }

@@ -233,6 +233,29 @@ class TranscriptStore:
     def rooms(self) -> list[str]:
         return room_names(self.directory)
 
+    def probe(self) -> str | None:
+        """Try to write a byte to a new file in the directory; None if it worked, else why.
+
+        What /healthz asks: a writable-looking directory on a full disk still fails every
+        write, and only a real write tells.
+        """
+        path = self.directory / f".chatd-probe-{os.getpid()}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, b"\n")
+            finally:
+                os.close(fd)
+                os.unlink(path)
+        except OSError as error:
+            return error.strerror or str(error)
+        return None
+
+    def free_bytes(self) -> int:
+        """Bytes an unprivileged writer may still use on the directory's file system."""
+        stats = os.statvfs(self.directory)
+        return stats.f_bavail * stats.f_frsize
+
     def writer(self, room: str) -> TranscriptWriter:
         writer = self._writers.get(room)
         if writer is None:
