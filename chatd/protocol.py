@@ -156,8 +156,13 @@ class ChatServerProtocol(WebSocketServerProtocol):
         context = self.factory.context
         context.server.metrics.closes.labels(str(code)).inc()
         session, self.session = self.session, None
-        if session is not None:
-            context.server.disconnect(session)
+        try:
+            if session is not None:
+                context.server.disconnect(session)
+        except Exception:
+            # Whatever went wrong, the connection must stop counting (and not hold up a
+            # graceful shutdown): log it and carry on.
+            self._log.failure("error while {user} was disconnecting", user=session.user)
         self.factory.closed(self)
         self._log.info(
             "{peer} ({user}) disconnected from {listener}: close code {code} {reason}",
