@@ -138,22 +138,31 @@ class Server:
         return wire.refreshed(session.expires_at, ref)
 
     def _watch_expiry(self, session: Session) -> None:
-        if session.expiry_call is not None and session.expiry_call.active():
-            session.expiry_call.cancel()
-        session.expiry_call = None
+        self._forget_expiry(session)
         if session.expires_at is not None:
             delay = max(session.expires_at - self.clock.seconds(), 0.0)
             session.expiry_call = self.clock.callLater(delay, self._expired, session)
 
+    def _forget_expiry(self, session: Session) -> None:
+        if session.expiry_call is not None and session.expiry_call.active():
+            session.expiry_call.cancel()
+        session.expiry_call = None
+
     def _expired(self, session: Session) -> None:
         session.expiry_call = None
-        self.metrics.session_ends.labels("token_expired").inc()
+        self._end(session, "token_expired", errors.CLOSE_TOKEN_EXPIRED, "token expired")
+
+    def _end(self, session: Session, reason: str, code: int, why: str) -> None:
+        """Close a session's connection on the server's own account (counted by reason)."""
+        self.metrics.session_ends.labels(reason).inc()
         self._log.info(
-            "{user}'s token expired and was not refreshed; closing session {session}",
+            "closing {user}'s session {session} with {code}: {why}",
             user=session.user,
             session=session.id,
+            code=code,
+            why=why,
         )
-        session.connection.close_with(errors.CLOSE_TOKEN_EXPIRED, "token expired")
+        session.connection.close_with(code, why)
 
     def reload_revocations(self) -> None:
         """SIGHUP: read `[auth] revoked_file` again and close the sessions it now revokes."""
@@ -168,21 +177,13 @@ class Server:
             return
         for session in self.sessions:
             if self.revocations.revokes(session.user, session.token_id):
-                self.metrics.session_ends.labels("revoked").inc()
-                self._log.info(
-                    "revoked: closing {user}'s session {session}",
-                    user=session.user,
-                    session=session.id,
-                )
-                session.connection.close_with(errors.CLOSE_REVOKED, "revoked")
+                self._end(session, "revoked", errors.CLOSE_REVOKED, "revoked")
 
     def disconnect(self, session: Session) -> None:
         """The session's connection closed: it leaves every room it had joined."""
         for hook in self.on_session_end:
             hook(session)
-        if session.expiry_call is not None and session.expiry_call.active():
-            session.expiry_call.cancel()
-        session.expiry_call = None
+        self._forget_expiry(session)
         self.sessions.close(session)
         for name in sorted(session.rooms):
             self._part(session, self.directory.rooms[name])
