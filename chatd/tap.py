@@ -37,7 +37,7 @@ from chatd.protocol import ChatServerFactory, ListenerContext, prepare_frames
 from chatd.support import SupportDesk
 from chatd.tls import ReloadableContextFactory
 from chatd.transcript import Rotation, TranscriptStore
-from chatd.web import HealthResource, build_site
+from chatd.web import HealthResource, access_log_line, build_site
 
 log = Logger()
 
@@ -294,8 +294,9 @@ def _build(config: Config, reactor) -> ChatService:
             reactor, config.metrics.port, interface=config.metrics.interface
         )
         where = f"{config.metrics.interface}:{config.metrics.port}"
+        metrics_site = Site(root, logFormatter=access_log_line)
         ListenerService(
-            "metrics", endpoint, Site(root), None, where, timeout, reactor
+            "metrics", endpoint, metrics_site, None, where, timeout, reactor
         ).setServiceParent(service)
     return service
 

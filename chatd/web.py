@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from autobahn.twisted.resource import WebSocketResource
-from twisted.web.http import HTTPChannel
+from twisted.web.http import HTTPChannel, combinedLogFormatter
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import File
@@ -38,6 +38,35 @@ class HealthResource(Resource):
             "users": self._broadcaster.user_count,
         }
         return json.dumps(body).encode()
+
+
+def _without_query(url: bytes) -> bytes:
+    """A URL up to its query string or fragment."""
+    return url.split(b"?", 1)[0].split(b"#", 1)[0]
+
+
+class _WithoutQuery:
+    """A request as the access log sees it: its URI and Referer cut before any query."""
+
+    def __init__(self, request):
+        self._request = request
+        self.uri = _without_query(request.uri)
+
+    def getHeader(self, name: bytes):
+        value = self._request.getHeader(name)
+        if value is not None and name.lower() == b"referer":
+            value = _without_query(value)
+        return value
+
+    def __getattr__(self, name):
+        return getattr(self._request, name)
+
+
+def access_log_line(timestamp: str, request) -> str:
+    """twisted.web's combined log line, without query strings: a URL may carry a secret
+    (a token pasted into `?token=`, a signed link in the Referer) and logs are kept and read
+    by many; the path alone says what was asked for."""
+    return combinedLogFormatter(timestamp, _WithoutQuery(request))
 
 
 class DeadlineChannel(HTTPChannel):
@@ -105,7 +134,7 @@ def build_site(websocket_factory, health: HealthResource, handshake_timeout: flo
     root.putChild(b"agent", StaticFile(str(static / "agent.html")))
     root.putChild(b"ws", WebSocketResource(websocket_factory))
     root.putChild(b"healthz", health)
-    site = Site(root, timeout=handshake_timeout, reactor=clock)
+    site = Site(root, timeout=handshake_timeout, reactor=clock, logFormatter=access_log_line)
     site.protocol = type("Channel", (DeadlineChannel,), {"deadline": handshake_timeout})
     site.displayTracebacks = False
     return site

@@ -130,9 +130,14 @@ def test_tokens_never_reach_logs_or_transcripts(token_daemon, clients):
         hello_with_token(client, value)
     client.join("lobby")
     client.say("lobby", "hello", "t-1")
+    # A token pasted into a URL by mistake: refused there, and its query kept out of the log.
+    in_url = token("alice", ttl=600)
+    for path in (f"/?token={in_url}", f"/healthz?token={in_url}"):
+        assert token_daemon.get("ws", path)[0] == 200
     token_daemon.stop()
+    assert '"GET /healthz HTTP/1.1" 200' in token_daemon.log
     stored = b"".join(path.read_bytes() for path in token_daemon.transcripts.iterdir())
-    for value in (good, expired):
+    for value in (good, expired, in_url):
         signature = value.rsplit(".", 1)[1]
         assert signature not in token_daemon.log
         assert signature.encode() not in stored
