@@ -200,6 +200,22 @@ def test_foreign_origin_is_refused(daemon, clients):
     assert refused.value.response.status_code == 403
 
 
+def test_own_ipv6_origin_is_accepted_and_a_port_with_a_suffix_is_403(daemon):
+    """The startup log lists http://[::1]:PORT among the ws listener's origins; a browser
+    page there must get in. An Origin whose port runs on into another host is refused as
+    foreign (403), not as a malformed request (400)."""
+    port = daemon.ports["ws"]
+    assert f"http://[::1]:{port}" in daemon.log_of_last_start
+    with connect(daemon.url("ws"), origin=f"http://[::1]:{port}", proxy=None) as own:
+        own.send(json.dumps({"type": "hello", "name": "own6"}))
+        assert json.loads(own.recv(timeout=5))["type"] == "welcome"
+    for origin in (f"http://localhost:{port}.evil.com", f"http://localhost:{port}/x", "http://1"):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(daemon.url("ws"), origin=origin, proxy=None, open_timeout=5)
+        assert refused.value.response.status_code == 403, origin
+    assert daemon.running
+
+
 def test_configured_origins_replace_the_defaults(make_daemon):
     daemon = make_daemon(server={"allowed_origins": "https://chat.example.com"})
     port = daemon.ports["ws"]
