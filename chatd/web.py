@@ -8,6 +8,7 @@ from pathlib import Path
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.web.http import HTTPChannel, combinedLogFormatter
+from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import File
@@ -115,13 +116,42 @@ class StaticFile(File):
         " connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
 
+    def getChild(self, path: bytes, request):
+        # File would hand a NUL to os.stat (ValueError: a 500 and a critical traceback per
+        # request) and log every segment that is not UTF-8; no file has such a name.
+        if b"\x00" in path or not _is_utf8(path):
+            return _NoSuchFile()
+        return super().getChild(path, request)
+
     def render(self, request):
-        request.setHeader(b"content-security-policy", self.POLICY.encode())
+        self.protect(request)
+        return super().render(request)
+
+    @classmethod
+    def protect(cls, request) -> None:
+        request.setHeader(b"content-security-policy", cls.POLICY.encode())
         request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"referrer-policy", b"no-referrer")
         # Revalidate each time, so a new version of the client is picked up at once.
         request.setHeader(b"cache-control", b"no-cache")
-        return super().render(request)
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class _NoSuchFile(Resource):
+    """404 for a path that names no file, with the static files' headers."""
+
+    isLeaf = True
+
+    def render(self, request):
+        StaticFile.protect(request)
+        return notFound().render(request)
 
 
 def build_site(websocket_factory, health: HealthResource, handshake_timeout: float, clock) -> Site:

@@ -6,6 +6,7 @@ import json
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel
 
 
 @pytest.fixture
@@ -104,3 +105,14 @@ def test_the_access_log_holds_the_path_but_no_query_string(web):
     assert '"https://chat.example.com/page"' in line
     assert "secret" not in line
     web.site.stopFactory()
+
+
+@pytest.mark.parametrize("path", [b"/%00", b"/app.js%00", b"/a%00b/c", b"/%ff", b"/%c3%28"])
+def test_a_path_no_file_can_have_is_404_without_a_traceback(web, log_events, path):
+    """A NUL (os.stat raises ValueError: 500 and a critical traceback in twisted.web's File)
+    or bytes that are not UTF-8 (logged by File as an error) name no file: 404, quietly."""
+    status, headers, _body = get(web, path)
+    assert status == 404
+    assert headers[b"x-content-type-options"] == b"nosniff"
+    noisy = [event for event in log_events if event.get("log_level", LogLevel.info) > LogLevel.info]
+    assert noisy == []
