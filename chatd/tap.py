@@ -237,7 +237,8 @@ def _build(config: Config, reactor) -> ChatService:
     )
     tls_factory = None
     if config.wss.enabled:
-        tls_factory = ReloadableContextFactory(_tls_builder(config))
+        tls_factory = ReloadableContextFactory(_tls_builder(config), reactor)
+        metrics.track_certificate_expiry(lambda: tls_factory.not_after.timestamp())
     service = ChatService(broadcaster, store, reactor, tls_factory)
     trial_roles = {
         name: frozenset({config.support.agent_role}) for name in config.support.trial_agents

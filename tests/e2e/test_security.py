@@ -16,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 import warnings
 from pathlib import Path
 
@@ -371,6 +372,34 @@ def test_tls_refuses_old_versions_and_weak_ciphers(daemon, ca):
         ciphers="ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256",
     )
     assert _handshake(daemon, strong)
+
+
+def test_a_returning_tls_client_resumes_its_session(daemon, ca):
+    """A second connection offering the first's session skips the full handshake."""
+    context = _client_context(ca)
+
+    def get_healthz(session=None) -> ssl.SSLSocket:
+        with (
+            socket.create_connection(("127.0.0.1", daemon.ports["wss"]), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname="localhost", session=session) as tls,
+        ):
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            assert tls.recv(1024).startswith(b"HTTP/1.1 200")  # TLS 1.3: the ticket came first
+            return tls.session, tls.session_reused
+
+    session, reused = get_healthz()
+    assert not reused
+    assert get_healthz(session)[1] is True
+
+
+def test_the_certificate_expiry_is_a_metric(daemon, server_cert):
+    leaf = x509.load_pem_x509_certificate(server_cert[0].read_bytes())
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{daemon.ports['metrics']}/metrics", timeout=5
+    ) as response:
+        text = response.read().decode()
+    [line] = [x for x in text.splitlines() if x.startswith("chatd_tls_certificate_expiry_")]
+    assert float(line.split()[1]) == leaf.not_valid_after_utc.timestamp()
 
 
 def test_sighup_swaps_the_certificate_without_dropping_sessions(make_daemon, ca, tmp_path, clients):

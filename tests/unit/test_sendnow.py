@@ -4,6 +4,7 @@ reactor, no reactor run)."""
 
 import socket
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 from twisted.internet.protocol import Factory, Protocol
@@ -91,7 +92,8 @@ def test_a_closed_peer_is_left_to_twisted_to_report(pair):
 def tls_options(server_cert):
     """The daemon's own TLS options (chatd.tls) for the test CA's certificate."""
     chain, key = server_cert
-    return server_options(replace(load_config(None).tls, certificate=chain, key=key), "test")
+    tls = replace(load_config(None).tls, certificate=chain, key=key)
+    return server_options(tls, "test", datetime.now(UTC))
 
 
 def test_tls_started_on_the_connection_itself_is_never_bypassed(pair, monkeypatch, tls_options):
