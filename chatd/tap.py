@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from chatd import devcert, sendnow, tls, wire
+from chatd import devcert, openfiles, sendnow, tls, wire
 from chatd.admission import Admission
 from chatd.auth import authenticator_for
 from chatd.broadcaster import Broadcaster
@@ -213,6 +213,7 @@ def _load(options: Options) -> Config:
 
 
 def _build(config: Config, reactor) -> ChatService:
+    openfiles.ensure_open_files(config.limits.max_connections)
     rotation = Rotation(
         daily=config.transcripts.rotate == "daily", max_bytes=config.transcripts.rotate_size
     )
