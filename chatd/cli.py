@@ -10,6 +10,7 @@ import argparse
 import secrets
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from chatd.config import Config, ConfigError, load_daemon_config, parse_duration
@@ -32,7 +33,7 @@ def check_files(config: Config) -> None:
     from chatd.auth import authenticator_for
 
     if config.wss.enabled and config.tls.certificate is not None:
-        tls.server_options(config.tls, config.source)
+        tls.server_options(config.tls, config.source, datetime.now(UTC))
     authenticator_for(config.auth, config.source)
 
 

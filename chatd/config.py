@@ -237,6 +237,7 @@ class TLSConfig:
     dev_directory: Path
     ciphers: str
     min_version: str
+    groups: tuple[str, ...]
 
     @classmethod
     def read(cls, reader: SectionReader) -> TLSConfig:
@@ -256,7 +257,19 @@ class TLSConfig:
             dev_directory=reader.directory("dev_directory", "var/dev-tls"),
             ciphers=reader.text("ciphers", "ECDHE+AESGCM:ECDHE+CHACHA20"),
             min_version=reader.choice("min_version", "1.2", ("1.2", "1.3")),
+            groups=_groups(reader),
         )
+
+
+def _groups(reader: SectionReader) -> tuple[str, ...]:
+    """Key-exchange groups, most preferred first, separated by spaces, commas or colons (as
+    OpenSSL writes them). Mozilla's intermediate configuration by default; OpenSSL's own
+    list also offers X448 and P-521, which cost more and buy nothing here."""
+    words = reader.words("groups", ("X25519", "prime256v1", "secp384r1"))
+    groups = tuple(group for word in words for group in word.split(":") if group)
+    if not groups:
+        raise reader.error("groups", "must name at least one group, e.g. X25519 prime256v1")
+    return groups
 
 
 @dataclass(frozen=True)

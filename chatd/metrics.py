@@ -7,6 +7,8 @@ read at scrape time instead of being kept up to date on every change.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -105,6 +107,14 @@ class Metrics:
         self.resumes = Counter(
             "chatd_resumes", "Joins with 'since', by outcome.", ["outcome"], registry=registry
         )
+
+    def track_certificate_expiry(self, not_after: Callable[[], float]) -> None:
+        """Export the served certificate's notAfter (only with wss on: a 0 would alert)."""
+        Gauge(
+            "chatd_tls_certificate_expiry_timestamp_seconds",
+            "When the wss listener's certificate expires (its notAfter), as a Unix time.",
+            registry=self.registry,
+        ).set_function(not_after)
 
 
 class MetricsResource(Resource):

@@ -24,6 +24,7 @@ from chatd.admission import Admission
 from chatd.config import LimitsConfig
 from chatd.errors import ChatError
 from chatd.keepalive import Keepalive
+from chatd.origins import OriginPolicy
 from chatd.ratelimit import FrameBudget
 from chatd.server import Server
 from chatd.sessions import Session
@@ -110,6 +111,8 @@ class ChatServerProtocol(WebSocketServerProtocol):
 
     def onConnect(self, request):
         context = self.factory.context
+        if request.origin and not self.factory.origins.allows(request.origin):
+            raise ConnectionDeny(403, f"WebSocket connection denied: origin {request.origin!r}")
         self.peer_address = request.peer
         ip = self.transport.getPeer().host
         refusal = context.admission.admit(ip)
@@ -138,7 +141,9 @@ class ChatServerProtocol(WebSocketServerProtocol):
 
     def failHandshake(self, reason, code=400, responseHeaders=None):
         self.factory.handshake_failures.inc()
-        if code == 400 and reason.startswith("WebSocket connection denied: origin"):
+        if code == 400 and reason.startswith(
+            ("WebSocket connection denied: origin", "HTTP Origin header invalid")
+        ):
             # Autobahn's origin check answers 400; RFC 6455 (4.2.2) says 403 Forbidden.
             code = 403
         super().failHandshake(reason, code, responseHeaders)
@@ -373,6 +378,7 @@ class ChatServerFactory(WebSocketServerFactory):
     """
 
     protocol = ChatServerProtocol
+    origins = OriginPolicy(["*"])  # until allow_origins: Autobahn's default
 
     def __init__(self, url: str, context: ListenerContext):
         super().__init__(url, reactor=context.clock)
@@ -426,8 +432,9 @@ class ChatServerFactory(WebSocketServerFactory):
         )
 
     def allow_origins(self, origins: list[str]) -> None:
-        """Browser origins that may connect (Autobahn's check; clients without Origin pass)."""
-        self.setProtocolOptions(allowedOrigins=origins)
+        """Browser origins that may connect (clients without Origin pass). Checked in onConnect
+        (chatd/origins.py: Autobahn's own check mishandles IPv6 hosts); Autobahn's is left open."""
+        self.origins = OriginPolicy(origins)
 
     def go_away(self, clock, timeout: float) -> Deferred:
         """Close every connection with 1001 (going away), so clients reconnect and resume.

@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from chatd import devcert, sendnow, tls, wire
+from chatd import devcert, openfiles, sendnow, tls, wire
 from chatd.admission import Admission
 from chatd.auth import Revocations, authenticator_for
 from chatd.config import EMBEDDED_DEFAULTS, Config, ConfigError, load_daemon_config
@@ -39,7 +39,7 @@ from chatd.sessions import SessionRegistry
 from chatd.support import SupportDesk
 from chatd.tls import ReloadableContextFactory
 from chatd.transcript import Rotation, TranscriptStore, new_epoch
-from chatd.web import HealthResource, build_site
+from chatd.web import HealthResource, access_log_line, build_site
 
 log = Logger()
 
@@ -293,11 +293,13 @@ def build_listener(context: ListenerContext, url: str, health: HealthResource):
 
 
 def _build(config: Config, reactor) -> ChatService:
+    openfiles.ensure_open_files(config.limits.max_connections)
     server = build_server(config, reactor)
     metrics = server.metrics
     tls_factory = None
     if config.wss.enabled:
-        tls_factory = ReloadableContextFactory(_tls_builder(config))
+        tls_factory = ReloadableContextFactory(_tls_builder(config), reactor)
+        metrics.track_certificate_expiry(lambda: tls_factory.not_after.timestamp())
     service = ChatService(server, reactor, tls_factory, config.transcripts.min_free_space)
     trial_roles = {
         name: frozenset({config.support.agent_role}) for name in config.support.trial_agents
@@ -353,8 +355,9 @@ def _build(config: Config, reactor) -> ChatService:
             reactor, config.metrics.port, interface=config.metrics.interface
         )
         where = f"{config.metrics.interface}:{config.metrics.port}"
+        metrics_site = Site(root, logFormatter=access_log_line)
         ListenerService(
-            "metrics", endpoint, Site(root), None, where, timeout, reactor
+            "metrics", endpoint, metrics_site, None, where, timeout, reactor
         ).setServiceParent(service)
     return service
 

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from autobahn.twisted.resource import WebSocketResource
-from twisted.web.http import HTTPChannel
+from twisted.web.http import HTTPChannel, combinedLogFormatter
+from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import File
@@ -36,6 +37,35 @@ class HealthResource(Resource):
             "users": self._server.user_count,
         }
         return json.dumps(body).encode()
+
+
+def _without_query(url: bytes) -> bytes:
+    """A URL up to its query string or fragment."""
+    return url.split(b"?", 1)[0].split(b"#", 1)[0]
+
+
+class _WithoutQuery:
+    """A request as the access log sees it: its URI and Referer cut before any query."""
+
+    def __init__(self, request):
+        self._request = request
+        self.uri = _without_query(request.uri)
+
+    def getHeader(self, name: bytes):
+        value = self._request.getHeader(name)
+        if value is not None and name.lower() == b"referer":
+            value = _without_query(value)
+        return value
+
+    def __getattr__(self, name):
+        return getattr(self._request, name)
+
+
+def access_log_line(timestamp: str, request) -> str:
+    """twisted.web's combined log line, without query strings: a URL may carry a secret
+    (a token pasted into `?token=`, a signed link in the Referer) and logs are kept and read
+    by many; the path alone says what was asked for."""
+    return combinedLogFormatter(timestamp, _WithoutQuery(request))
 
 
 class DeadlineChannel(HTTPChannel):
@@ -84,13 +114,42 @@ class StaticFile(File):
         " connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
 
+    def getChild(self, path: bytes, request):
+        # File would hand a NUL to os.stat (ValueError: a 500 and a critical traceback per
+        # request) and log every segment that is not UTF-8; no file has such a name.
+        if b"\x00" in path or not _is_utf8(path):
+            return _NoSuchFile()
+        return super().getChild(path, request)
+
     def render(self, request):
-        request.setHeader(b"content-security-policy", self.POLICY.encode())
+        self.protect(request)
+        return super().render(request)
+
+    @classmethod
+    def protect(cls, request) -> None:
+        request.setHeader(b"content-security-policy", cls.POLICY.encode())
         request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"referrer-policy", b"no-referrer")
         # Revalidate each time, so a new version of the client is picked up at once.
         request.setHeader(b"cache-control", b"no-cache")
-        return super().render(request)
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class _NoSuchFile(Resource):
+    """404 for a path that names no file, with the static files' headers."""
+
+    isLeaf = True
+
+    def render(self, request):
+        StaticFile.protect(request)
+        return notFound().render(request)
 
 
 def build_site(websocket_factory, health: HealthResource, handshake_timeout: float, clock) -> Site:
@@ -103,7 +162,7 @@ def build_site(websocket_factory, health: HealthResource, handshake_timeout: flo
     root.putChild(b"agent", StaticFile(str(static / "agent.html")))
     root.putChild(b"ws", WebSocketResource(websocket_factory))
     root.putChild(b"healthz", health)
-    site = Site(root, timeout=handshake_timeout, reactor=clock)
+    site = Site(root, timeout=handshake_timeout, reactor=clock, logFormatter=access_log_line)
     site.protocol = type("Channel", (DeadlineChannel,), {"deadline": handshake_timeout})
     site.displayTracebacks = False
     return site

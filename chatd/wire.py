@@ -29,6 +29,15 @@ from chatd.errors import (
 # C0 and C1 controls except tab and newline, and lone surrogates (which \\ud800 escapes
 # in JSON can smuggle in, and which cannot be written back out as UTF-8).
 _FORBIDDEN_IN_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+# Letters and marks that render as nothing: Hangul fillers, the Braille blank, the combining
+# grapheme joiner, Khmer's invisible vowels and the variation selectors. With whitespace and
+# the format characters (Unicode category Cf: zero-width space, BOM, joiners, bidi marks...)
+# a text of nothing but these is blank.
+_INVISIBLE = frozenset(
+    "\u115f\u1160\u3164\uffa0\u2800\u034f\u17b4\u17b5"
+    + "".join(map(chr, range(0xFE00, 0xFE10)))
+    + "".join(map(chr, range(0xE0100, 0xE01F0)))
+)
 _MAX_SEQ = 2**53 - 1  # the largest integer every JSON client can represent exactly
 MAX_TOKEN_CHARS = 8192
 MAX_SECRET_CHARS = 128
@@ -199,6 +208,8 @@ class FrameParser:
             raise ChatError(
                 TEXT_TOO_LONG, f"text is longer than {self.max_text_chars} characters", ref
             )
+        if _invisible(text):  # after the length check, which bounds this loop
+            raise ChatError(BAD_TEXT, "text is empty", ref)
         return Say(room=room, text=text, id=ref)
 
     def _who(self, obj: dict, ref: str | None) -> Who:
@@ -238,6 +249,14 @@ def _secret(obj: dict, key: str, ref: str | None) -> str | None:
     if len(value) > MAX_SECRET_CHARS:
         raise ChatError(BAD_FRAME, f"'{key}' is longer than {MAX_SECRET_CHARS}", ref)
     return value
+
+
+def _invisible(text: str) -> bool:
+    """True if no character of `text` shows (stops at the first that does)."""
+    return not any(
+        not (char.isspace() or char in _INVISIBLE or unicodedata.category(char) == "Cf")
+        for char in text
+    )
 
 
 def _ref_of(obj: dict) -> str | None:

@@ -56,7 +56,9 @@ def write_ini(path: Path, sections: dict[str, dict[str, object]]) -> Path:
     return path
 
 
-def run_twistd(config: Path, cwd: Path, log: Path, twistd: Path = TWISTD) -> subprocess.Popen:
+def run_twistd(
+    config: Path, cwd: Path, log: Path, twistd: Path = TWISTD, preexec_fn=None
+) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log, "wb") as output:
         return subprocess.Popen(
@@ -66,6 +68,7 @@ def run_twistd(config: Path, cwd: Path, log: Path, twistd: Path = TWISTD) -> sub
             stdout=output,
             stderr=subprocess.STDOUT,
             env=env,
+            preexec_fn=preexec_fn,  # e.g. to lower a resource limit for the daemon alone
         )
 
 
@@ -91,12 +94,12 @@ class Daemon:
 
     # -- lifecycle
 
-    def start(self) -> Daemon:
+    def start(self, preexec_fn=None) -> Daemon:
         assert self.process is None or self.process.poll() is not None, "already running"
         log = self.directory / f"chatd-{len(self.logs) + 1}.log"
         self.logs.append(log)
         self.ports = {}
-        self.process = run_twistd(self.config, self.directory, log, self.twistd)
+        self.process = run_twistd(self.config, self.directory, log, self.twistd, preexec_fn)
         wait_for(self._ready, START_TIMEOUT, "both listeners to be ready", interval=0.05)
         return self
 

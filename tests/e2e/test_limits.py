@@ -5,6 +5,13 @@ The other e2e tests raise the rate limit out of the way (conftest.py); these set
 
 from __future__ import annotations
 
+import contextlib
+import os
+import resource
+import socket
+import time
+from pathlib import Path
+
 import pytest
 from chatd_harness import wait_for
 from websockets.exceptions import InvalidStatus
@@ -89,3 +96,44 @@ def _connect_or_none(clients, url):
     except InvalidStatus as refused:
         assert refused.response.status_code == 429
         return None
+
+
+OPEN_FILES = 64
+
+
+def test_out_of_file_descriptors_the_daemon_backs_off_and_keeps_serving(make_daemon, clients):
+    """Started with `ulimit -n 64` (soft and hard), so it cannot raise it: it says so at
+    start; past the limit it neither spins nor floods its log, established clients keep
+    chatting, and it accepts again once descriptors are freed."""
+    daemon = make_daemon(start=False)
+    limit = (OPEN_FILES, OPEN_FILES)
+    daemon.start(preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limit))
+    assert "LimitNOFILE=" in daemon.log_of_last_start
+    alice = clients(daemon.url("ws"))
+    alice.hello("alice")
+    alice.join("lobby")
+
+    hogs = []
+    for _ in range(OPEN_FILES + 20):  # past the limit; the rest wait in the listen backlog
+        with contextlib.suppress(OSError):
+            hogs.append(socket.create_connection(("127.0.0.1", daemon.ports["ws"]), timeout=1))
+    wait_for(lambda: "cannot accept connections" in daemon.log_of_last_start, 10, "the pause line")
+    cpu_before = _cpu_seconds(daemon.process.pid)
+    time.sleep(3)  # a spinning daemon would burn ~3 s of CPU and log thousands of lines
+    assert _cpu_seconds(daemon.process.pid) - cpu_before < 1.0
+    assert len(daemon.log_of_last_start.splitlines()) < 100, daemon.log_of_last_start[-3000:]
+    alice.say("lobby", "still here", "a-1")
+
+    for hog in hogs:
+        hog.close()
+    wait_for(
+        lambda: "accepting connections on" in daemon.log_of_last_start, 10, "the recovery line"
+    )
+    bob = clients(daemon.url("ws"))
+    bob.hello("bob")
+    daemon.stop()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

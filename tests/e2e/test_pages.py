@@ -24,3 +24,14 @@ def test_unknown_paths_are_404_and_no_directory_is_listed(daemon):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(daemon.http_url("ws", path), timeout=RECV_TIMEOUT)
         assert refused.value.code == 404, path
+
+
+def test_a_nul_in_the_path_is_404_and_logs_no_traceback(daemon):
+    for path in ("/%00", "/app.js%00", "/%ff"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(daemon.http_url("ws", path), timeout=RECV_TIMEOUT)
+        assert refused.value.code == 404, path
+    daemon.stop()
+    log = daemon.log_of_last_start
+    assert '"GET /%00 HTTP/1.1" 404' in log
+    assert "Traceback" not in log and "#critical" not in log and "#error" not in log, log

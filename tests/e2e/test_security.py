@@ -16,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 import warnings
 from pathlib import Path
 
@@ -130,9 +131,14 @@ def test_tokens_never_reach_logs_or_transcripts(token_daemon, clients):
         hello_with_token(client, value)
     client.join("lobby")
     client.say("lobby", "hello", "t-1")
+    # A token pasted into a URL by mistake: refused there, and its query kept out of the log.
+    in_url = token("alice", ttl=600)
+    for path in (f"/?token={in_url}", f"/healthz?token={in_url}"):
+        assert token_daemon.get("ws", path)[0] == 200
     token_daemon.stop()
+    assert '"GET /healthz HTTP/1.1" 200' in token_daemon.log
     stored = b"".join(path.read_bytes() for path in token_daemon.transcripts.iterdir())
-    for value in (good, expired):
+    for value in (good, expired, in_url):
         signature = value.rsplit(".", 1)[1]
         assert signature not in token_daemon.log
         assert signature.encode() not in stored
@@ -193,6 +199,22 @@ def test_foreign_origin_is_refused(daemon, clients):
             open_timeout=5,
         )
     assert refused.value.response.status_code == 403
+
+
+def test_own_ipv6_origin_is_accepted_and_a_port_with_a_suffix_is_403(daemon):
+    """The startup log lists http://[::1]:PORT among the ws listener's origins; a browser
+    page there must get in. An Origin whose port runs on into another host is refused as
+    foreign (403), not as a malformed request (400)."""
+    port = daemon.ports["ws"]
+    assert f"http://[::1]:{port}" in daemon.log_of_last_start
+    with connect(daemon.url("ws"), origin=f"http://[::1]:{port}", proxy=None) as own:
+        own.send(json.dumps({"type": "hello", "name": "own6"}))
+        assert json.loads(own.recv(timeout=5))["type"] == "welcome"
+    for origin in (f"http://localhost:{port}.evil.com", f"http://localhost:{port}/x", "http://1"):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(daemon.url("ws"), origin=origin, proxy=None, open_timeout=5)
+        assert refused.value.response.status_code == 403, origin
+    assert daemon.running
 
 
 def test_configured_origins_replace_the_defaults(make_daemon):
@@ -350,6 +372,34 @@ def test_tls_refuses_old_versions_and_weak_ciphers(daemon, ca):
         ciphers="ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256",
     )
     assert _handshake(daemon, strong)
+
+
+def test_a_returning_tls_client_resumes_its_session(daemon, ca):
+    """A second connection offering the first's session skips the full handshake."""
+    context = _client_context(ca)
+
+    def get_healthz(session=None) -> ssl.SSLSocket:
+        with (
+            socket.create_connection(("127.0.0.1", daemon.ports["wss"]), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname="localhost", session=session) as tls,
+        ):
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            assert tls.recv(1024).startswith(b"HTTP/1.1 200")  # TLS 1.3: the ticket came first
+            return tls.session, tls.session_reused
+
+    session, reused = get_healthz()
+    assert not reused
+    assert get_healthz(session)[1] is True
+
+
+def test_the_certificate_expiry_is_a_metric(daemon, server_cert):
+    leaf = x509.load_pem_x509_certificate(server_cert[0].read_bytes())
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{daemon.ports['metrics']}/metrics", timeout=5
+    ) as response:
+        text = response.read().decode()
+    [line] = [x for x in text.splitlines() if x.startswith("chatd_tls_certificate_expiry_")]
+    assert float(line.split()[1]) == leaf.not_valid_after_utc.timestamp()
 
 
 def test_sighup_swaps_the_certificate_without_dropping_sessions(make_daemon, ca, tmp_path, clients):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from datetime import datetime
 
 import pytest
 from chatd_harness import STOP_TIMEOUT, run_twistd, write_ini
@@ -99,3 +100,13 @@ def test_a_port_already_in_use(tmp_path, base, daemon):
     output = start_and_fail(tmp_path, base, names_file=False)
     assert "[ws]" in output
     assert f"127.0.0.1:{daemon.ports['ws']}" in output
+
+
+def test_an_expired_certificate(tmp_path, base, ca):
+    expired = ca.issue_cert("localhost", not_after=datetime(2024, 2, 29, 12, 0))
+    certificate, key = tmp_path / "expired.pem", tmp_path / "expired-key.pem"
+    certificate.write_bytes(expired.cert_chain_pems[0].bytes())
+    key.write_bytes(expired.private_key_pem.bytes())
+    base["tls"] = {"certificate": certificate, "key": key}
+    output = start_and_fail(tmp_path, base)
+    assert "[tls] certificate: expired on 2024-02-29 12:00:00 UTC" in output

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ def daemon_message(path: Path) -> str:
     try:
         config = load_config(path)
         if config.tls.certificate is not None:
-            tls.server_options(config.tls, config.source)
+            tls.server_options(config.tls, config.source, datetime.now(UTC))
         authenticator_for(config.auth, config.source)
     except ConfigError as error:
         return str(error)

@@ -47,9 +47,10 @@ def test_each_listener_holds_its_options_in_its_own_protocol_class(server):
     assert type(protocol) is server.factory.protocol
     assert "maxMessagePayloadSize" not in vars(protocol)  # not copied per connection
     assert protocol.maxMessagePayloadSize == server.limits.max_message_bytes
-    server.factory.allow_origins(["https://chat.example"])
-    assert server.connect().server_side.allowedOrigins == ["https://chat.example"]
-    assert protocol.allowedOrigins == ["*"]  # an open connection keeps what it opened with
+    server.factory.setProtocolOptions(maxMessagePayloadSize=4096)
+    assert server.connect().server_side.maxMessagePayloadSize == 4096
+    # an open connection keeps what it opened with
+    assert protocol.maxMessagePayloadSize == server.limits.max_message_bytes
 
 
 def test_hello_is_welcomed(server):

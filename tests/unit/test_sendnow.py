@@ -2,8 +2,11 @@
 MemoryReactor standing in only for the reactor's reader and writer registries (no global
 reactor, no reactor run)."""
 
+import errno
+import os
 import socket
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 from twisted.internet.protocol import Factory, Protocol
@@ -91,7 +94,8 @@ def test_a_closed_peer_is_left_to_twisted_to_report(pair):
 def tls_options(server_cert):
     """The daemon's own TLS options (chatd.tls) for the test CA's certificate."""
     chain, key = server_cert
-    return server_options(replace(load_config(None).tls, certificate=chain, key=key), "test")
+    tls = replace(load_config(None).tls, certificate=chain, key=key)
+    return server_options(tls, "test", datetime.now(UTC))
 
 
 def test_tls_started_on_the_connection_itself_is_never_bypassed(pair, monkeypatch, tls_options):
@@ -143,3 +147,94 @@ def test_the_tls_endpoint_puts_tls_over_send_now_connections(accept, tls_options
     # Twisted's plain TLS transport, not the one that defers each write to a timer of its own
     assert type(made.transport) is tls.TLSMemoryBIOProtocol
     assert type(made.transport.transport) is sendnow.SendNowServer
+
+
+# -- out of file descriptors ---------------------------------------------------------------------
+
+
+class ListeningSocket:
+    """The port's real listening socket, whose accept() fails with `error` while it is set:
+    the one OS call a test cannot make fail on demand without starving the whole process."""
+
+    def __init__(self, real: socket.socket):
+        self._real = real
+        self.error: int | None = None
+        self.attempts = 0
+
+    def accept(self):
+        self.attempts += 1
+        if self.error is not None:
+            raise OSError(self.error, os.strerror(self.error))
+        return self._real.accept()
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+@pytest.fixture
+def starved():
+    """(port, listening socket, reactor, factory, connect): a SendNowPort on a real socket."""
+    reactor = MemoryReactorClock()
+    factory = Factory.forProtocol(Recorder)
+    factory.made = []
+    port = sendnow.TCPServerEndpoint(reactor, 0, "127.0.0.1").listen(factory).result
+    listening = ListeningSocket(port.socket)
+    port.socket = listening
+    clients = []
+
+    def connect():
+        clients.append(socket.create_connection(("127.0.0.1", port.getHost().port)))
+
+    yield port, listening, reactor, factory, connect
+    for each in [*clients, *(made.transport.socket for made in factory.made)]:
+        each.close()
+    if port.connected:
+        port.socket = listening._real
+        port.connectionLost(None)
+
+
+def run_reactor(reactor, port, seconds: float, step: float = 0.01) -> None:
+    """What the reactor does for `seconds`: call doRead while the port is reading (its
+    socket stays readable: a client is waiting) and run the timers."""
+    for _ in range(round(seconds / step)):
+        if port in reactor.getReaders():
+            port.doRead()
+        reactor.advance(step)
+
+
+@pytest.mark.parametrize("error", [errno.EMFILE, errno.ENFILE])
+def test_out_of_descriptors_the_port_backs_off_logs_little_and_resumes(starved, log_events, error):
+    port, listening, reactor, factory, connect = starved
+    connect()
+    listening.error = error
+    run_reactor(reactor, port, 25.0)
+    # 0.1 + 0.2 + 0.4 + 0.8, then every second: about 25 attempts in 25 s, not a busy loop
+    assert 20 <= listening.attempts <= 30
+    lines = [event for event in log_events if event.get("log_namespace", "").startswith("chatd")]
+    assert [event["log_level"].name for event in lines] == ["warn", "warn", "warn"]
+    assert errno.errorcode[error] in lines[0]["error"] and "LimitNOFILE" in lines[0]["log_format"]
+    assert 10 <= lines[1]["refused"] <= 14  # one line per 10 s, with the count
+    assert factory.made == []
+
+    refused = listening.attempts
+    listening.error = None  # descriptors were freed: the waiting client is accepted
+    log_events.clear()
+    run_reactor(reactor, port, 1.1)
+    assert len(factory.made) == 1
+    assert type(factory.made[0].transport) is sendnow.SendNowServer
+    [recovered] = [event for event in log_events if "again" in event.get("log_format", "")]
+    assert recovered["refused"] == refused
+    connect()
+    port.doRead()  # and accepting goes on as usual
+    assert len(factory.made) == 2
+
+
+def test_stopping_the_port_cancels_its_pending_resume(starved):
+    port, listening, reactor, _factory, connect = starved
+    connect()
+    listening.error = errno.EMFILE
+    port.doRead()
+    assert reactor.getDelayedCalls()
+    port.socket = listening._real
+    port.connectionLost(None)
+    assert not [call for call in reactor.getDelayedCalls() if call.active()]

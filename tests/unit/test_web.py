@@ -1,10 +1,12 @@
 """The HTTP side of a listener: twisted.web in front, WebSocket upgrade at /ws, /healthz."""
 
+import io
 import json
 
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel
 
 
 @pytest.fixture
@@ -84,3 +86,33 @@ def test_a_request_completed_in_time_is_not_aborted(web, reactor):
     reactor.advance(web.limits.handshake_timeout + 1)
     assert not transport.disconnected
     assert transport.value().startswith(b"HTTP/1.1 200")
+
+
+def test_the_access_log_holds_the_path_but_no_query_string(web):
+    """A token pasted into a URL (or a Referer) must not be written to the access log."""
+    log = io.StringIO()
+    web.site.logFile = log
+    web.site.startFactory()  # what listening does in the daemon: stamps log lines with the time
+    web.site.logFile = log
+    channel, transport = open_channel(web)
+    channel.dataReceived(
+        b"GET /healthz?token=eyJhbGciOi.secret-claims.secret-sig HTTP/1.1\r\nHost: localhost\r\n"
+        b"Referer: https://chat.example.com/page?token=referer-secret#frag\r\n\r\n"
+    )
+    assert transport.value().startswith(b"HTTP/1.1 200")
+    [line] = log.getvalue().splitlines()
+    assert '"GET /healthz HTTP/1.1" 200' in line
+    assert '"https://chat.example.com/page"' in line
+    assert "secret" not in line
+    web.site.stopFactory()
+
+
+@pytest.mark.parametrize("path", [b"/%00", b"/app.js%00", b"/a%00b/c", b"/%ff", b"/%c3%28"])
+def test_a_path_no_file_can_have_is_404_without_a_traceback(web, log_events, path):
+    """A NUL (os.stat raises ValueError: 500 and a critical traceback in twisted.web's File)
+    or bytes that are not UTF-8 (logged by File as an error) name no file: 404, quietly."""
+    status, headers, _body = get(web, path)
+    assert status == 404
+    assert headers[b"x-content-type-options"] == b"nosniff"
+    noisy = [event for event in log_events if event.get("log_level", LogLevel.info) > LogLevel.info]
+    assert noisy == []

@@ -169,6 +169,29 @@ def test_blank_text_or_control_characters_are_bad_text(text):
     )
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\u200b",  # zero-width space (Cf)
+        "\ufeff\ufeff",  # byte order mark
+        "\u200b \u200d\u2060",  # with a space, a joiner and a word joiner among them
+        "\u3164",  # Hangul filler (a letter, Lo)
+        "\u115f\u1160\uffa0",  # the other Hangul fillers
+        "\u2800\u2800",  # Braille pattern blank (So)
+        "\u202e\u00ad",  # right-to-left override, soft hyphen
+        "\u034f\ufe0f",  # combining grapheme joiner, variation selector
+    ],
+)
+def test_text_of_invisible_characters_only_is_empty(text):
+    error = error_of_frame({"type": "say", "room": "r", "id": "c", "text": text})
+    assert (error.code, error.message) == (errors.BAD_TEXT, "text is empty")
+
+
+@pytest.mark.parametrize("text", ["a\u200bb", "\u3164x", "\u2800\u2801", "\U0001f44d\ufe0f"])
+def test_invisible_characters_beside_visible_ones_are_kept(text):
+    assert parse({"type": "say", "room": "r", "id": "c", "text": text}).text == text
+
+
 def test_a_lone_surrogate_in_text_is_bad_text():
     payload = b'{"type": "say", "room": "r", "id": "c", "text": "a\\ud800b"}'
     assert error_of(payload).code == errors.BAD_TEXT
