@@ -35,7 +35,9 @@ def filled_room(count: int, memory_events: int = 100) -> Room:
 
 def test_message_event_is_the_documented_json():
     room = make_room()
-    event = room.sequence(message_draft("alice", "alice", "c-17", "hi there", 1_795_545_506.4915))
+    event = room.sequence(
+        message_draft("alice", "Alice A.", "c-17", "hi there", 1_795_545_506.4915)
+    )
     assert json.loads(event.line) == {
         "type": "message",
         "room": "lobby",
@@ -43,6 +45,7 @@ def test_message_event_is_the_documented_json():
         "seq": 1,
         "ts": "2026-11-24T18:38:26.491Z",
         "from": "alice",
+        "name": "Alice A.",
         "id": "c-17",
         "text": "hi there",
     }
@@ -50,7 +53,7 @@ def test_message_event_is_the_documented_json():
 
 
 def test_presence_event_is_the_documented_json():
-    event = make_room().sequence(presence_draft("bob", "bob", "leave", 0.0))
+    event = make_room().sequence(presence_draft("bob", "Bob B.", "leave", 0.0))
     assert json.loads(event.line) == {
         "type": "presence",
         "room": "lobby",
@@ -58,6 +61,7 @@ def test_presence_event_is_the_documented_json():
         "seq": 1,
         "ts": "1970-01-01T00:00:00.000Z",
         "user": "bob",
+        "name": "Bob B.",
         "event": "leave",
     }
 
@@ -241,8 +245,68 @@ def test_retry_is_per_sender():
 def test_abandoned_message_can_be_posted_again():
     room = make_room()
     event = room.sequence(message_draft("alice", "alice", "c1", "hi", 0.0))
-    room.abandon(event)
+    room.abandon([event])
     assert room.seq_of_retry("alice", "c1", now=0.0) is None
+
+
+def test_abandoned_events_give_their_seqs_out_again_so_history_has_no_gap():
+    room = filled_room(2)
+    lost = [room.sequence(message_draft("alice", "alice", f"c{n}", "x", 0.0)) for n in (1, 2)]
+    assert [event.seq for event in lost] == [3, 4]
+    room.abandon(lost)
+    assert (room.last_seq, room.committed_seq) == (2, 2)
+    assert room.sequence(message_draft("alice", "alice", "c3", "y", 0.0)).seq == 3
+
+
+# -- members: counted per user, fanned out per session -----------------------------------------
+
+
+class FakeSession:
+    def __init__(self, user: str, name: str | None = None):
+        self.user = user
+        self.name = name or user
+
+
+def test_a_users_first_session_makes_it_a_member_and_its_last_ends_it():
+    room = make_room()
+    laptop, phone = FakeSession("alice", "Alice A."), FakeSession("alice", "Alice A.")
+    assert [room.add(laptop), room.add(phone), room.add(phone)] == [True, False, False]
+    assert (room.names(), list(room.sessions)) == ({"alice": "Alice A."}, [laptop, phone])
+    assert [room.remove(laptop), room.remove(laptop)] == [False, False]
+    assert room.names() == {"alice": "Alice A."}
+    assert room.remove(phone) is True
+    assert (room.names(), list(room.sessions)) == ({}, [])
+
+
+def test_a_room_is_idle_only_with_no_session_and_nothing_pending():
+    room = make_room()
+    assert room.idle
+    session = FakeSession("bob")
+    room.add(session)
+    assert not room.idle
+    room.remove(session)
+    room.pending = 1
+    assert not room.idle
+    room.pending = 0
+    assert room.idle
+
+
+def test_said_anything_is_false_until_a_non_presence_event_commits():
+    room = make_room()
+    room.commit(room.sequence(presence_draft("bob", "bob", "join", 0.0)))
+    assert room.said_anything is False
+    say(room, "hi")
+    assert room.said_anything is True
+
+
+def test_a_room_loaded_with_only_presence_in_its_recent_history_said_nothing():
+    old = make_room()
+    for change in ("join", "leave"):
+        old.commit(old.sequence(presence_draft("bob", "bob", change, 0.0)))
+    recent = [Event.from_line(line) for line in old.latest(10)]
+    assert make_room(recent=recent, last_seq=2).said_anything is False
+    # If older events fell out of the window, the room cannot know: it counts as said.
+    assert make_room(recent=recent[1:], last_seq=2).said_anything is True
 
 
 # -- a room rebuilt from its transcript ----------------------------------------------------------
