@@ -31,6 +31,58 @@ def test_hello_carries_name_and_ref():
     assert parse({"type": "hello", "name": "alice", "id": "h1"}) == wire.Hello("alice", "h1")
 
 
+def test_hello_may_carry_a_token_a_user_secret_and_a_resume_secret():
+    frame = parse({"type": "hello", "token": "t.k.n", "secret": "s3", "resume": "id.sec"})
+    assert frame == wire.Hello(None, None, token="t.k.n", secret="s3", resume="id.sec")
+    assert parse({"type": "hello", "name": "bob", "resume": None}).resume is None
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"type": "hello", "name": "bob", "secret": 7},
+        {"type": "hello", "name": "bob", "resume": ["x"]},
+        {"type": "hello", "name": "bob", "secret": "s" * 129},
+        {"type": "hello", "token": "t" * 8193},
+        {"type": "refresh"},
+        {"type": "refresh", "token": 5},
+    ],
+)
+def test_malformed_secrets_and_tokens_are_bad_frames(obj):
+    assert error_of_frame(obj).code == errors.BAD_FRAME
+
+
+def test_refresh_carries_its_token_and_ref():
+    assert parse({"type": "refresh", "token": "abc", "id": "r1"}) == wire.Refresh("abc", "r1")
+
+
+def test_queue_defaults_to_every_status_and_no_cursor():
+    assert parse({"type": "queue"}) == wire.Queue(ref=None, status="all", limit=None, before=None)
+    frame = parse({"type": "queue", "status": "resolved", "limit": 5, "before": "c", "id": "q"})
+    assert frame == wire.Queue(ref="q", status="resolved", limit=5, before="c")
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"type": "queue", "status": "new"},
+        {"type": "queue", "limit": 0},
+        {"type": "queue", "limit": True},
+        {"type": "queue", "before": 3},
+        {"type": "queue", "before": "x" * 201},
+    ],
+)
+def test_malformed_queue_frames_are_bad_frames(obj):
+    assert error_of_frame(obj).code == errors.BAD_FRAME
+
+
+def test_resolve_needs_a_valid_room():
+    assert parse({"type": "resolve", "room": "support-x", "id": "r"}) == wire.Resolve(
+        "support-x", "r"
+    )
+    assert error_of_frame({"type": "resolve", "room": "Bad Room"}).code == errors.BAD_ROOM
+
+
 def test_join_without_since():
     assert parse({"type": "join", "room": "lobby"}) == wire.Join("lobby", None, None)
 
@@ -211,13 +263,15 @@ def test_encode_is_compact_utf8():
 
 def test_joined_splices_in_already_encoded_history():
     event = wire.encode({"type": "message", "seq": 3})
-    frame = json.loads(wire.joined("lobby", "ab", 3, ["alice"], [event, event], True, "j1"))
+    names = {"alice": "Alice A.", "bob": "bob"}
+    frame = json.loads(wire.joined("lobby", "ab", 3, names, [event, event], True, "j1"))
     assert frame == {
         "type": "joined",
         "room": "lobby",
         "epoch": "ab",
         "seq": 3,
-        "members": ["alice"],
+        "members": ["alice", "bob"],
+        "names": {"alice": "Alice A.", "bob": "bob"},
         "recovered": True,
         "ref": "j1",
         "history": [{"type": "message", "seq": 3}] * 2,
@@ -237,23 +291,21 @@ def test_history_frame_with_no_events_is_valid_json():
 
 
 def test_reply_frames():
-    assert json.loads(wire.welcome("bob", "Bob B.", ["mod"], 99, None)) == {
-        "type": "welcome",
-        "user": "bob",
-        "name": "Bob B.",
-        "roles": ["mod"],
-        "max_text_chars": 99,
-    }
-    assert json.loads(wire.welcome("bob", "bob", [], 99, "support-bob"))["support_room"] == (
-        "support-bob"
-    )
+    fields = {"user": "bob", "name": "Bob B.", "roles": ["mod"], "session": "s1"}
+    assert json.loads(wire.welcome(fields)) == {"type": "welcome", **fields}
     assert json.loads(wire.ack("c1", 7)) == {"type": "ack", "id": "c1", "seq": 7}
     assert json.loads(wire.left("r", None)) == {"type": "left", "room": "r", "ref": None}
-    assert json.loads(wire.members("r", ["a"], "w")) == {
+    assert json.loads(wire.members("r", {"a": "Ann", "b": "b"}, "w")) == {
         "type": "members",
         "room": "r",
-        "members": ["a"],
+        "members": ["a", "b"],
+        "names": {"a": "Ann", "b": "b"},
         "ref": "w",
+    }
+    assert json.loads(wire.refreshed(1234.5, "r1")) == {
+        "type": "refreshed",
+        "expires": 1234.5,
+        "ref": "r1",
     }
     assert json.loads(wire.error("bad_room", "no", "x")) == {
         "type": "error",
