@@ -67,7 +67,8 @@ def test_prepare_accepts_an_existing_directory(store):
 
 
 def test_transcript_files_are_created_0640(store, umask_022):
-    store.writer("lobby")
+    store.append("lobby", events(1)[0].line, NOON)
+    store.flush(fsync=False)
     assert stat.S_IMODE(store.path_of("lobby").stat().st_mode) == 0o640
 
 
@@ -79,8 +80,10 @@ def test_path_of_refuses_names_that_could_leave_the_directory(store):
 
 def test_nothing_reaches_the_file_before_flush(store):
     line = events(1)[0].line
+    store.writer("lobby")
     store.append("lobby", line, NOON)
-    assert store.path_of("lobby").read_bytes() == b""
+    assert not store.path_of("lobby").exists()
+    assert store.open_files == 0
     assert store.flush(fsync=False) == []
     assert store.path_of("lobby").read_bytes() == line + b"\n"
 
@@ -91,6 +94,56 @@ def test_flush_with_fsync_writes_the_same_bytes(store):
         store.append("lobby", line, NOON)
     store.flush(fsync=True)
     assert store.path_of("lobby").read_bytes() == b"".join(line + b"\n" for line in lines)
+
+
+def test_files_not_written_since_the_last_close_idle_are_closed_and_reopen_on_write(store):
+    first, second = events(2)
+    for room in ("lobby", "side"):
+        store.append(room, first.line, NOON)
+    store.flush(fsync=False)
+    assert store.open_files == 2
+    assert store.close_idle() == 0  # both were written since the last call
+    store.append("lobby", second.line, NOON)
+    store.flush(fsync=False)
+    assert (store.close_idle(), store.open_files) == (1, 1)  # side was idle
+    assert (store.close_idle(), store.open_files) == (1, 0)
+    store.append("side", second.line, NOON)
+    store.flush(fsync=False)
+    assert store.open_files == 1
+    assert store.path_of("side").read_bytes() == first.line + b"\n" + second.line + b"\n"
+
+
+def test_a_file_with_lines_waiting_for_the_flush_is_not_closed_as_idle(store):
+    first, second = events(2)
+    store.append("lobby", first.line, NOON)
+    store.flush(fsync=False)
+    assert store.close_idle() == 0  # written since the last call
+    store.append("lobby", second.line, NOON)
+    assert (store.close_idle(), store.open_files) == (0, 1)  # not written since, but dirty
+    store.flush(fsync=False)
+    assert seqs(store.path_of("lobby").read_bytes().splitlines()) == [1, 2]
+
+
+def test_release_closes_the_file_and_remove_deletes_every_segment(store, transcript_dir):
+    line = events(1)[0].line
+    for room in ("kept", "gone"):
+        store.append(room, line, NOON)
+    store.flush(fsync=False)
+    rotated = rotated_path(store.path_of("gone"), NOON)
+    rotated.write_bytes(line + b"\n")
+    store.release("kept")
+    assert store.open_files == 1
+    assert sorted(path.name for path in store.remove("gone")) == sorted(
+        [rotated.name, "gone.jsonl"]
+    )
+    assert (store.open_files, store.rooms()) == (0, ["kept"])
+
+
+def test_read_back_yields_events_newest_first_across_rotations_skipping_bad_lines(store):
+    old, new = events(4)[:2], events(4)[2:]
+    write(rotated_path(store.path_of("lobby"), NOON), [e.line for e in old])
+    write(store.path_of("lobby"), [new[0].line, b"{torn", new[1].line])
+    assert [event.seq for event in store.read_back("lobby")] == [4, 3, 2, 1]
 
 
 def test_writer_appends_to_an_existing_file(store):
