@@ -57,9 +57,20 @@ def test_hello_is_welcomed(server):
     client = server.connect()
     client.send_json({"type": "hello", "name": "alice", "id": "h1"})
     server.flush()
-    assert client.frames == [
-        {"type": "welcome", "user": "alice", "name": "alice", "roles": [], "max_text_chars": 100}
-    ]
+    [welcome] = client.frames
+    session, secret = welcome.pop("session"), welcome.pop("secret")
+    resume = welcome.pop("resume")
+    assert welcome == {
+        "type": "welcome",
+        "user": "alice",
+        "name": "alice",
+        "roles": [],
+        "resumed": False,
+        "max_text_chars": 100,
+    }
+    assert resume.startswith(session + ".") and len(resume) > len(session) + 16
+    assert len(secret) >= 16 and secret not in resume
+    assert server.server.sessions.of_user("alice")[0].id == session
 
 
 def test_join_replies_joined_then_the_presence_event(server):
@@ -106,7 +117,13 @@ def test_who_and_history(server):
     alice.send_json({"type": "history", "room": "lobby", "limit": 1})
     server.flush()
     members, history = alice.frames[-2:]
-    assert members == {"type": "members", "room": "lobby", "members": ["alice", "bob"], "ref": None}
+    assert members == {
+        "type": "members",
+        "room": "lobby",
+        "members": ["alice", "bob"],
+        "names": {"alice": "alice", "bob": "bob"},
+        "ref": None,
+    }
     assert history["type"] == "history"
     assert [(event["user"], event["event"]) for event in history["events"]] == [("bob", "join")]
 
@@ -235,14 +252,19 @@ def test_a_hello_in_time_cancels_the_deadline(server, reactor):
 def test_frames_over_the_rate_are_refused_then_a_flood_is_closed(server):
     client = server.welcomed("alice")
     burst = server.limits.message_burst
-    for _ in range(burst - 1):  # the hello took one token
-        client.send_json({"type": "who", "room": "nowhere"})
-    client.send_json({"type": "who", "room": "nowhere"})
+    for number in range(burst - 1):  # the hello took one token
+        client.send_json({"type": "leave", "room": "nowhere", "id": f"l{number}"})
     server.flush()
-    assert client.frames[-1]["code"] == errors.RATE_LIMITED
+    assert {frame["code"] for frame in client.of_type("error")} == {errors.NOT_JOINED}
+    client.send_json({"type": "leave", "room": "nowhere", "id": "over"})
+    server.flush()
+    assert (client.frames[-1]["code"], client.frames[-1]["ref"]) == (errors.RATE_LIMITED, "over")
     assert client.close_code is None
-    for _ in range(server.limits.flood_close_after):
-        client.send_json({"type": "who", "room": "nowhere"})
+    for _ in range(server.limits.flood_close_after - 2):
+        client.send_json({"type": "leave", "room": "nowhere"})
+    server.flush()
+    assert client.close_code is None
+    client.send_json({"type": "leave", "room": "nowhere"})
     server.flush()
     assert client.close_code == 1008
 
