@@ -153,11 +153,12 @@ def identify(name: str, **extra):
 
 @pytest.fixture
 def hello():
-    """`hello(server, connection, name)`: a session, as the protocol would make it."""
+    """`hello(server, connection, name)`: a session, as the protocol would make it; `identity`
+    replaces the open-mode one (roles, a token's identity), other keywords go in the frame."""
 
-    def hello(server: Server, connection, name: str, **frame) -> Session:
+    def hello(server: Server, connection, name: str, *, identity=None, **frame) -> Session:
         session, _welcome = server.hello(
-            connection, identify(name), wire.Hello(name=name, ref=None, **frame)
+            connection, identity or identify(name), wire.Hello(name=name, ref=None, **frame)
         )
         return session
 
