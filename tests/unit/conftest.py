@@ -15,6 +15,7 @@ import os
 import resource
 import signal
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from twisted.test import iosim
 
 from chatd import wire
 from chatd.admission import Admission
-from chatd.auth import OpenAuthenticator
+from chatd.auth import OpenAuthenticator, TokenAuthenticator, mint_token
 from chatd.config import load_config
 from chatd.protocol import ListenerContext, prepare_frames
 from chatd.server import Server
@@ -182,6 +183,53 @@ def enter(make_connection, hello):
         return session, connection, joined
 
     return enter
+
+
+class Tokens:
+    """Token mode with real JWTs: an HS256 secret under tmp_path, `mint` and `identity`.
+
+    PyJWT checks `exp` against the wall clock, so `use(clock)` first moves a test clock (still
+    at 0, nothing scheduled) to the present; after that the server's clock decides expiry.
+    """
+
+    LEEWAY = 5.0
+
+    def __init__(self, directory: Path):
+        secret = directory / "jwt-secret"
+        secret.write_bytes(b"k" * 40 + b"\n")
+        self.section = {"mode": "token", "secret_file": secret, "leeway": self.LEEWAY}
+        self.config = replace(DEFAULTS.auth, **self.section)
+        self.authenticator = TokenAuthenticator(self.config, "test")
+        self.clock = None
+
+    def use(self, clock) -> None:
+        self.clock = clock
+        wall = float(int(time.time()))
+        if clock.seconds() < wall:
+            clock.advance(wall - clock.seconds())
+
+    def mint(self, user: str, *, ttl: float = 60.0, name=None, roles=(), token_id=None) -> str:
+        return mint_token(
+            self.config,
+            user,
+            roles=list(roles),
+            ttl=ttl,
+            now=self.clock.seconds(),
+            name=name,
+            token_id=token_id,
+        )
+
+    def identity(self, user: str, **claims):
+        """The identity the authenticator verifies from a freshly minted token."""
+        return self.authenticator.verify(self.mint(user, **claims))
+
+
+@pytest.fixture
+def tokens(tmp_path, clock) -> Tokens:
+    """Token mode on the test's `clock` (call `tokens.use(reactor)` for a listener)."""
+    tokens = Tokens(tmp_path)
+    tokens.use(clock)
+    return tokens
 
 
 @pytest.fixture
