@@ -1,7 +1,12 @@
-"""The pure limiters: the token bucket and connection admission."""
+"""The pure limiters: the token bucket, a connection's frame budgets and admission."""
+
+from dataclasses import replace
 
 from chatd.admission import Admission
-from chatd.ratelimit import TokenBucket
+from chatd.config import load_config
+from chatd.ratelimit import FrameBudget, TokenBucket
+
+DEFAULTS = load_config(None)
 
 
 def test_bucket_allows_a_burst_then_the_sustained_rate():
@@ -39,3 +44,68 @@ def test_admission_frees_a_place_on_release():
     assert admission.admit("10.0.0.1") is None
     admission.release("10.0.0.1")
     assert admission.admit("10.0.0.2") is None
+
+
+# -- a connection's frame budgets ----------------------------------------------------------------
+
+
+def budget(**limits) -> FrameBudget:
+    values = {
+        "messages_per_second": 2.0,
+        "message_burst": 3,
+        "cheap_per_second": 4.0,
+        "cheap_burst": 5,
+        "flood_close_after": 3,
+        **limits,
+    }
+    return FrameBudget(replace(DEFAULTS.limits, **values), now=0.0)
+
+
+def test_cheap_and_costly_frames_have_budgets_of_their_own():
+    frames = budget()
+    assert [frames.take("say", 0.0) for _ in range(4)] == [True, True, True, False]
+    assert [frames.take("who", 0.0) for _ in range(6)] == [True] * 5 + [False]
+    assert frames.take("queue", 0.0) is False and frames.take("join", 0.0) is False
+    assert frames.take("refresh", 0.25) is True  # 4/s: one cheap frame back in 0.25 s
+    assert frames.take("say", 0.25) is False  # 2/s: not yet one costly frame
+    assert frames.take("say", 0.5) is True
+
+
+def test_only_costly_frames_strike_toward_closing():
+    frames = budget(flood_close_after=3)
+    assert [frames.strike("who") for _ in range(100)] == [False] * 100
+    assert [frames.strike("say"), frames.strike(None), frames.strike("join")] == [
+        False,
+        False,
+        True,
+    ]
+
+
+def test_a_frame_within_budget_forgives_the_strikes():
+    frames = budget(flood_close_after=2)
+    assert frames.strike("say") is False
+    frames.forgive()
+    assert frames.strike("say") is False
+    assert frames.strike("say") is True
+
+
+def test_rate_of_names_the_budget_a_frame_went_over():
+    frames = budget()
+    assert (frames.rate_of("who"), frames.rate_of("say"), frames.rate_of(None)) == (4.0, 2.0, 6.0)
+
+
+def test_a_creation_budget_bucket_is_full_again_after_its_refill_time():
+    bucket = TokenBucket(rate=1.0, burst=2, now=0.0)
+    bucket.take(0.0)
+    assert bucket.full(0.5) is False
+    assert bucket.full(1.0) is True
+
+
+def test_refused_cheap_frames_do_not_use_up_the_budget_every_frame_shares():
+    frames = budget()  # all frames: 6/s, burst 8
+    admitted = 0
+    for _ in range(1000):
+        assert frames.admit(0.0)
+        admitted += frames.take("who", 0.0)
+    assert admitted == 5
+    assert [frames.take("say", 0.0) for _ in range(3)] == [True] * 3

@@ -337,3 +337,37 @@ def test_replies_larger_than_the_incoming_limit_are_sent(server):
     assert len(json.dumps(joined)) > 1024
     assert [event["user"] for event in joined["history"]] == [f"member{n}" for n in range(12)]
     assert latecomer.close_code is None and all(m.close_code is None for m in members)
+
+
+def test_cheap_frames_over_their_budget_are_refused_with_their_ref_and_never_close(server):
+    client = server.joined("alice")
+    limits = server.limits
+    for number in range(limits.cheap_burst):
+        client.send_json({"type": "who", "room": "lobby", "id": f"w{number}"})
+    server.flush()
+    assert [frame["type"] for frame in client.frames[-limits.cheap_burst :]] == (
+        ["members"] * limits.cheap_burst
+    )
+    flood = 10 * (limits.message_burst + limits.cheap_burst + limits.flood_close_after)
+    for number in range(flood):
+        client.send_json({"type": "who", "room": "lobby", "id": f"x{number}"})
+    server.flush()
+    refusals = client.frames[-flood:]
+    assert {(frame["type"], frame["code"]) for frame in refusals} == {
+        ("error", errors.RATE_LIMITED)
+    }
+    assert [frame["ref"] for frame in refusals] == [f"x{number}" for number in range(flood)]
+    assert client.close_code is None
+    # Costly frames still have their own budget, untouched by the lookups.
+    client.send_json({"type": "say", "room": "lobby", "text": "still here", "id": "s1"})
+    server.flush()
+    assert client.frames[-1] == {"type": "ack", "id": "s1", "seq": 2}
+
+
+def test_says_over_their_budget_are_still_closed_after_flood_close_after(server):
+    client = server.joined("alice")
+    for number in range(server.limits.message_burst + server.limits.flood_close_after + 5):
+        client.send_json({"type": "say", "room": "lobby", "text": "spam", "id": f"s{number}"})
+    server.flush()
+    assert client.close_code == 1008
+    assert errors.RATE_LIMITED in {frame.get("code") for frame in client.of_type("error")}
