@@ -120,6 +120,7 @@ class Directory:
             return room
         if name not in self.config.declared and not self.config.allow_create:
             raise ChatError(errors.FORBIDDEN, "new rooms cannot be created on this server")
+        self._make_way(name)  # before the budget: a refused room costs the user nothing
         if name not in self.config.declared:
             self._spend_budget(session)
         room = self._admit(name, self._make_epoch())
@@ -168,15 +169,20 @@ class Directory:
         )
         return room
 
+    def _make_way(self, name: str) -> None:
+        """At max_rooms, unload the longest idle room; refuse if every room is in use."""
+        if len(self.rooms) < self.config.max_rooms:
+            return
+        if not self._idle:
+            self._log.warn("refused room {room}: max_rooms rooms are in use", room=name)
+            raise ChatError(
+                errors.UNAVAILABLE, "the server holds as many rooms as it may; retry later"
+            )
+        self.unload(self.rooms[next(iter(self._idle))])
+
     def _admit(self, name: str, epoch: str, **history) -> Room:
         """Put a room in memory, making way at max_rooms by unloading the longest idle one."""
-        if len(self.rooms) >= self.config.max_rooms:
-            if not self._idle:
-                self._log.warn("refused room {room}: max_rooms rooms are in use", room=name)
-                raise ChatError(
-                    errors.UNAVAILABLE, "the server holds as many rooms as it may; retry later"
-                )
-            self.unload(self.rooms[next(iter(self._idle))])
+        self._make_way(name)
         room = self.rooms[name] = Room(
             name,
             epoch,

@@ -134,6 +134,8 @@ class Server:
         except ChatError as error:
             error.ref = ref
             raise
+        for name in session.rooms:  # the new token may carry a new display name
+            self.directory.rooms[name].members[session.user].name = session.name
         self._watch_expiry(session)
         return wire.refreshed(session.expires_at, ref)
 

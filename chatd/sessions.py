@@ -17,7 +17,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chatd import errors
@@ -132,9 +132,13 @@ class SessionRegistry:
                 )
         if user is None:
             user = self._users[key] = User(key, self._make_secret())
+        elif user.sessions and self.open_mode:
+            # The name as its first session spelled it: `aLICE` joining `Alice` is Alice.
+            first = _first(user)
+            identity = replace(identity, user=first.user, display_name=first.name)
         session = Session(
             id=self._make_secret(),
-            user=identity.user if not user.sessions else _first(user).user,
+            user=identity.user,
             name=identity.display_name,
             roles=identity.roles,
             connection=connection,

@@ -300,3 +300,19 @@ def test_declared_rooms_cost_no_budget(make_chat, person, clock):
         assert join(server, alice, room)["room"] == room
     assert join(server, alice, "mine")["room"] == "mine"
     assert refusal_code(server.join, alice, wire.Join("more", None, None)) == errors.ROOM_BUDGET
+
+
+def test_a_room_refused_at_max_rooms_costs_no_creation_budget(chat, person, clock):
+    server = chat(max_rooms=1, creations_per_user=2)
+    alice, bob = person(server, "alice"), person(server, "bob")
+    join(server, alice, "first")
+    for _attempt in range(5):
+        assert refusal_code(server.join, bob, wire.Join("other", None, None)) == (
+            errors.UNAVAILABLE
+        )
+    leave(server, alice, "first")
+    clock.advance(0)
+    assert join(server, bob, "second")["room"] == "second"
+    leave(server, bob, "second")
+    clock.advance(0)
+    assert join(server, bob, "third")["room"] == "third"  # both creations were still there

@@ -449,3 +449,16 @@ def test_refusals_at_hello_for_sessions_leave_the_connection_open_and_unwelcomed
         server.flush()
         assert client.frames[-1]["code"] == errors.HELLO_REQUIRED
     assert first.close_code is None
+
+
+def test_open_mode_a_second_session_in_other_case_is_the_first_ones_user_and_name(
+    make_chat, make_connection
+):
+    server = make_chat()
+    first, hello1 = welcome(server, make_connection(), "Alice")
+    second, hello2 = welcome(server, make_connection(), "aLICE", secret=hello1["secret"])
+    assert (second.user, second.name) == ("Alice", "Alice")
+    assert (hello2["user"], hello2["name"]) == ("Alice", "Alice")
+    join(server, first)
+    joined = join(server, second)
+    assert joined["names"] == {"Alice": "Alice"}

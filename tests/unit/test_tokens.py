@@ -250,3 +250,14 @@ def test_a_revoked_client_sees_close_code_4003_and_cannot_come_back(
     assert (alice.close_code, bob.close_code) == (4003, None)
     again = token_client(token_server, tokens.mint("alice"))
     assert (again.frames[-1]["code"], again.close_code) == (errors.AUTH_FAILED, 1008)
+
+
+def test_a_refresh_with_a_new_display_name_shows_in_the_member_lists(
+    make_chat, make_connection, tokens
+):
+    server = make_chat(auth=tokens.section)
+    session, _ = welcome(server, make_connection(), tokens.identity("alice", name="Alice"))
+    server.join(session, wire.Join("lobby", None, None))
+    server.refresh(session, tokens.identity("alice", name="Alice Liddell"), None)
+    members = json.loads(server.who(session, wire.Who("lobby", None)))
+    assert members["names"] == {"alice": "Alice Liddell"}
