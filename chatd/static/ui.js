@@ -245,7 +245,12 @@ export class StatusBar {
         el("button", { type: "button", class: "link", onclick: () => this.onRetry() }, "Retry now"),
       );
     } else {
-      this.node.replaceChildren(el("span", { class: "dot" }), "Signed out");
+      const { restartable } = this.status;
+      this.node.replaceChildren(
+        el("span", { class: "dot" }),
+        reason ? `Signed out: ${reason}. ` : "Signed out",
+        restartable ? el("button", { type: "button", class: "link", onclick: () => this.onRetry() }, "Connect again") : null,
+      );
     }
   }
 }
