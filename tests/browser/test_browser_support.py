@@ -242,6 +242,28 @@ def test_a_fresh_token_in_session_storage_keeps_the_session_past_the_old_ones_ex
     assert closes == [], "the socket was closed (and reopened)"
 
 
+def test_the_queue_pages_with_load_more(desk, new_tab, clients, expect):
+    """The page asks for 50 conversations; with `more`, "Load more" asks for the rest."""
+    for number in range(52):
+        customer = clients(desk.url("ws"))
+        room = customer.hello(f"c{number:02}")["support_room"]
+        customer.join(room)
+        customer.say(room, f"question {number}", "q")
+        customer.close()
+    agent = new_tab(desk.http_url("ws", "/agent"))
+    sign_in(agent, "agent1")
+    items = agent.page.locator(".queue-item")
+    expect(items).to_have_count(50)
+    expect(agent.page.locator("#queue-count")).to_have_text("(50 waiting)")
+    agent.page.get_by_role("button", name="Load more").click()
+    expect(items).to_have_count(52)
+    expect(agent.page.get_by_role("button", name="Load more")).to_be_hidden()
+    # Longest waiting first, across both pages.
+    first, last = items.first.locator(".customer"), items.last.locator(".customer")
+    expect(first).to_have_text("c00")
+    expect(last).to_have_text("c51")
+
+
 def test_a_customer_cannot_join_another_customers_room(desk, clients):
     """On the wire: the room, its members and its history are the customer's and agents'."""
     alice = clients(desk.url("ws"))
