@@ -1,19 +1,28 @@
 // The agents' page (/agent): the live queue of support conversations, and the conversations
 // this agent has opened (joined), with replies.
 //
-// After every welcome (so after each reconnection too) it sends {"type":"queue"}: the reply
-// lists every conversation, and from then on each change comes as a "conversation" frame.
+// After every welcome (so after each reconnection too), and when the status filter changes, it
+// sends {"type":"queue"}: the reply is the first page of the queue (more pages on "Load more",
+// with `before` = the previous reply's `next`), and from then on each change comes as a
+// "conversation" frame. A resolved conversation stays in the list (greyed, at the end) until the
+// queue is next loaded after the server's [support] resolved_ttl: then the server leaves it out.
+// Customers' and agents' display names are shown, but rooms and people are told apart by id.
 
 import { ChatConnection } from "./connection.js";
 import { session } from "./login.js";
-import { $, composer, el, formatWait, MessageList, Notice, Scroller, StatusBar, sayIn } from "./ui.js";
+import { $, composer, el, formatWait, MessageList, nameElement, Notice, Scroller, StatusBar, sayIn } from "./ui.js";
 
-const STATUS_ORDER = { waiting: 0, new: 1, answered: 2 };
+// How urgent each phase is: waiting for an answer, answered (still open), resolved.
+const PHASE_ORDER = { waiting: 0, answered: 1, resolved: 2 };
+const QUEUE_PAGE = 50;
 const view = {
   desk: $("#desk"),
   queue: $("#queue"),
   queueCount: $("#queue-count"),
   queueEmpty: $("#queue-empty"),
+  queueMore: $("#queue-more"),
+  filter: $("#queue-filter"),
+  resolve: $("#resolve"),
   title: $("#room-title"),
   sub: $("#room-sub"),
   current: $("#current"),
@@ -29,6 +38,10 @@ const scroller = new Scroller($("#scroller"));
 let status = null;
 let connection = null;
 let conversations = new Map(); // room -> the queue's entry for it
+let filter = "all"; // the queue's status filter: all | open | resolved
+let next = null; // the cursor for the queue's next page, when there is one
+const names = new Map(); // user id -> display name, as last seen in a room's frames
+let resolves = 0;
 const opened = new Map(); // room -> {list: MessageList, more}
 let current = null;
 
@@ -48,7 +61,7 @@ function start(credentials) {
   });
   connection.addEventListener("welcome", ({ detail }) => {
     $("#me").textContent = detail.name || detail.user;
-    connection.send({ type: "queue", id: "queue" });
+    loadQueue();
   });
   connection.addEventListener("fatal", () => {
     view.desk.hidden = true;
@@ -56,14 +69,25 @@ function start(credentials) {
   });
   connection.addEventListener("frame", ({ detail: frame }) => {
     if (frame.type === "queue") {
-      conversations = new Map(frame.conversations.map((entry) => [entry.room, entry]));
+      if (frame.status !== filter) return; // an answer for the filter before the last change
+      // The first page replaces the list; a next page adds to it.
+      if (frame.ref !== "queue-more") conversations = new Map();
+      for (const entry of frame.conversations) conversations.set(entry.room, entry);
+      next = frame.more ? frame.next : null;
       renderQueue();
       renderHead();
     } else if (frame.type === "conversation") {
-      conversations.set(frame.room, frame);
+      // A live change; one that no longer matches the filter leaves the list.
+      if (matches(frame)) conversations.set(frame.room, frame);
+      else conversations.delete(frame.room);
       renderQueue();
       if (frame.room === current) renderHead();
     }
+  });
+  connection.addEventListener("members", ({ detail }) => {
+    for (const [id, name] of Object.entries(detail.names)) names.set(id, name);
+    renderQueue();
+    renderHead();
   });
   connection.addEventListener("reset", ({ detail }) => {
     const room = opened.get(detail.room);
@@ -88,31 +112,58 @@ function start(credentials) {
     if (current === detail.room) show(null);
   });
   connection.addEventListener("problem", ({ detail }) => {
-    if (detail.ref === "queue") notice.show(`This page is for support agents. The server said: ${detail.message}`, { sticky: true });
+    if (detail.ref === "queue" && detail.code === "forbidden") notice.show(`This page is for support agents. The server said: ${detail.message}`, { sticky: true });
     else notice.show(detail.message);
   });
   connection.start();
   return connection;
 }
 
-// Most urgent first: waiting (longest wait first), then new, then answered (latest first).
+function loadQueue(more = false) {
+  const frame = { type: "queue", status: filter, limit: QUEUE_PAGE, id: more ? "queue-more" : "queue" };
+  if (more) frame.before = next;
+  connection.send(frame);
+}
+
+function matches(entry) {
+  return filter === "all" || entry.status === filter;
+}
+
+function phase(entry) {
+  if (entry.status === "resolved") return "resolved";
+  return entry.waiting_since ? "waiting" : "answered";
+}
+
+// Most urgent first, as the server pages them: waiting (longest wait first), then answered,
+// then resolved (latest first).
 function urgency(a, b) {
-  const order = STATUS_ORDER[a.status] - STATUS_ORDER[b.status];
+  const order = PHASE_ORDER[phase(a)] - PHASE_ORDER[phase(b)];
   if (order) return order;
-  if (a.status === "waiting") return (a.waiting_since || "").localeCompare(b.waiting_since || "");
-  return (b.last?.ts || "").localeCompare(a.last?.ts || "");
+  if (phase(a) === "waiting") return (a.waiting_since || "").localeCompare(b.waiting_since || "");
+  return (b.updated || "").localeCompare(a.updated || "");
 }
 
 function statusText(entry) {
-  if (entry.status === "waiting") return `Waiting ${formatWait(entry.waiting_since)}`;
-  return entry.status === "new" ? "New" : "Answered";
+  const now = phase(entry);
+  if (now === "waiting") return `Waiting ${formatWait(entry.waiting_since)}`;
+  return now === "resolved" ? "Resolved" : "Answered";
+}
+
+function customerName(entry, room) {
+  return entry ? entry.customer_name || entry.customer : room;
+}
+
+function agentNames(entry) {
+  return (entry.agents || []).map((id) => names.get(id) || id).join(", ");
 }
 
 function renderQueue() {
   const entries = [...conversations.values()].sort(urgency);
-  const waiting = entries.filter((entry) => entry.status === "waiting").length;
+  const waiting = entries.filter((entry) => phase(entry) === "waiting").length;
   view.queueCount.textContent = entries.length ? `(${waiting} waiting)` : "";
   view.queueEmpty.hidden = entries.length > 0;
+  view.queueEmpty.textContent = filter === "all" ? "No conversations yet." : `No ${filter} conversations.`;
+  view.queueMore.hidden = next === null;
   // The list is rebuilt on every change: keep the keyboard focus on the same conversation.
   const focused = view.queue.contains(document.activeElement) ? document.activeElement.dataset.room : null;
   view.queue.replaceChildren(
@@ -129,10 +180,10 @@ function renderQueue() {
             "aria-current": entry.room === current ? "true" : false,
             onclick: () => open(entry.room),
           },
-          el("span", { class: "customer" }, entry.customer),
-          el("span", { class: `pill ${entry.status}` }, statusText(entry)),
-          el("span", { class: "last" }, entry.last ? `${entry.last.from}: ${entry.last.text}` : "No message yet"),
-          entry.agents?.length ? el("span", { class: "agents" }, `With ${entry.agents.join(", ")}`) : null,
+          nameElement("span", { class: "customer" }, customerName(entry), entry.customer),
+          el("span", { class: `pill ${phase(entry)}` }, statusText(entry)),
+          el("span", { class: "last" }, entry.last ? `${entry.last.name || entry.last.from}: ${entry.last.text}` : "No message yet"),
+          entry.agents?.length ? el("span", { class: "agents" }, `With ${agentNames(entry)}`) : null,
         ),
       ),
     ),
@@ -142,7 +193,11 @@ function renderQueue() {
 
 function open(name) {
   if (!opened.has(name)) {
-    const list = new MessageList({ me: () => connection.user ?? "you", label: `Messages with ${conversations.get(name)?.customer ?? name}` });
+    const list = new MessageList({
+      me: () => connection.user ?? "you",
+      myName: () => connection.name ?? "you",
+      label: `Messages with ${customerName(conversations.get(name), name)}`,
+    });
     opened.set(name, { list, more: false });
     connection.join(name);
   }
@@ -171,9 +226,14 @@ function show(name) {
 
 function renderHead() {
   const entry = conversations.get(current);
-  view.title.textContent = current ? (entry?.customer ?? current) : "Support desk";
-  view.sub.textContent = entry ? `${statusText(entry)}${entry.agents?.length ? ` · with ${entry.agents.join(", ")}` : ""}` : "";
-  view.text.placeholder = current ? `Reply to ${entry?.customer ?? current}` : "Pick a conversation";
+  const customer = customerName(entry, current);
+  view.title.textContent = current ? customer : "Support desk";
+  view.title.title = entry && customer !== entry.customer ? entry.customer : "";
+  view.sub.textContent = entry ? `${statusText(entry)}${entry.agents?.length ? ` · with ${agentNames(entry)}` : ""}` : "";
+  view.text.placeholder = current ? `Reply to ${customer}` : "Pick a conversation";
+  // Resolving is for an open conversation; the button comes back when the customer writes.
+  view.resolve.hidden = !opened.has(current) || entry?.status !== "open";
+  view.resolve.disabled = false;
 }
 
 function renderOlder() {
@@ -199,6 +259,24 @@ view.leave.addEventListener("click", () => {
 });
 
 view.older.addEventListener("click", () => connection.loadOlder(current));
+
+// The server writes a `status` event to the room and sends the new queue entry; until then
+// the button stays disabled.
+view.resolve.addEventListener("click", () => {
+  if (!current || !connection?.welcome) return;
+  view.resolve.disabled = true;
+  connection.send({ type: "resolve", room: current, id: `resolve-${++resolves}` });
+});
+
+view.filter.addEventListener("change", () => {
+  filter = view.filter.value;
+  conversations = new Map();
+  next = null;
+  renderQueue();
+  if (connection?.welcome) loadQueue();
+});
+
+view.queueMore.addEventListener("click", () => next !== null && connection?.welcome && loadQueue(true));
 
 $(".conversation").addEventListener("click", () => {
   view.sidebar.classList.remove("open");

@@ -2,7 +2,7 @@
 
 import { ChatConnection } from "./connection.js";
 import { session } from "./login.js";
-import { $, composer, el, MessageList, Notice, Scroller, StatusBar, sayIn } from "./ui.js";
+import { $, composer, el, MessageList, nameElement, Notice, Scroller, StatusBar, sayIn } from "./ui.js";
 
 const ROOMS_KEY = "chatd.rooms";
 const DEFAULT_ROOM = "lobby";
@@ -27,7 +27,7 @@ const scroller = new Scroller($("#scroller"));
 let status = null;
 let connection = null;
 let current = null; // the room shown
-const rooms = new Map(); // name -> {list: MessageList, members: [], unread, more}
+const rooms = new Map(); // name -> {list: MessageList, members: [], names: {}, unread, more}
 
 function savedRooms() {
   try {
@@ -86,7 +86,7 @@ function start(credentials) {
     renderOlder();
   });
   connection.addEventListener("members", ({ detail }) => {
-    rooms.get(detail.room).members = detail.members;
+    Object.assign(rooms.get(detail.room), { members: detail.members, names: detail.names });
     if (detail.room === current) renderMembers();
   });
   connection.addEventListener("pending", ({ detail }) => renderPending(detail.room));
@@ -116,8 +116,8 @@ function fromHash() {
 // Join a room (if not yet) and keep its list.
 function open(name) {
   if (!rooms.has(name)) {
-    const list = new MessageList({ me: () => connection.user ?? "you", label: `Messages in #${name}` });
-    rooms.set(name, { list, members: [], unread: 0, more: false });
+    const list = new MessageList({ me: () => connection.user ?? "you", myName: () => connection.name ?? "you", label: `Messages in #${name}` });
+    rooms.set(name, { list, members: [], names: {}, unread: 0, more: false });
     connection.join(name);
     saveRooms();
   }
@@ -184,15 +184,24 @@ function renderRoomList() {
   );
 }
 
+// One line per user (however many tabs they have open), by display name.
 function renderMembers() {
-  const members = rooms.get(current)?.members ?? [];
+  const room = rooms.get(current);
+  const members = room?.members ?? [];
   view.memberCount.textContent = members.length ? `(${members.length})` : "";
   const me = connection?.user;
+  const named = members.map((id) => ({ id, name: room.names[id] || id }));
   view.memberList.replaceChildren(
-    ...[...members]
-      .sort((a, b) => a.localeCompare(b))
-      .map((name) =>
-        el("li", { class: "member" }, el("span", { class: "dot", "aria-hidden": "true" }), name, name === me ? el("span", { class: "you" }, " (you)") : null),
+    ...named
+      .sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id))
+      .map(({ id, name }) =>
+        el(
+          "li",
+          { class: "member", dataset: { user: id } },
+          el("span", { class: "dot", "aria-hidden": "true" }),
+          nameElement("span", {}, name, id),
+          id === me ? el("span", { class: "you" }, " (you)") : null,
+        ),
       ),
   );
 }

@@ -10,14 +10,28 @@
 //     the room's events with the history it carries ("reset");
 //   - the server answers a resent `say` whose id it already has with the original ack.
 //
+// Sessions (docs/protocol.md, "One user, several connections"): a user may be connected from
+// several tabs at once. Two secrets from welcome make that work:
+//   - open mode's user secret (`secret`) is kept in localStorage under the name, so that every
+//     tab of this browser presents it in hello and becomes another session of the same user,
+//     instead of getting `name_taken`;
+//   - the session's resume secret (`resume`) is kept in sessionStorage, for this tab only, and
+//     sent in every hello: after a network switch the server hands this tab its old session at
+//     once (closing the half-open connection with 4000) instead of keeping a ghost.
+// A secret that no longer matches (the user's sessions all ended) is ignored by the server.
+//
 // The page listens with addEventListener(type, handler); `event.detail` holds the data:
-//   status   {state: "connecting" | "online" | "offline" | "stopped", reason, retryAt}
+//   status   {state: "connecting" | "online" | "offline" | "stopped", reason, retryAt,
+//            restartable}: "stopped" with a reason when the server ended this session for good
+//            (taken over elsewhere, revoked); restartable: retryNow() may open a new one
 //   welcome  the welcome frame (once per connection)
-//   fatal    {code, message}: the server refused us (bad token, name taken...); stopped
+//   fatal    {code, message}: the server refused us (bad token, name taken, token expired...);
+//            stopped: the page should ask the person to sign in again
 //   reset    {room, events, more}: replace the room's events with these
 //   events   {room, events}: new events, in seq order, never seen before
 //   older    {room, events, more}: earlier events, from "load earlier"
-//   members  {room, members}: the room's members now
+//   members  {room, members, names}: the room's members now (user ids), and names: {id: display
+//            name} (display names are for showing only: identity is always the id)
 //   pending  {room}: the room's unacknowledged messages changed (see pendingIn)
 //   joinfailed {room, code, message}: a join was refused; the room is dropped
 //   problem  {code, message, ref}: an error frame about something else, in words
@@ -30,24 +44,49 @@ const BACKOFF_MAX_MS = 15000;
 // off further each time.
 const STABLE_AFTER_MS = 10000;
 const RESEND_AFTER_MS = 1500;
+// Close codes chatd chooses (docs/protocol.md, "Close codes").
+const CLOSE_REPLACED = 4000; // another connection resumed this session
+const CLOSE_TOKEN_EXPIRED = 4001; // the token ran out and no refresh came in time
+const CLOSE_REVOKED = 4003; // the operator revoked the token or the user
+const RESUME_KEY = "chatd.resume"; // sessionStorage: this tab's session
+const SECRET_KEY = "chatd.secret."; // localStorage, + the name in lower case: the user's secret
 // The method that handles each type of server frame.
 const FRAME_HANDLERS = {
   welcome: "onWelcome",
   joined: "onJoined",
   message: "onEvent",
   presence: "onEvent",
+  status: "onEvent",
   ack: "onAck",
   history: "onHistory",
   members: "onMembers",
   error: "onError",
 };
 // Errors in answer to hello that another attempt cannot fix.
-const HELLO_REFUSALS = new Set(["auth_failed", "token_expired", "bad_name", "name_taken", "bad_frame"]);
+const HELLO_REFUSALS = new Set(["auth_failed", "token_expired", "bad_name", "name_taken", "too_many_sessions", "bad_frame"]);
 // Errors that settle a `say` for good: the message is dropped (and the page says why).
 const SAY_REFUSALS = new Set(["bad_text", "text_too_long", "bad_id", "forbidden", "not_joined", "bad_room"]);
 
 export function socketUrl(loc = window.location) {
   return (loc.protocol === "https:" ? "wss://" : "ws://") + loc.host + "/ws";
+}
+
+// Web storage can be unavailable (disabled, or a sandboxed frame): then we do without.
+function stored(storage, key) {
+  try {
+    return storage.getItem(key);
+  } catch {
+    return null;
+  }
+}
+
+function store(storage, key, value) {
+  try {
+    if (value) storage.setItem(key, value);
+    else storage.removeItem(key);
+  } catch {
+    // nothing to keep it in: this tab works, it just cannot be resumed after a reload
+  }
 }
 
 function randomTag() {
@@ -66,6 +105,7 @@ export class ChatConnection extends EventTarget {
     this.ws = null;
     this.welcome = null; // the current connection's welcome frame, null until welcomed
     this.user = null; // our user id, from the last welcome
+    this.name = null; // our display name, from the last welcome
     this.rooms = new Map(); // name -> {epoch, seq, oldest, more, members: Set, joined}
     this.pending = new Map(); // say id -> {id, room, text}, in the order they were said
     this.stopped = false;
@@ -90,19 +130,26 @@ export class ChatConnection extends EventTarget {
     this.open();
   }
 
-  stop() {
+  // Stop for good; with a reason, the page says why (and whether retryNow() may start again).
+  stop(reason = null, restartable = false) {
     this.stopped = true;
+    this.restartable = restartable;
     window.removeEventListener("online", this.onOnline);
     clearTimeout(this.retryTimer);
     clearTimeout(this.resendTimer);
     if (this.ws) this.ws.close(1000);
     this.ws = null;
-    this.emit("status", { state: "stopped" });
+    this.welcome = null;
+    this.emit("status", { state: "stopped", reason, restartable });
   }
 
   // Reconnect at once (the "Retry now" button; the browser saying it is back online). An
   // attempt still connecting is dropped: it began offline and may take long to fail.
   retryNow() {
+    if (this.stopped && this.restartable) {
+      this.stopped = this.restartable = false;
+      window.addEventListener("online", this.onOnline);
+    }
     if (this.stopped || this.ws?.readyState === WebSocket.OPEN) return;
     const stale = this.ws;
     this.ws = null;
@@ -119,7 +166,7 @@ export class ChatConnection extends EventTarget {
     this.ws = ws;
     // Handlers check `ws === this.ws`: a socket we gave up on must not touch the state.
     ws.onopen = () => {
-      if (ws === this.ws) this.send({ type: "hello", ...this.credentials });
+      if (ws === this.ws) this.send(this.hello());
     };
     ws.onmessage = (message) => {
       if (ws === this.ws) this.receive(message.data);
@@ -127,6 +174,21 @@ export class ChatConnection extends EventTarget {
     ws.onclose = (close) => {
       if (ws === this.ws) this.closed(close);
     };
+  }
+
+  // hello with the secrets we hold: the user's (open mode) and this tab's session's.
+  hello() {
+    const frame = { type: "hello", ...this.credentials };
+    // Read at every hello: another tab may have stored a newer user secret meanwhile.
+    const secret = this.credentials.name && stored(localStorage, this.secretKey());
+    if (secret) frame.secret = secret;
+    const resume = stored(sessionStorage, RESUME_KEY);
+    if (resume) frame.resume = resume;
+    return frame;
+  }
+
+  secretKey() {
+    return SECRET_KEY + this.credentials.name.toLowerCase(); // names are one user ignoring case
   }
 
   closed(close) {
@@ -137,6 +199,24 @@ export class ChatConnection extends EventTarget {
     this.joinRefs.clear();
     for (const room of this.rooms.values()) room.joined = false;
     if (this.stopped) return;
+    if (close.code === CLOSE_REPLACED) {
+      // Only the current socket gets here (see open()): a newer connection of this tab
+      // replaces the old one with the same code, but by then the old one is not this.ws. So
+      // someone else holds this session now (a duplicated tab copies sessionStorage, say).
+      store(sessionStorage, RESUME_KEY, null);
+      this.stop("this session was taken over by another window or tab", true);
+      return;
+    }
+    if (close.code === CLOSE_REVOKED) {
+      store(sessionStorage, RESUME_KEY, null);
+      this.stop("your access was revoked");
+      return;
+    }
+    if (close.code === CLOSE_TOKEN_EXPIRED) {
+      this.stop();
+      this.emit("fatal", { code: "token_expired", message: "Your session has expired: please sign in again." });
+      return;
+    }
     if (lived >= STABLE_AFTER_MS) this.attempt = 0;
     // Exponential backoff with jitter: a restarted server is not hit by every client at once.
     const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.attempt);
@@ -160,7 +240,7 @@ export class ChatConnection extends EventTarget {
   // Join a room, now and after every reconnection (a room already wanted: nothing to do).
   join(name) {
     if (this.rooms.has(name)) return;
-    this.rooms.set(name, { epoch: null, seq: 0, oldest: null, more: false, members: new Set(), joined: false });
+    this.rooms.set(name, { epoch: null, seq: 0, oldest: null, more: false, members: new Set(), names: {}, joined: false });
     if (this.welcome) this.sendJoin(name);
   }
 
@@ -193,6 +273,15 @@ export class ChatConnection extends EventTarget {
     const room = this.rooms.get(name);
     if (!room || !room.more || !this.welcome) return;
     this.send({ type: "history", room: name, before: room.oldest, limit: 50 });
+  }
+
+  // Token mode: a fresh token for the same user. Later hellos use it, and the server is told
+  // now, so that it does not close this session when the old token expires (4001). The page
+  // decides where fresh tokens come from (login.js watches sessionStorage).
+  refresh(token) {
+    if (!this.credentials.token || token === this.credentials.token) return;
+    this.credentials = { ...this.credentials, token };
+    if (this.welcome) this.send({ type: "refresh", token, id: `r${++this.counter}` });
   }
 
   send(frame) {
@@ -237,6 +326,9 @@ export class ChatConnection extends EventTarget {
         if (event.event === "join") room.members.add(event.user);
         else room.members.delete(event.user);
       }
+      // The latest display name each user was seen with (older transcripts have none).
+      const user = event.type === "presence" ? event.user : event.from;
+      if (user && event.name) room.names[user] = event.name;
     }
     return fresh;
   }
@@ -263,6 +355,9 @@ export class ChatConnection extends EventTarget {
   onWelcome(frame) {
     this.welcome = frame;
     this.user = frame.user;
+    this.name = frame.name || frame.user;
+    store(sessionStorage, RESUME_KEY, frame.resume);
+    if (frame.secret && this.credentials.name) store(localStorage, this.secretKey(), frame.secret);
     this.everWelcomed = true;
     this.welcomedAt = Date.now();
     this.offlineReason = null;
@@ -295,7 +390,12 @@ export class ChatConnection extends EventTarget {
     // The member list as of frame.seq, the end of the history: it overrides what the
     // presence events in the history did to the set.
     room.members = new Set(frame.members);
-    this.emit("members", { room: frame.room, members: [...room.members] });
+    Object.assign(room.names, frame.names);
+    this.emitMembers(frame.room, room);
+  }
+
+  emitMembers(name, room) {
+    this.emit("members", { room: name, members: [...room.members], names: { ...room.names } });
   }
 
   // A live event (message or presence).
@@ -305,7 +405,7 @@ export class ChatConnection extends EventTarget {
     const events = this.deliver(room, [frame]);
     if (!events.length) return;
     this.emit("events", { room: frame.room, events });
-    if (frame.type === "presence") this.emit("members", { room: frame.room, members: [...room.members] });
+    if (frame.type === "presence") this.emitMembers(frame.room, room);
   }
 
   onAck(frame) {
@@ -326,7 +426,8 @@ export class ChatConnection extends EventTarget {
     const room = this.rooms.get(frame.room);
     if (!room) return;
     room.members = new Set(frame.members);
-    this.emit("members", { room: frame.room, members: frame.members });
+    Object.assign(room.names, frame.names);
+    this.emitMembers(frame.room, room);
   }
 
   onError(frame) {

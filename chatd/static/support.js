@@ -2,10 +2,12 @@
 //
 // The server names the conversation room in welcome (`support_room`); every other member of
 // that room is a support agent, so a presence join from anyone else is "an agent joined".
+// When an agent resolves the conversation a `status` event arrives in the room: the page says
+// so, and the customer can simply write again (that opens the conversation again).
 
 import { ChatConnection } from "./connection.js";
 import { session } from "./login.js";
-import { $, composer, MessageList, Notice, Scroller, StatusBar, sayIn } from "./ui.js";
+import { $, composer, displayName, MessageList, Notice, Scroller, StatusBar, sayIn } from "./ui.js";
 
 const notice = new Notice($("#notice"));
 const scroller = new Scroller($("#scroller"));
@@ -24,8 +26,13 @@ function start(credentials) {
   const me = () => connection.user ?? "you";
   list = new MessageList({
     me,
+    myName: () => connection.name ?? "you",
     label: "Messages in your conversation",
-    describePresence: (event) => `Support agent ${event.user} ${event.event === "join" ? "joined" : "left"} the conversation`,
+    describePresence: (event) => `Support agent ${displayName(event)} ${event.event === "join" ? "joined" : "left"} the conversation`,
+    describeStatus: (event) =>
+      event.status === "resolved"
+        ? `${displayName(event)} marked your conversation as resolved. Need more help? Just write here.`
+        : `${displayName(event)} marked your conversation as ${event.status}`,
   });
   $("#current").replaceChildren(list.node);
   $("#support").hidden = false;
@@ -60,7 +67,7 @@ function start(credentials) {
     older.hidden = !detail.more;
     scroller.keepPosition(() => list.prepend(shown(detail.events)));
   });
-  connection.addEventListener("members", ({ detail }) => renderBanner(detail.members));
+  connection.addEventListener("members", ({ detail }) => renderBanner(detail.members, detail.names));
   connection.addEventListener("pending", renderPending);
   connection.addEventListener("joinfailed", ({ detail }) => notice.show(`Cannot open your conversation: ${detail.message}`, { sticky: true }));
   connection.addEventListener("problem", ({ detail }) => notice.show(detail.message));
@@ -68,12 +75,12 @@ function start(credentials) {
   return connection;
 }
 
-function renderBanner(members) {
-  const agents = members.filter((name) => name !== connection.user);
+function renderBanner(members, names) {
+  const agents = members.filter((id) => id !== connection.user).map((id) => names[id] || id);
   banner.classList.toggle("agent-here", agents.length > 0);
-  const names = agents.length > 1 ? `${agents.slice(0, -1).join(", ")} and ${agents.at(-1)}` : agents[0];
+  const who = agents.length > 1 ? `${agents.slice(0, -1).join(", ")} and ${agents.at(-1)}` : agents[0];
   banner.textContent = agents.length
-    ? `Support agent${agents.length > 1 ? "s" : ""} ${names} ${agents.length > 1 ? "are" : "is"} here to help.`
+    ? `Support agent${agents.length > 1 ? "s" : ""} ${who} ${agents.length > 1 ? "are" : "is"} here to help.`
     : "You are in the queue: an agent will answer here as soon as possible. You can write your question now.";
 }
 

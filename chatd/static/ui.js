@@ -48,12 +48,27 @@ export function formatWait(since, now = Date.now()) {
 
 const GROUP_WITHIN_MS = 5 * 60 * 1000;
 
+// Who sent an event, for people: the display name the server put beside the id (events
+// written before display names existed have none). Only for showing: a display name is not
+// unique and proves nothing, so every decision (mine? grouping?) uses the id.
+export function displayName(event) {
+  return event.name || (event.type === "presence" ? event.user : event.from);
+}
+
+// A name as text, with the user id to hover over when it differs (two people may share a name).
+export function nameElement(tag, props, name, id) {
+  return el(tag, { ...props, title: name !== id ? id : undefined }, name);
+}
+
 // One room's events and its messages not yet acknowledged, in a scrolling container.
 // Events come already de-duplicated and in order from the connection.
 export class MessageList {
-  constructor({ me, describePresence, label }) {
+  constructor({ me, myName, describePresence, describeStatus, label }) {
     this.me = me; // () => our user id
-    this.describePresence = describePresence || ((event) => `${event.user} ${event.event === "join" ? "joined" : "left"}`);
+    this.myName = myName || me; // () => our display name
+    this.describePresence = describePresence || ((event) => `${displayName(event)} ${event.event === "join" ? "joined" : "left"}`);
+    // `status` events: an agent resolved a support conversation.
+    this.describeStatus = describeStatus || ((event) => `${displayName(event)} marked the conversation as ${event.status}`);
     // role=log: screen readers announce what is appended, politely.
     this.events = el("ol", { class: "events", role: "log", "aria-live": "polite", "aria-label": label });
     this.pending = el("ol", { class: "events pending", "aria-label": "Not sent yet" });
@@ -94,7 +109,7 @@ export class MessageList {
         el(
           "li",
           { class: "event message mine unsent", dataset: { id: say.id } },
-          el("div", { class: "meta" }, el("span", { class: "from" }, this.me()), el("span", { class: "state" }, online ? "sending…" : "waiting for the connection…")),
+          el("div", { class: "meta" }, el("span", { class: "from" }, this.myName()), el("span", { class: "state" }, online ? "sending…" : "waiting for the connection…")),
           el("div", { class: "text" }, say.text),
         ),
       ),
@@ -102,15 +117,12 @@ export class MessageList {
   }
 
   render(event, previous) {
-    if (event.type === "presence") {
-      return el(
-        "li",
-        { class: `event presence ${event.event}`, dataset: { seq: event.seq } },
-        el("span", { class: "presence-text" }, this.describePresence(event)),
-        " ",
-        timeElement(event.ts),
-      );
+    if (event.type === "presence" || event.type === "status") {
+      const [kind, text] =
+        event.type === "presence" ? [`presence ${event.event}`, this.describePresence(event)] : [`status ${event.status}`, this.describeStatus(event)];
+      return el("li", { class: `event ${kind}`, dataset: { seq: event.seq } }, el("span", { class: "presence-text" }, text), " ", timeElement(event.ts));
     }
+    if (event.type !== "message") return el("li", { class: "event", hidden: true, dataset: { seq: event.seq } }); // a kind this page does not know
     const mine = event.from === this.me();
     // Consecutive messages from one sender within a few minutes share one header.
     const continued =
@@ -123,7 +135,7 @@ export class MessageList {
         class: `event message${mine ? " mine" : ""}${continued ? " continued" : ""}`,
         dataset: { seq: event.seq, from: event.from, ts: event.ts },
       },
-      el("div", { class: "meta" }, el("span", { class: "from" }, event.from), timeElement(event.ts)),
+      el("div", { class: "meta" }, nameElement("span", { class: "from" }, displayName(event), event.from), timeElement(event.ts)),
       el("div", { class: "text" }, event.text),
     );
   }
@@ -245,7 +257,12 @@ export class StatusBar {
         el("button", { type: "button", class: "link", onclick: () => this.onRetry() }, "Retry now"),
       );
     } else {
-      this.node.replaceChildren(el("span", { class: "dot" }), "Signed out");
+      const { restartable } = this.status;
+      this.node.replaceChildren(
+        el("span", { class: "dot" }),
+        reason ? `Signed out: ${reason}. ` : "Signed out",
+        restartable ? el("button", { type: "button", class: "link", onclick: () => this.onRetry() }, "Connect again") : null,
+      );
     }
   }
 }

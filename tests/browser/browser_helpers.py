@@ -9,15 +9,19 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# The pictures of the pages in the docs; $CHATD_SCREENSHOTS puts them elsewhere (so that a
-# test run need not touch the work tree).
-SCREENSHOTS = Path(os.environ.get("CHATD_SCREENSHOTS") or ROOT / "docs" / "screenshots")
+# Where the tests put pictures of the pages: a temporary directory, so that a test run does not
+# rewrite tracked files. To refresh the pictures in the docs, run the tests with
+# CHATD_SCREENSHOTS=docs/screenshots (and look at them before committing).
+SCREENSHOTS = Path(
+    os.environ.get("CHATD_SCREENSHOTS") or Path(tempfile.gettempdir()) / "chatd-screenshots"
+)
 CHROMIUM_ARGS = [
     "--headless=new",
     "--no-sandbox",
@@ -73,7 +77,7 @@ def sign_in(tab: Tab, name: str) -> None:
 
 
 def screenshot(tab: Tab, name: str) -> Path:
-    """Save the page for the docs (docs/screenshots/NAME.png, or $CHATD_SCREENSHOTS/)."""
+    """Save a picture of the page as SCREENSHOTS/NAME.png (for the docs, see SCREENSHOTS)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     tab.page.screenshot(path=str(path))

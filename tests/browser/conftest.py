@@ -89,12 +89,17 @@ def trust_in_nss(ca: trustme.CA, database: Path) -> bool:
 
 @pytest.fixture
 def new_tab(browser) -> Iterator[Callable[..., Tab]]:
-    """new_tab(url, width=1200, height=760): a fresh context (a new person) showing url."""
+    """new_tab(url, width=1200, height=760): a fresh context (a new person) showing url;
+    new_tab(url, beside=tab): another tab of the same person (the same context: the same
+    localStorage, its own sessionStorage)."""
     tabs: list[Tab] = []
 
-    def make(url: str, width: int = 1200, height: int = 760) -> Tab:
-        context = browser.new_context(viewport={"width": width, "height": height})
-        context.set_default_timeout(TIMEOUT_MS)
+    def make(url: str, width: int = 1200, height: int = 760, beside: Tab | None = None) -> Tab:
+        if beside is None:
+            context = browser.new_context(viewport={"width": width, "height": height})
+            context.set_default_timeout(TIMEOUT_MS)
+        else:
+            context = beside.context
         tab = Tab(context.new_page())
         tab.page.on("pageerror", lambda error: tab.errors.append(str(error)))
 
@@ -113,5 +118,5 @@ def new_tab(browser) -> Iterator[Callable[..., Tab]]:
         problems += [f"uncaught error in {tab.page.url}: {error}" for error in tab.errors]
         problems += [f"dialog in {tab.page.url}: {message!r}" for message in tab.dialogs]
         with contextlib.suppress(Exception):
-            tab.context.close()
+            tab.context.close()  # a context of several tabs: closed once, then a no-op
     assert not problems, "\n".join(problems)

@@ -70,6 +70,49 @@ def test_two_people_chat_in_a_room_and_each_sees_the_others_messages_once(
     screenshot(alice, "chat")
 
 
+def test_two_tabs_of_one_person_chat_side_by_side_as_one_user(make_daemon, new_tab, expect):
+    """A second tab of the same browser (same localStorage) presents the user secret the
+    first one got: another session of alice, not `name_taken`. Both tabs show everything,
+    the member list shows alice once, and the others see one join, and no leave while a tab
+    of hers is still open."""
+    daemon = make_daemon()
+    url = daemon.http_url("ws", "/")
+    bob = new_tab(url)
+    sign_in(bob, "bob")
+    first = new_tab(url)
+    sign_in(first, "alice")
+    second = new_tab(url, beside=first)
+    sign_in(second, "alice")  # the same name: welcomed, no "name is in use"
+    for tab in (first, second):
+        expect(tab.page.locator("#login")).to_be_hidden()
+        expect(tab.page.locator("#me")).to_have_text("alice")
+        expect(tab.page.locator("#member-list li")).to_have_text(["alice (you)", "bob"])
+    expect(bob.page.locator("#member-list li")).to_have_text(["alice", "bob (you)"])
+
+    say(first, "typed in the first tab")
+    say(second, "typed in the second tab")
+    say(bob, "hi alice, both of you")
+    conversation = ["typed in the first tab", "typed in the second tab", "hi alice, both of you"]
+    for tab in (first, second, bob):
+        expect(messages(tab)).to_have_text(conversation)
+        expect(tab.page.locator(".events.pending .message")).to_have_count(0)
+    # Both tabs know the messages from either tab as alice's own.
+    for tab in (first, second):
+        expect(tab.page.locator(".message.mine .text")).to_have_text(conversation[:2])
+
+    # Closing one tab is no leave: alice is still here in the other.
+    first.page.close()
+    say(second, "still here")
+    expect(messages(bob)).to_have_text([*conversation, "still here"])
+    expect(bob.page.locator(".presence-text")).to_have_text(["bob joined", "alice joined"])
+    expect(bob.page.locator("#member-list li")).to_have_text(["alice", "bob (you)"])
+    presence = [line for line in daemon.transcript("lobby") if line["type"] == "presence"]
+    assert [(line["user"], line["event"]) for line in presence] == [
+        ("bob", "join"),
+        ("alice", "join"),
+    ]
+
+
 def test_the_servers_error_message_is_shown_in_words(make_daemon, new_tab, clients, expect):
     daemon = make_daemon()
     # What the server says about a bad room name (its words may change; the page shows them).

@@ -78,7 +78,17 @@ def joined(seq: int, history: list[dict], recovered: bool, epoch: str = "e1") ->
     }
 
 
-WELCOME = {"type": "welcome", "user": "alice", "name": "alice", "roles": [], "max_text_chars": 4000}
+WELCOME = {
+    "type": "welcome",
+    "user": "alice",
+    "name": "alice",
+    "roles": [],
+    "max_text_chars": 4000,
+    "session": "s1",
+    "resume": "s1.r1",
+    "resumed": False,
+    "secret": "u1",
+}
 PAGE = "<!doctype html><title>connection.js</title>"
 
 
@@ -122,10 +132,14 @@ class Script:
             " return due.map(t => t.delay); }"
         )
 
-    def welcome(self) -> None:
+    def welcome(self, **fields) -> None:
         self.server_opens()
-        assert self.sent()[-1] == {"type": "hello", "name": "alice"}
-        self.server_sends(WELCOME)
+        hello = self.sent()[-1]
+        assert hello["type"] == "hello" and hello["name"] == "alice", hello
+        self.server_sends({**WELCOME, **fields})
+
+    def status(self) -> dict:
+        return self.seen("status")[-1]
 
 
 @pytest.fixture
@@ -248,4 +262,111 @@ def test_reconnections_back_off_exponentially_with_jitter(script):
     assert script.seen("fatal") == [
         {"type": "fatal", "code": "auth_failed", "message": "bad token"}
     ]
+    assert script.run_timers() == []
+
+
+def test_hello_presents_the_users_secret_and_this_tabs_session_to_resume(script):
+    """The user secret (open mode) is kept for every tab, the resume secret for this tab, and
+    both go into every hello, so a reconnection takes the session over at once."""
+    script.server_opens()
+    assert script.sent() == [{"type": "hello", "name": "alice"}]  # nothing to present yet
+    script.server_sends(WELCOME)
+    page = script.page
+    assert page.evaluate("localStorage.getItem('chatd.secret.alice')") == "u1"
+    assert page.evaluate("sessionStorage.getItem('chatd.resume')") == "s1.r1"
+    script.server_drops()
+    script.run_timers()
+    script.server_opens()
+    assert script.sent()[-1] == {
+        "type": "hello",
+        "name": "alice",
+        "secret": "u1",
+        "resume": "s1.r1",
+    }
+    # Resumed: the server hands out a new resume secret, which the next hello presents.
+    script.server_sends({**WELCOME, "resume": "s1.r2", "resumed": True})
+    script.server_drops()
+    script.run_timers()
+    script.server_opens()
+    assert script.sent()[-1]["resume"] == "s1.r2"
+
+
+def test_a_replaced_session_stops_the_page_only_if_it_is_the_current_connection(script):
+    script.welcome()
+    script.server_drops()  # say, a network switch: the page reconnects and resumes
+    script.run_timers()
+    script.welcome(resumed=True)
+    # The server closes the half-open old connection with 4000 ("replaced"): news about a
+    # socket this page had given up on, which changes nothing.
+    script.page.evaluate("window.sockets[0].onclose({code: 4000, reason: 'replaced'})")
+    assert script.status()["state"] == "online"
+    # The current connection replaced: another tab took the session over. No retry loop (each
+    # would take it back); the page says why and may start a new session on request.
+    script.server_drops(4000)
+    assert script.status() == {
+        "type": "status",
+        "state": "stopped",
+        "reason": "this session was taken over by another window or tab",
+        "restartable": True,
+    }
+    assert script.run_timers() == []
+    assert script.page.evaluate("sessionStorage.getItem('chatd.resume')") is None
+    script.page.evaluate("conn.retryNow()")
+    script.server_opens()
+    assert script.sent()[-1] == {"type": "hello", "name": "alice", "secret": "u1"}
+
+
+def token_connection(page, token: str) -> None:
+    """Start window.tconn, a connection with a token; what it emits goes to window.tokenSeen."""
+    page.evaluate(
+        """async (token) => {
+          const { ChatConnection } = await import("/connection.js");
+          window.tokenSeen = [];
+          window.tconn = new ChatConnection({ token }, "ws://chatd.test/ws");
+          for (const type of ["status", "fatal"]) {
+            tconn.addEventListener(type, (event) => tokenSeen.push({ type, ...event.detail }));
+          }
+          tconn.start();
+        }""",
+        token,
+    )
+
+
+def test_token_sessions_refresh_and_end_on_expiry_and_revocation(script):
+    page = script.page
+    token_connection(page, "t1")
+    script.server_opens()
+    assert script.sent() == [{"type": "hello", "token": "t1"}]
+    script.server_sends({**WELCOME, "secret": None})
+    # A fresh token: sent in a refresh now, and used by the next hello.
+    page.evaluate("tconn.refresh('t2')")
+    refresh = script.sent()[-1]
+    assert refresh["type"] == "refresh" and refresh["token"] == "t2"
+    assert page.evaluate("localStorage.getItem('chatd.secret.alice')") is None  # open mode only
+    script.server_drops()
+    script.run_timers()
+    script.server_opens()
+    assert script.sent()[-1] == {"type": "hello", "token": "t2", "resume": "s1.r1"}
+    script.server_sends(WELCOME)
+    # Expired (4001): the page must ask for a new sign-in; no retry.
+    script.server_drops(4001)
+    assert page.evaluate("tokenSeen.filter(e => e.type === 'fatal')") == [
+        {
+            "type": "fatal",
+            "code": "token_expired",
+            "message": "Your session has expired: please sign in again.",
+        }
+    ]
+    assert script.run_timers() == []
+    # Revoked (4003): stopped for good, and the page says so.
+    token_connection(page, "t3")
+    script.server_opens()
+    script.server_sends(WELCOME)
+    script.server_drops(4003)
+    assert page.evaluate("tokenSeen.at(-1)") == {
+        "type": "status",
+        "state": "stopped",
+        "reason": "your access was revoked",
+        "restartable": False,
+    }
     assert script.run_timers() == []

@@ -3,8 +3,15 @@ agents' page (/agent), and the privacy of conversation rooms, in the browser and
 
 from __future__ import annotations
 
+import json
+import secrets
+import time
+
 import pytest
 from browser_helpers import screenshot, sign_in
+
+from chatd.auth import mint_token
+from chatd.config import load_config
 
 SUPPORT = {"support": {"enabled": "yes", "trial_agents": "agent1 agent2"}}
 
@@ -34,13 +41,12 @@ def test_a_customer_and_two_agents_hold_a_conversation_with_a_live_queue(desk, n
     sign_in(agent1, "agent1")
     expect(agent1.page.get_by_text("No conversations yet.")).to_be_visible()
 
-    # The customer arrives: the queue shows the conversation at once, as new.
+    # The customer arrives: a visitor who has not written yet is not in the queue.
     alice = new_tab(desk.http_url("ws", "/support"))
     sign_in(alice, "alice")
     expect(alice.page.locator("#banner")).to_contain_text("You are in the queue")
+    expect(agent1.page.get_by_text("No conversations yet.")).to_be_visible()
     item = queue_item(agent1, "alice")
-    expect(item.locator(".pill")).to_have_text("New")
-
     send(alice, "Hello, my order #1234 has not arrived.", "Message to support")
     expect(item.locator(".pill")).to_have_text("Waiting just now")
     expect(item.locator(".last")).to_have_text("alice: Hello, my order #1234 has not arrived.")
@@ -97,6 +103,167 @@ def test_a_customer_and_two_agents_hold_a_conversation_with_a_live_queue(desk, n
     screenshot(alice, "support")
 
 
+@pytest.fixture
+def token_desk(make_daemon, tmp_path):
+    """A desk with token sign-in (HS256); returns (daemon, token(sub, name, roles, ttl))."""
+    key = tmp_path / "hs256.key"
+    key.write_text(secrets.token_hex(32))
+    daemon = make_daemon(
+        auth={"mode": "token", "secret_file": key, "leeway": "0s"},
+        support={"enabled": "yes", "resolved_ttl": "1s"},
+    )
+    auth = load_config(daemon.config).auth
+
+    def token(sub: str, name: str, roles=(), ttl: float = 600) -> str:
+        return mint_token(auth, sub, roles=list(roles), ttl=ttl, now=time.time(), name=name)
+
+    return daemon, token
+
+
+def sign_in_with_token(tab, token: str) -> None:
+    """As an operator's sign-in page would: the token in sessionStorage, then the page."""
+    tab.page.evaluate("token => sessionStorage.setItem('chatd.token', token)", token)
+    tab.page.reload()
+    tab.page.locator("#status[data-state=online]").wait_for()
+
+
+def test_the_desk_shows_display_names_from_the_tokens(token_desk, new_tab, expect):
+    """Names come from the tokens' `name` claim; ids (u-4711, a-7) only tell people apart."""
+    desk, token = token_desk
+    customer = new_tab(desk.http_url("ws", "/support"))
+    sign_in_with_token(customer, token("u-4711", "Alice Liddell"))
+    expect(customer.page.locator("#me")).to_have_text("Alice Liddell")
+    agent = new_tab(desk.http_url("ws", "/agent"))
+    sign_in_with_token(agent, token("a-7", "Bob Agent", roles=["agent"]))
+    expect(agent.page.locator("#me")).to_have_text("Bob Agent")
+
+    send(customer, "Hello, my order #1234 has not arrived.", "Message to support")
+    item = queue_item(agent, "Alice Liddell")
+    expect(item.locator(".customer")).to_have_text("Alice Liddell")
+    expect(item.locator(".customer")).to_have_attribute("title", "u-4711")
+    expect(item.locator(".last")).to_have_text(
+        "Alice Liddell: Hello, my order #1234 has not arrived."
+    )
+
+    item.click()
+    expect(agent.page.locator("#room-title")).to_have_text("Alice Liddell")
+    expect(agent.page.locator(".message .from")).to_have_text(["Alice Liddell"])
+    expect(item.locator(".agents")).to_have_text("With Bob Agent")
+    send(agent, "On it!", "Reply")
+    expect(customer.page.locator("#banner")).to_have_text(
+        "Support agent Bob Agent is here to help."
+    )
+    expect(customer.page.locator(".event.presence .presence-text")).to_have_text(
+        ["Support agent Bob Agent joined the conversation"]
+    )
+    expect(customer.page.locator(".message:not(.unsent) .from")).to_have_text(
+        ["Alice Liddell", "Bob Agent"]
+    )
+
+
+def test_a_resolved_conversation_leaves_the_queue_and_comes_back_when_the_customer_writes(
+    token_desk, new_tab, expect
+):
+    desk, token = token_desk  # [support] resolved_ttl = 1s
+    customer = new_tab(desk.http_url("ws", "/support"))
+    sign_in_with_token(customer, token("u-4711", "Alice Liddell"))
+    agent = new_tab(desk.http_url("ws", "/agent"))
+    sign_in_with_token(agent, token("a-7", "Bob Agent", roles=["agent"]))
+    send(customer, "Where is my parcel?", "Message to support")
+    item = queue_item(agent, "Alice Liddell")
+    item.click()
+    send(agent, "Delivered this morning, in your letterbox.", "Reply")
+
+    # Resolved: the customer is told, and the entry stays listed as resolved, for now.
+    agent.page.get_by_role("button", name="Resolve", exact=True).click()
+    expect(customer.page.locator(".event.status")).to_contain_text(
+        "Bob Agent marked your conversation as resolved."
+    )
+    expect(item.locator(".pill")).to_have_text("Resolved")
+    expect(item).to_have_attribute("data-status", "resolved")
+    expect(agent.page.get_by_role("button", name="Resolve", exact=True)).to_be_hidden()
+    expect(agent.page.locator(".event.status .presence-text")).to_have_text(
+        ["Bob Agent marked the conversation as resolved"]
+    )
+
+    # After resolved_ttl the next load of the queue (here, a reload of the page) leaves it out.
+    time.sleep(1.2)
+    agent.page.reload()
+    agent.page.locator("#status[data-state=online]").wait_for()
+    expect(agent.page.get_by_text("No conversations yet.")).to_be_visible()
+    expect(agent.page.locator(".queue-item")).to_have_count(0)
+
+    # The customer writes again: open again, waiting, back in the queue at once.
+    send(customer, "Found it, but the box is damaged.", "Message to support")
+    item = queue_item(agent, "Alice Liddell")
+    expect(item.locator(".pill")).to_have_text("Waiting just now")
+    expect(item.locator(".last")).to_have_text("Alice Liddell: Found it, but the box is damaged.")
+    statuses = [
+        line["status"] for line in desk.transcript("support-u-4711") if line["type"] == "status"
+    ]
+    assert statuses == ["resolved"]
+    # The status filter asks the server again: open only, then resolved only.
+    agent.page.get_by_label("Show").select_option("open")
+    expect(agent.page.locator(".queue-item .customer")).to_have_text(["Alice Liddell"])
+    agent.page.get_by_label("Show").select_option("resolved")
+    expect(agent.page.get_by_text("No resolved conversations.")).to_be_visible()
+
+
+def test_a_fresh_token_in_session_storage_keeps_the_session_past_the_old_ones_expiry(
+    token_desk, new_tab, expect
+):
+    """login.js looks at sessionStorage["chatd.token"] every few seconds and sends a new token
+    there in a `refresh`: the server does not close the session (4001) when the first expires."""
+    desk, token = token_desk  # [auth] leeway = 0s
+    customer = new_tab("about:blank")
+    frames: list[dict] = []
+    closes: list = []
+
+    def watch(socket):
+        socket.on("framereceived", lambda payload: frames.append(json.loads(payload)))
+        socket.on("close", lambda _socket: closes.append(socket.url))
+
+    customer.page.on("websocket", watch)
+    customer.page.goto(desk.http_url("ws", "/support"))
+    expires = time.time() + 8
+    sign_in_with_token(customer, token("u-4711", "Alice Liddell", ttl=8))
+    customer.page.evaluate(
+        "token => sessionStorage.setItem('chatd.token', token)",
+        token("u-4711", "Alice Liddell", ttl=600),
+    )
+    deadline = time.time() + 10
+    while not any(frame["type"] == "refreshed" for frame in frames) and time.time() < deadline:
+        customer.page.wait_for_timeout(200)
+    assert any(frame["type"] == "refreshed" for frame in frames), frames
+    customer.page.wait_for_timeout(max(0, expires + 1.5 - time.time()) * 1000)
+    send(customer, "still connected?", "Message to support")
+    expect(conversation(customer)).to_have_text(["still connected?"])
+    expect(customer.page.locator("#status")).to_have_attribute("data-state", "online")
+    assert closes == [], "the socket was closed (and reopened)"
+
+
+def test_the_queue_pages_with_load_more(desk, new_tab, clients, expect):
+    """The page asks for 50 conversations; with `more`, "Load more" asks for the rest."""
+    for number in range(52):
+        customer = clients(desk.url("ws"))
+        room = customer.hello(f"c{number:02}")["support_room"]
+        customer.join(room)
+        customer.say(room, f"question {number}", "q")
+        customer.close()
+    agent = new_tab(desk.http_url("ws", "/agent"))
+    sign_in(agent, "agent1")
+    items = agent.page.locator(".queue-item")
+    expect(items).to_have_count(50)
+    expect(agent.page.locator("#queue-count")).to_have_text("(50 waiting)")
+    agent.page.get_by_role("button", name="Load more").click()
+    expect(items).to_have_count(52)
+    expect(agent.page.get_by_role("button", name="Load more")).to_be_hidden()
+    # Longest waiting first, across both pages.
+    first, last = items.first.locator(".customer"), items.last.locator(".customer")
+    expect(first).to_have_text("c00")
+    expect(last).to_have_text("c51")
+
+
 def test_a_customer_cannot_join_another_customers_room(desk, clients):
     """On the wire: the room, its members and its history are the customer's and agents'."""
     alice = clients(desk.url("ws"))
@@ -135,15 +302,19 @@ def test_a_customer_cannot_join_another_customers_room(desk, clients):
 
 
 def test_the_pages_say_in_words_what_the_desk_refuses(desk, new_tab, expect):
-    """The chat page cannot open someone's support room; the agents' page needs an agent."""
+    """The chat page cannot open someone's support room (nor, with the desk on, a public room:
+    customers keep to their own conversation); the agents' page needs an agent."""
     mallory = new_tab(desk.http_url("ws", "/"))
     sign_in(mallory, "mallory")
+    expect(mallory.page.get_by_role("alert").filter(has_text="Cannot join")).to_contain_text(
+        "Cannot join #lobby"
+    )
     mallory.page.get_by_label("Join a room").fill("support-alice")
     mallory.page.get_by_label("Join a room").press("Enter")
     expect(mallory.page.get_by_role("alert").filter(has_text="Cannot join")).to_contain_text(
         "Cannot join #support-alice: you may not"
     )
-    expect(mallory.page.locator("#room-list .room-name")).to_have_text(["#lobby"])
+    expect(mallory.page.locator("#room-list .room-name")).to_have_count(0)
 
     eve = new_tab(desk.http_url("ws", "/agent"))
     sign_in(eve, "eve")
