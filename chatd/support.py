@@ -297,6 +297,7 @@ class SupportDesk:
             if request.status in ("all", conversation.status)
         ]
         wanted.sort(key=Conversation.sort_key)
+        total = len(wanted)
         if request.before is not None:
             after = _parse_cursor(request.before, request.ref)
             wanted = [c for c in wanted if c.sort_key() > after]
@@ -306,6 +307,7 @@ class SupportDesk:
             "type": "queue",
             "ref": request.ref,
             "status": request.status,
+            "total": total,
             "more": more,
             "next": _cursor(page[-1].sort_key()) if more else None,
         }

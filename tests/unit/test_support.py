@@ -273,6 +273,7 @@ def test_the_queue_pages_with_limit_and_before_and_filters_by_status(desk, perso
         pages += 1
         seen += [(c["customer"], c["status"]) for c in page["conversations"]]
         assert (page["type"], page["ref"], page["status"]) == ("queue", "q", "all")
+        assert page["total"] == 7
         if not page["more"]:
             assert page["next"] is None
             break
@@ -289,6 +290,7 @@ def test_the_queue_pages_with_limit_and_before_and_filters_by_status(desk, perso
     assert [c["customer"] for c in page["conversations"]] == ["c0", "c2", "c3"]
     rest = queue(server, agent, status="open", limit=3, before=page["next"])
     assert ([c["customer"] for c in rest["conversations"]], rest["more"]) == (["c5", "c6"], False)
+    assert (page["total"], rest["total"]) == (5, 5)
 
 
 def test_a_cursor_the_server_did_not_issue_is_a_bad_frame(desk, person):
