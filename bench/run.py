@@ -185,12 +185,12 @@ def package_versions() -> dict:
     return versions
 
 
-def chatd_revision() -> str:
+def chatd_revision(root: Path = ROOT) -> str:
     """The checkout's commit, and `+dirty` when chatd/ has uncommitted changes."""
     try:
-        head = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True)
+        head = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True)
         status = subprocess.check_output(
-            ["git", "status", "--porcelain", "--", "chatd", "twisted"], cwd=ROOT, text=True
+            ["git", "status", "--porcelain", "--", "chatd", "twisted"], cwd=root, text=True
         )
     except (OSError, subprocess.CalledProcessError):
         return "?"
