@@ -247,7 +247,7 @@ class SupportDesk:
             if event.epoch != epoch:
                 break
             newest_first.append(event)
-            if event.kind == "status" or len(newest_first) >= MAX_SCAN_EVENTS:
+            if event.kind == "status" or event.seq == 1 or len(newest_first) >= MAX_SCAN_EVENTS:
                 break
         conversation = None
         for event in reversed(newest_first):
