@@ -58,8 +58,7 @@ from run import (  # noqa: E402 (bench/ is not a package)
 COUNTS = (0, 1_000, 10_000, 100_000)
 SUPPORT_EVERY = 3  # one file in three is a support conversation
 AGENT = "agent1"  # [support] trial_agents: the agent role by name (open mode)
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC).timestamp()
-SPREAD = 30 * 86400.0  # transcripts' last activity, spread over the 30 days before NOW
+SPREAD = 30 * 86400.0  # transcripts start within the 30 days before they are written
 WORDS = ("hello", "thanks", "order", "delivery", "refund", "account", "invoice", "please", "when")
 
 
@@ -79,7 +78,7 @@ def room_of(index: int) -> str:
     return f"support-cust{index}" if index % SUPPORT_EVERY == 0 else f"room-{index}"
 
 
-def transcript(index: int, rng: random.Random) -> list[str]:
+def transcript(index: int, rng: random.Random, now: float) -> list[str]:
     """One room's lines as chatd writes them: presence, messages and (support) status events.
 
     Support conversations take turns: resolved (a `status` event after the exchange), open and
@@ -89,7 +88,7 @@ def transcript(index: int, rng: random.Random) -> list[str]:
     """
     room = room_of(index)
     epoch = f"{rng.getrandbits(64):016x}"
-    ts = NOW - rng.random() * SPREAD
+    ts = now - SPREAD + rng.random() * (SPREAD - 7200)  # events add at most 15 min
     lines: list[str] = []
 
     def event(kind: str, **fields) -> None:
@@ -132,12 +131,16 @@ def transcript(index: int, rng: random.Random) -> list[str]:
 
 
 def write_transcripts(directory: Path, count: int, seed: int = 10) -> dict:
-    """Write `count` transcripts into `directory`; returns what was written."""
+    """Write `count` transcripts into `directory`; returns what was written.
+
+    Their times end at least an hour before now, so every resolved conversation is past the
+    default `[support] resolved_ttl` and the queue holds exactly the open ones."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
+    now = time.time()
     size = lines = support = resolved = 0
     for index in range(count):
-        body = transcript(index, rng)
+        body = transcript(index, rng, now)
         data = ("\n".join(body) + "\n").encode()
         (directory / f"{room_of(index)}.jsonl").write_bytes(data)
         size += len(data)
