@@ -409,7 +409,7 @@ def main(argv: list[str]) -> int:
         # Twisted's plugin cache, which would otherwise land on whichever count comes first.
         empty = Path(tmp) / "warm-up"
         write_transcripts(empty, 0)
-        for label, root in args.chatd:
+        for label, root in args.chatd if not args.quick else ():
             measure(root, empty, Path(tmp) / f"warm-up-{label}", 0, args.timeout)
         for count in args.counts:
             transcripts = (args.keep or Path(tmp)) / f"transcripts-{count}"
