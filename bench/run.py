@@ -40,6 +40,9 @@ NO_TLS = {"c": "no TLS in the C baseline"}  # servers without wss: why their wss
 NO_KEEPALIVE = {"c": "no keepalive in the C baseline"}  # ... and without pings: scenario k
 SERVER_CPU, LOADGEN_CPU = "0", "1"
 START_TIMEOUT = 30.0
+# The checkout chatd runs from (its PYTHONPATH): this one, or --chatd DIR (e.g. an older commit
+# checked out with `git worktree add`, to compare in one session with the same harness).
+CHATD_ROOT = ROOT
 READY_LINE = re.compile(r"chatd (\w+) listener ready at \w+://[^\s/]+:(\d+)/")
 
 
@@ -185,12 +188,12 @@ def package_versions() -> dict:
     return versions
 
 
-def chatd_revision() -> str:
+def chatd_revision(root: Path = ROOT) -> str:
     """The checkout's commit, and `+dirty` when chatd/ has uncommitted changes."""
     try:
-        head = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True)
+        head = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True)
         status = subprocess.check_output(
-            ["git", "status", "--porcelain", "--", "chatd", "twisted"], cwd=ROOT, text=True
+            ["git", "status", "--porcelain", "--", "chatd", "twisted"], cwd=root, text=True
         )
     except (OSError, subprocess.CalledProcessError):
         return "?"
@@ -369,7 +372,7 @@ def start_server(
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if name == "chatd":
         # Run the checkout's chatd (and find its twistd plugin) whatever is installed.
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHATD_ROOT), env.get("PYTHONPATH")]))
     log = work / f"{name}-{transport}.log"
     with open(log, "wb") as output:
         process = subprocess.Popen(
@@ -777,6 +780,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=540,
         help="start no further server after this many seconds (default: %(default)s)",
     )
+    parser.add_argument(
+        "--chatd",
+        type=Path,
+        default=ROOT,
+        metavar="DIR",
+        help="run chatd from this checkout (default: this one), e.g. an older commit in a"
+        " `git worktree`, to compare with the same harness and venv",
+    )
     args = parser.parse_args(argv)
     args.scenarios = [k.strip() for k in args.scenarios.split(",") if k.strip()]
     args.servers = [k.strip() for k in args.servers.split(",") if k.strip()]
@@ -790,7 +801,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str]) -> int:
+    global CHATD_ROOT
     args = parse_args(argv)
+    CHATD_ROOT = args.chatd.resolve()
     started = time.monotonic()
     fd_limit = raise_fd_limit()
     facts = machine_facts()
@@ -813,6 +826,7 @@ def main(argv: list[str]) -> int:
         f"{facts['model_name']}, load average {facts['loadavg'][0]:.2f}; pinning: {pinning}; "
         f"open files: {fd_limit}"
     )
+    print(f"chatd: {CHATD_ROOT} at {chatd_revision(CHATD_ROOT)}")
     print(f"loadgen: {how}")
     if "c" in servers:
         print(f"C baseline: {c_baseline}")
@@ -828,7 +842,8 @@ def main(argv: list[str]) -> int:
             servers=servers,
             machine=facts,
             versions=package_versions(),
-            chatd_revision=chatd_revision(),
+            chatd_revision=chatd_revision(CHATD_ROOT),
+            chatd_root=str(CHATD_ROOT),
             loadgen=how,
             c_baseline=c_baseline,
             pinning=pinning,

@@ -35,7 +35,7 @@ from chatd.errors import ChatError
 from chatd.events import Event, format_ts
 from chatd.names import USER_ID
 from chatd.rooms import Draft, Room
-from chatd.transcript import SUFFIX
+from chatd.transcript import SUFFIX, rotated_index
 
 PREFIX = "support-"
 MAX_SCAN_EVENTS = 500
@@ -226,11 +226,12 @@ class SupportDesk:
                 for entry in entries
                 if entry.name.startswith(PREFIX) and entry.name.endswith(SUFFIX)
             ]
+        rotated = rotated_index(store.directory) if rooms else {}
         for name in rooms:
             customer = customer_of(name)
             if customer is None:
                 continue
-            conversation = self._scan(store, name, customer)
+            conversation = self._scan(store, name, customer, rotated.get(name, []))
             if conversation is not None and not self._expired(conversation, now):
                 self.conversations[name] = conversation
         self._log.info(
@@ -239,18 +240,20 @@ class SupportDesk:
             rooms=len(rooms),
         )
 
-    def _scan(self, store, name: str, customer: str) -> Conversation | None:
+    def _scan(self, store, name: str, customer: str, rotated: list) -> Conversation | None:
         newest_first = []
         epoch = None
         resolved = False
-        for event in store.read_back(name):
+        for event in store.read_back(name, rotated):
             if epoch is None:
                 epoch = event.epoch
             if event.epoch != epoch:
                 break
             newest_first.append(event)
             resolved = resolved or event.kind == "status"
-            if len(newest_first) >= MAX_SCAN_EVENTS:
+            # seq 1 is the start of the history: reading on would list the rotated files of
+            # the whole directory for nothing.
+            if event.seq == 1 or len(newest_first) >= MAX_SCAN_EVENTS:
                 break
             # Past the latest status only the customer's last message is still wanted (for
             # the entry's `last` and `customer_name`): the state before it is settled.

@@ -55,14 +55,28 @@ def rotated_paths(directory: Path, room: str) -> list[Path]:
     return [path for _stamp, _n, path in sorted(rotated)]
 
 
-def newest_first(directory: Path, room: str) -> Iterator[Path]:
-    """The current file, then (listed only if the caller reads on) the rotated ones, newest
-    first. A room without a current file has no history: rotation always starts a new one."""
+def newest_first(directory: Path, room: str, rotated: list[Path] | None = None) -> Iterator[Path]:
+    """The current file, then (listed only if the caller reads on, unless `rotated` lists
+    them already) the rotated ones, newest first. A room without a current file has no
+    history: rotation always starts a new one."""
     current = directory / f"{room}{SUFFIX}"
     if not current.exists():
         return
     yield current
-    yield from reversed(rotated_paths(directory, room))
+    yield from reversed(rotated_paths(directory, room) if rotated is None else rotated)
+
+
+def rotated_index(directory: Path) -> dict[str, list[Path]]:
+    """Every room's rotated files, oldest first, from one listing of the directory: for a
+    reader of many rooms, which would otherwise list the directory once per room."""
+    found: dict[str, list[tuple[str, int, Path]]] = {}
+    for entry in os.scandir(directory):
+        match = ROTATED.fullmatch(entry.name)
+        if match:
+            found.setdefault(match["room"], []).append(
+                (match["stamp"], int(match["n"] or 0), Path(entry.path))
+            )
+    return {room: [path for _s, _n, path in sorted(files)] for room, files in found.items()}
 
 
 def room_names(directory: Path) -> list[str]:
@@ -321,13 +335,14 @@ class TranscriptStore:
             writer.close()
         self._writers.clear()
 
-    def read_back(self, room: str) -> Iterator[Event]:
+    def read_back(self, room: str, rotated: list[Path] | None = None) -> Iterator[Event]:
         """The room's events, newest first, across rotations; unreadable lines are skipped.
 
-        Rotated files are listed only if the reader goes on past the current file.
+        Rotated files are listed only if the reader goes on past the current file (a reader
+        of many rooms passes each room's `rotated` files from one `rotated_index`).
         """
         self.path_of(room)  # validates the name
-        for path in newest_first(self.directory, room):
+        for path in newest_first(self.directory, room, rotated):
             with open(path, "rb") as handle:
                 end = _end_of_last_line(handle, _size(handle))
                 for _offset, line in _lines_backwards(handle, end):

@@ -369,3 +369,28 @@ def test_a_resolved_conversation_past_its_ttl_is_not_rebuilt(desk, person, clock
     clock.advance(TTL)
     after = desk()
     assert queued(after, person(after, "ag", agent=True)) == []
+
+
+def test_a_conversation_whose_message_is_in_a_rotated_file_is_rebuilt(
+    make_chat, person, clock, transcript_dir
+):
+    sections = {
+        "support": {"enabled": True, "resolved_ttl": TTL},
+        "transcripts": {"rotate": "never", "rotate_size": 1},  # every batch starts a new file
+    }
+    before = make_chat(**sections)
+    room = writes(before, person(before, "alice", name="Alice L."), "my order is late", clock)
+    join(before, person(before, "ag", agent=True), room)
+    clock.advance(0)
+    before.shutdown()
+    assert list(transcript_dir.glob(f"{room}.*.jsonl"))  # the customer's words were rotated away
+
+    after = make_chat(**sections)
+    [entry] = queue(after, person(after, "ag2", agent=True))["conversations"]
+    assert (entry["customer"], entry["customer_name"], entry["status"]) == (
+        "alice",
+        "Alice L.",
+        "open",
+    )
+    assert entry["last"]["text"] == "my order is late"
+    assert entry["waiting_since"] is not None

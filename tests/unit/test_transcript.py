@@ -535,3 +535,24 @@ def test_events_before_pages_across_rotated_files(store):
     written = rotated_room(store.directory)
     assert store.events_before("lobby", EPOCH, 9, limit=6) == [e.line for e in written[2:8]]
     assert store.events_before("lobby", EPOCH, 3, limit=6) == [e.line for e in written[0:2]]
+
+
+def test_the_rotated_index_lists_what_rotated_paths_lists_for_every_room(tmp_path):
+    for name in (
+        "lobby.2026-11-24T000000Z.jsonl",
+        "lobby.2026-11-23T000000Z.jsonl",
+        "lobby.2026-11-24T000000Z-1.jsonl",
+        "other.2026-11-20T101010Z.jsonl",
+        "lobby.jsonl",
+        "notes.txt",
+    ):
+        (tmp_path / name).write_text("")
+    index = transcript.rotated_index(tmp_path)
+    assert set(index) == {"lobby", "other"}
+    for room, paths in index.items():
+        assert paths == transcript.rotated_paths(tmp_path, room)
+    assert [path.name for path in index["lobby"]] == [
+        "lobby.2026-11-23T000000Z.jsonl",
+        "lobby.2026-11-24T000000Z.jsonl",
+        "lobby.2026-11-24T000000Z-1.jsonl",
+    ]
