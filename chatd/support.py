@@ -12,11 +12,12 @@ message, is `open` until an agent resolves it (a `status` event in its transcrip
 again with the customer's next message. Resolved conversations leave the queue after
 `[support] resolved_ttl`.
 
-After a restart the queue is rebuilt from the transcripts without loading any room: the
-current file of each `support-*` room is read from its end, at most `MAX_SCAN_EVENTS` events
-back (past its latest `status` event only to the customer's message before it, which gives
-the entry its `last` and `customer_name`), so start-up costs a bounded
-amount per conversation and nothing per other room.
+After a restart the queue is rebuilt from the transcripts without loading any room: each
+`support-*` room's transcript is read from its end, at most `MAX_SCAN_EVENTS` events back (past
+its latest `status` event only to the customer's message before it, which gives the entry its
+`last` and `customer_name`; never past its first event), into rotated files through one
+listing of the directory for all rooms; so start-up costs a bounded amount per conversation
+and one directory entry per other room.
 """
 
 from __future__ import annotations
