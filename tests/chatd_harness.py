@@ -335,7 +335,10 @@ class Client:
 # -- frame checks -------------------------------------------------------------------------------
 
 
-def assert_message(frame: dict, *, room: str, epoch: str, seq: int, sender: str, id: str, text):
+def assert_message(
+    frame: dict, *, room: str, epoch: str, seq: int, sender: str, id: str, text, name=None
+):
+    """`name`: the sender's display name (in open mode, the default: the user id)."""
     assert TS.match(frame.get("ts", "")), frame
     assert frame == {
         "type": "message",
@@ -344,12 +347,15 @@ def assert_message(frame: dict, *, room: str, epoch: str, seq: int, sender: str,
         "seq": seq,
         "ts": frame["ts"],
         "from": sender,
+        "name": sender if name is None else name,
         "id": id,
         "text": text,
     }
 
 
-def assert_presence(frame: dict, *, room: str, epoch: str, seq: int, user: str, event: str):
+def assert_presence(
+    frame: dict, *, room: str, epoch: str, seq: int, user: str, event: str, name=None
+):
     assert TS.match(frame.get("ts", "")), frame
     assert frame == {
         "type": "presence",
@@ -358,6 +364,7 @@ def assert_presence(frame: dict, *, room: str, epoch: str, seq: int, user: str, 
         "seq": seq,
         "ts": frame["ts"],
         "user": user,
+        "name": user if name is None else name,
         "event": event,
     }
 
