@@ -14,7 +14,8 @@ again with the customer's next message. Resolved conversations leave the queue a
 
 After a restart the queue is rebuilt from the transcripts without loading any room: the
 current file of each `support-*` room is read from its end, at most `MAX_SCAN_EVENTS` events
-back (to its latest `status` event, if it has one within that), so start-up costs a bounded
+back (past its latest `status` event only to the customer's message before it, which gives
+the entry its `last` and `customer_name`), so start-up costs a bounded
 amount per conversation and nothing per other room.
 """
 
@@ -241,13 +242,19 @@ class SupportDesk:
     def _scan(self, store, name: str, customer: str) -> Conversation | None:
         newest_first = []
         epoch = None
+        resolved = False
         for event in store.read_back(name):
             if epoch is None:
                 epoch = event.epoch
             if event.epoch != epoch:
                 break
             newest_first.append(event)
-            if event.kind == "status" or len(newest_first) >= MAX_SCAN_EVENTS:
+            resolved = resolved or event.kind == "status"
+            if len(newest_first) >= MAX_SCAN_EVENTS:
+                break
+            # Past the latest status only the customer's last message is still wanted (for
+            # the entry's `last` and `customer_name`): the state before it is settled.
+            if resolved and event.kind == "message" and event.sender == customer:
                 break
         conversation = None
         for event in reversed(newest_first):
@@ -256,9 +263,9 @@ class SupportDesk:
                     continue
                 conversation = Conversation(name, customer, event.record.get("name", customer))
             conversation.apply(event)
-        if conversation is None and newest_first and newest_first[-1].kind == "status":
-            # Resolved, and nothing since but presence or agents' words.
-            status = newest_first[-1]
+        if conversation is None and resolved:
+            # Resolved, and no customer message within reach: only presence or agents' words.
+            status = next(event for event in newest_first if event.kind == "status")
             conversation = Conversation(name, customer, customer)
             for event in reversed(newest_first):
                 conversation.apply(event)
