@@ -29,6 +29,10 @@ class TokenBucket:
             return True
         return False
 
+    def give_back(self) -> None:
+        """Return a token taken for a frame that was then refused on other grounds."""
+        self._tokens = min(float(self.burst), self._tokens + 1.0)
+
     def full(self, now: float) -> bool:
         """True if the bucket has refilled to its burst (it may then be forgotten)."""
         return self._tokens + max(now - self._updated, 0.0) * self.rate >= self.burst
@@ -59,7 +63,14 @@ class FrameBudget:
 
     def take(self, kind: str, now: float) -> bool:
         """The frame's own budget, once its type is known."""
-        return (self._cheap if kind in CHEAP_FRAMES else self._costly).take(now)
+        if kind not in CHEAP_FRAMES:
+            return self._costly.take(now)
+        if self._cheap.take(now):
+            return True
+        # A refused cheap frame is never a strike; nor may it use up the shared budget, or a
+        # client that only looks things up too fast would soon fail `admit` and be closed.
+        self._all.give_back()
+        return False
 
     def forgive(self) -> None:
         """A frame within budget: the strikes start again from nothing."""
