@@ -11,7 +11,9 @@ import json
 import os
 import re
 import signal
+import socket
 import ssl
+import struct
 import subprocess
 import sys
 import time
@@ -196,6 +198,17 @@ class Daemon:
         return [path for path in self.transcripts.iterdir() if pattern.fullmatch(path.name)]
 
 
+def mint_token(config: Path, user: str, *, ttl: float = 300, **options) -> str:
+    """A token the daemon with this INI accepts, minted as `chatd token` does
+    (chatd.auth.mint_token); options: roles, name, token_id, now."""
+    from chatd.auth import mint_token as mint
+    from chatd.config import load_config
+
+    options.setdefault("roles", [])
+    options.setdefault("now", time.time())
+    return mint(load_config(config).auth, user, ttl=ttl, **options)
+
+
 # -- clients ------------------------------------------------------------------------------------
 
 
@@ -296,10 +309,18 @@ class Client:
 
     # -- the protocol
 
-    def hello(self, name: str) -> dict:
+    def hello(self, name: str, **fields) -> dict:
+        """`fields`: more of the hello frame (`secret`, `resume`)."""
         self.name = name
-        self.send({"type": "hello", "name": name})
+        self.send({"type": "hello", "name": name, **fields})
         return self.expect(type="welcome", user=name)
+
+    def hello_token(self, token: str, **fields) -> dict:
+        """Token mode: the welcome; the client's name is then the token's user."""
+        self.send({"type": "hello", "token": token, **fields})
+        welcome = self.expect(type="welcome")
+        self.name = welcome["user"]
+        return welcome
 
     def join(self, room: str, since: dict | None = None, own_presence: bool = True) -> dict:
         """The `joined` reply; with own_presence, also reads the joiner's presence event."""
@@ -334,11 +355,26 @@ class Client:
     def close(self) -> None:
         self._stack.close()
 
+    def abort(self) -> None:
+        """Drop the connection with no WebSocket close frame (and no TLS close_notify): the
+        TCP connection is shut down and reset, as when a client's process dies."""
+        sock = self.ws.socket
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # shutdown, not just close: it wakes websockets' reader thread, blocked in recv, which
+        # would otherwise hold the socket open.
+        sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+        with contextlib.suppress(Exception):
+            self._stack.close()
+
 
 # -- frame checks -------------------------------------------------------------------------------
 
 
-def assert_message(frame: dict, *, room: str, epoch: str, seq: int, sender: str, id: str, text):
+def assert_message(
+    frame: dict, *, room: str, epoch: str, seq: int, sender: str, id: str, text, name=None
+):
+    """`name`: the sender's display name (in open mode, the default: the user id)."""
     assert TS.match(frame.get("ts", "")), frame
     assert frame == {
         "type": "message",
@@ -347,12 +383,15 @@ def assert_message(frame: dict, *, room: str, epoch: str, seq: int, sender: str,
         "seq": seq,
         "ts": frame["ts"],
         "from": sender,
+        "name": sender if name is None else name,
         "id": id,
         "text": text,
     }
 
 
-def assert_presence(frame: dict, *, room: str, epoch: str, seq: int, user: str, event: str):
+def assert_presence(
+    frame: dict, *, room: str, epoch: str, seq: int, user: str, event: str, name=None
+):
     assert TS.match(frame.get("ts", "")), frame
     assert frame == {
         "type": "presence",
@@ -361,6 +400,7 @@ def assert_presence(frame: dict, *, room: str, epoch: str, seq: int, user: str, 
         "seq": seq,
         "ts": frame["ts"],
         "user": user,
+        "name": user if name is None else name,
         "event": event,
     }
 

@@ -13,20 +13,25 @@ from chatd_harness import assert_contiguous, assert_message, assert_presence, wa
 def test_two_users_chat(daemon, clients, kind):
     url = daemon.url(kind)
     alice, bob = clients(url), clients(url)
-    assert alice.hello("alice") == {
-        "type": "welcome",
-        "user": "alice",
-        "name": "alice",
-        "roles": [],
-        "max_text_chars": 4000,
-    }
-    assert bob.hello("bob") == {
-        "type": "welcome",
-        "user": "bob",
-        "name": "bob",
-        "roles": [],
-        "max_text_chars": 4000,
-    }
+    welcomes = [alice.hello("alice"), bob.hello("bob")]
+    for welcome, name in zip(welcomes, ("alice", "bob"), strict=True):
+        session = welcome["session"]
+        assert welcome == {
+            "type": "welcome",
+            "user": name,
+            "name": name,
+            "roles": [],
+            "session": session,
+            "resume": welcome["resume"],
+            "resumed": False,
+            "secret": welcome["secret"],  # open mode: the user's secret for further sessions
+            "max_text_chars": 4000,
+        }
+        assert re.fullmatch(r"[A-Za-z0-9_-]{16,}", session), welcome
+        assert re.fullmatch(re.escape(session) + r"\.[A-Za-z0-9_-]{16,}", welcome["resume"])
+        assert re.fullmatch(r"[A-Za-z0-9_-]{16,}", welcome["secret"]), welcome
+    secrets = {w[key] for w in welcomes for key in ("session", "resume", "secret")}
+    assert len(secrets) == 6, welcomes
 
     joined = alice.join("lobby")
     epoch = joined["epoch"]
@@ -37,6 +42,7 @@ def test_two_users_chat(daemon, clients, kind):
         "epoch": epoch,
         "seq": 0,
         "members": ["alice"],
+        "names": {"alice": "alice"},
         "recovered": False,
         "ref": None,
         "history": [],
@@ -53,6 +59,7 @@ def test_two_users_chat(daemon, clients, kind):
         "epoch": epoch,
         "seq": 1,
         "members": ["alice", "bob"],
+        "names": {"alice": "alice", "bob": "bob"},
         "recovered": False,
         "ref": "j-1",
         "history": [alice.received[-1]],
@@ -84,6 +91,7 @@ def test_two_users_chat(daemon, clients, kind):
         "type": "members",
         "room": "lobby",
         "members": ["alice", "bob"],
+        "names": {"alice": "alice", "bob": "bob"},
         "ref": "w-1",
     }
 
@@ -92,7 +100,13 @@ def test_two_users_chat(daemon, clients, kind):
     assert bob.recv() == {"type": "left", "room": "lobby", "ref": "l-1"}
     assert_presence(alice.next_event(), room="lobby", epoch=epoch, seq=5, user="bob", event="leave")
     bob.send({"type": "who", "room": "lobby"})
-    assert bob.recv() == {"type": "members", "room": "lobby", "members": ["alice"], "ref": None}
+    assert bob.recv() == {
+        "type": "members",
+        "room": "lobby",
+        "members": ["alice"],
+        "names": {"alice": "alice"},
+        "ref": None,
+    }
     # Not a member any more: saying is refused.
     bob.send({"type": "say", "room": "lobby", "text": "still here?", "id": "b-2"})
     error = bob.recv()
@@ -104,7 +118,13 @@ def test_two_users_chat(daemon, clients, kind):
     bob.close()
     assert_presence(alice.next_event(), room="lobby", epoch=epoch, seq=7, user="bob", event="leave")
     alice.send({"type": "who", "room": "lobby"})
-    assert alice.recv() == {"type": "members", "room": "lobby", "members": ["alice"], "ref": None}
+    assert alice.recv() == {
+        "type": "members",
+        "room": "lobby",
+        "members": ["alice"],
+        "names": {"alice": "alice"},
+        "ref": None,
+    }
     events = [frame for frame in alice.received if frame["type"] in ("message", "presence")]
     assert_contiguous(events, first=1)
 

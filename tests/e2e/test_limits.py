@@ -137,3 +137,39 @@ def test_out_of_file_descriptors_the_daemon_backs_off_and_keeps_serving(make_dae
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_cheap_frames_over_their_budget_are_refused_but_never_close(make_daemon, clients):
+    """`who` has a budget of its own: a client asking too often is told `rate_limited`, is
+    never closed for it, and still has its whole budget for saying things."""
+    daemon = make_daemon(
+        limits={
+            "messages_per_second": 0.01,
+            "message_burst": 5,
+            "flood_close_after": 3,
+            "cheap_per_second": 1,
+            "cheap_burst": 3,
+        }
+    )
+    asker, other = clients(daemon.url("ws")), clients(daemon.url("wss"))
+    asker.hello("asker")  # costly frame 1 of 5
+    asker.join("lobby")  # 2
+    other.hello("other")
+    other.join("lobby")
+    asker.next_event()  # other's presence
+    count = 40
+    for number in range(count):
+        asker.send({"type": "who", "room": "lobby", "id": f"w-{number}"})
+    replies = [asker.recv() for _ in range(count)]
+    answered = [frame["ref"] for frame in replies if frame["type"] == "members"]
+    limited = [frame for frame in replies if frame["type"] == "error"]
+    assert all(frame["code"] == "rate_limited" for frame in limited), limited
+    assert 3 <= len(answered) <= 5, answered  # the burst, and what refilled meanwhile
+    # Every who is answered, each refusal with the who's own id.
+    assert sorted(answered + [frame["ref"] for frame in limited]) == sorted(
+        f"w-{number}" for number in range(count)
+    )
+    # Not closed, and the budget for messages is untouched: 3 more says are within it.
+    for number in range(3):
+        message, _ack = asker.say("lobby", f"still allowed {number}", f"s-{number}")
+        assert other.next_event() == message
