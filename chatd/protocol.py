@@ -187,6 +187,13 @@ class ChatServerProtocol(WebSocketServerProtocol):
             reason=reason or "",
         )
 
+    def connectionLost(self, reason):
+        super().connectionLost(reason)
+        # Autobahn's is_closed Deferred holds this protocol as its result: a cycle that only a
+        # full collection would free, with the transport and what it still held.
+        self.is_open = self.is_closed = None
+        self._backlog = None
+
     def _hello_overdue(self):
         self._hello_deadline = None
         self._log.info("{peer} said no valid hello in time; closing", peer=self.peer_address)

@@ -5,13 +5,16 @@ the `websockets` library's sans-I/O client: what it reads, and when, is up to th
 
 from __future__ import annotations
 
+import gc
 import json
 import select
 import socket
+import weakref
 from dataclasses import replace
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import globalLogBeginner, globalLogPublisher
 from twisted.python.failure import Failure
 from websockets.client import ClientProtocol
 from websockets.frames import Opcode
@@ -339,3 +342,79 @@ def test_a_backlog_far_over_the_budget_is_dropped_at_once(listener):
             break
     assert not stalled.open and drops(listener) == 1
     assert listener.reactor.seconds() == 0
+
+
+@pytest.fixture
+def no_log_buffer():
+    """Under pytest nobody began logging, so Twisted keeps the last events (and the protocols
+    they name as their source) in a buffer; the daemon logs to files and keeps none."""
+    buffer = globalLogBeginner._temporaryObserver
+    if buffer is not None:
+        globalLogPublisher.removeObserver(buffer)
+    yield
+    if buffer is not None:
+        globalLogPublisher.addObserver(buffer)
+
+
+def test_a_dropped_connection_is_freed_when_it_closes(listener, no_log_buffer):
+    """No garbage collection needed: the protocol, its session and its unsent bytes go as the
+    connection closes, not when a collection finds the cycles they were in."""
+    reader = listener.connect("reader")
+    stalled = listener.connect("stalled")
+    stalled.send_json({"type": "history", "room": "lobby", "id": "page"})
+    session = weakref.ref(stalled.protocol.session)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(60):
+            listener.post("lobby", "x" * 1000)
+            reader.read()
+        listener.reactor.advance(GRACE)
+        assert not stalled.open
+        listener.reactor.advance(2.0)  # Autobahn's closing handshake timeout
+        listener.pump()
+        assert stalled.disconnected
+        transport = stalled.transport
+        assert (transport.dataBuffer, transport._tempDataBuffer, transport._tempDataLen) == (
+            b"",
+            [],
+            0,
+        )
+        protocol = weakref.ref(stalled.protocol)
+        listener.peers.remove(stalled)
+        listener.made.clear()
+        del stalled
+        assert protocol() is None
+        assert session() is None
+        assert reader.open
+    finally:
+        gc.enable()
+
+
+def test_a_connection_lost_with_unsent_bytes_is_freed_at_once(listener, no_log_buffer):
+    """However a connection ends (here the peer resets it with a backlog queued), what it held
+    goes with it."""
+    reader = listener.connect("reader")
+    gone = listener.connect("gone")
+    for _ in range(40):
+        listener.post("lobby", "x" * 1000)
+        reader.read()
+    transport = gone.transport
+    assert queued(transport) > 0
+    protocol, session = weakref.ref(gone.protocol), weakref.ref(gone.protocol.session)
+    gc.collect()
+    gc.disable()
+    try:
+        gone.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        gone.socket.close()  # RST
+        listener.pump()
+        assert transport.disconnected
+        assert (transport.dataBuffer, transport._tempDataBuffer) == (b"", [])
+        listener.peers.remove(gone)
+        listener.made.clear()
+        del gone
+        assert protocol() is None
+        assert session() is None
+        assert reader.open and len(listener.server.rooms["lobby"].sessions) == 1
+    finally:
+        gc.enable()
