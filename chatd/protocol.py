@@ -403,8 +403,9 @@ class ChatServerProtocol(WebSocketServerProtocol):
         A peer is closed with 1008 when what counts stays over the budget for
         `slow_consumer_grace` (the grace is for our own bursts: a busy turn can queue more than
         the budget before the reactor sends any of it), or when it reads nothing at all for
-        that long while the transport holds more than the budget, or at once when the
-        transport holds more than `HARD_BACKLOG` times the budget. A peer whose backlog drains
+        that long while the transport holds more than the budget, or at once when it holds
+        more than `HARD_BACKLOG` times the budget besides the reply being read (so memory stays
+        bounded by that and one reply). A peer whose backlog drains
         below the budget within the grace is kept: the clock starts again the next time it
         goes over.
         """
@@ -418,13 +419,15 @@ class ChatServerProtocol(WebSocketServerProtocol):
         drained = backlog.drained
         if drained != self._progress[0]:
             self._progress = (drained, backlog.drained_at)
-        counted = queued
+        counted = held = queued
         if self._replies:
             # The queue is a stream, read up to `drained`: what counts is what is ahead of the
-            # oldest reply the peer has not read yet.
+            # oldest reply the peer has not read yet; toward the hard cap, all but that reply.
             self._replies = tuple(reply for reply in self._replies if reply[1] > drained)
             if self._replies:
-                counted = max(self._replies[0][0] - drained, 0)
+                start, end = self._replies[0]
+                counted = max(start - drained, 0)
+                held = queued - (end - max(start, drained))
         if counted > budget:
             if self._over_since is None:
                 self._over_since = now
@@ -433,7 +436,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
         deadline = self._progress[1] + grace
         if self._over_since is not None:
             deadline = min(deadline, self._over_since + grace)
-        if queued > HARD_BACKLOG * budget or deadline <= now:
+        if held > HARD_BACKLOG * budget or deadline <= now:
             self._drop_slow_consumer(queued)
         else:
             self._schedule_judgement(deadline - now)

@@ -298,25 +298,25 @@ def test_a_peer_that_keeps_reading_is_kept_however_much_the_room_sends(listener)
 def test_a_reply_larger_than_the_budget_to_a_slow_reader_does_not_drop_it(listener):
     reader = listener.connect("reader")
     slow = listener.connect("slow")
-    for number in range(150):  # 460 KB of history: 14 times the budget
-        listener.post("lobby", f"{number:04} " + "x" * 3000)
+    for number in range(170):  # 540 KB of history: over 16 times the budget
+        listener.post("lobby", f"{number:04} " + "x" * 3100)
         reader.read()
         slow.read()
     slow.frames.clear()
-    slow.send_json({"type": "history", "room": "lobby", "limit": 150, "id": "page"})
-    assert queued(slow.transport) > 10 * BUDGET
-    # It reads 20 KB/s while the room sends it 4 KB/s: it is never far behind what it asked
+    slow.send_json({"type": "history", "room": "lobby", "limit": 170, "id": "page"})
+    assert queued(slow.transport) > 16 * BUDGET
+    # It reads 24 KB/s while the room sends it 4 KB/s: it is never far behind what it asked
     # for, though the room's messages wait behind the page until it has read it.
     for _ in range(32):
         listener.post("lobby", "z" * 4000)
         reader.read()
-        slow.read_slowly(5000, 1.0)
+        slow.read_slowly(6000, 1.0)
         assert slow.open
     for _ in range(50):
         slow.read()
         listener.pump()
     [page] = slow.of_type("history")
-    assert page["ref"] == "page" and len(page["events"]) == 150
+    assert page["ref"] == "page" and len(page["events"]) == 170
     assert len(slow.of_type("message")) == 32
     assert drops(listener) == 0
 
