@@ -23,17 +23,17 @@ from websockets.uri import parse_uri
 from chatd import sendnow, wire
 from chatd.admission import Admission
 from chatd.auth import OpenAuthenticator
+from chatd.config import load_config
 from chatd.protocol import ListenerContext, prepare_frames
 from chatd.rooms import message_draft
 from chatd.tap import build_listener
 from chatd.web import HealthResource
-from tests.unit.conftest import DEFAULTS
 
 URL = "ws://127.0.0.1:8080/ws"
 BUDGET = 32 * 1024
 GRACE = 5.0
 LIMITS = replace(
-    DEFAULTS.limits,
+    load_config(None).limits,
     max_buffered_bytes=BUDGET,
     slow_consumer_grace=GRACE,
     ping_interval=0.0,
