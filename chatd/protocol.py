@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from chatd import errors, wire
+from chatd import errors, sendnow, wire
 from chatd.admission import Admission
 from chatd.config import LimitsConfig
 from chatd.errors import ChatError
@@ -75,10 +75,15 @@ class ChatServerProtocol(WebSocketServerProtocol):
     peer_address = "?"
     _admitted_ip: str | None = None
     _hello_deadline = None
-    _paused = False
-    _backlog = 0  # bytes written since the transport asked us to pause
-    _paused_since = 0.0
     last_heard = 0.0  # when the peer last sent anything (for keepalive)
+    # The unsent-bytes budget (see `_judge`): what is queued here for the peer, and since when
+    # it has been behind.
+    _backlog: sendnow.Backlog | None = None
+    _paused = False  # the transport holds more than the budget (it paused us)
+    _replies: tuple[tuple[int, int], ...] = ()  # own replies still queued: (start, end)
+    _over_since: float | None = None  # when the bytes that count first went over the budget
+    _progress: tuple[int, float] = (0, 0.0)  # (bytes drained, when): the peer's last read seen
+    _grace_call = None
 
     def connectionMade(self):
         super().connectionMade()
@@ -89,16 +94,28 @@ class ChatServerProtocol(WebSocketServerProtocol):
         # buffer fills. twisted.web's channel was that producer until Autobahn took over.
         self.transport.unregisterProducer()
         self.transport.registerProducer(self, True)
+        self._backlog = sendnow.Backlog.of(self.transport)
+        if self._backlog is not None:
+            # Paused once over the budget: below it, fan-out costs no accounting at all.
+            self._backlog.pause_over(self.factory.context.limits.max_buffered_bytes)
 
     # -- IPushProducer: the transport's flow control ------------------------------------------
 
     def pauseProducing(self):
+        """The transport holds more than the budget (Twisted calls this on every write while
+        it does): from now on each write is judged, and a timer judges even without writes."""
+        if self._paused or self._backlog is None:
+            return
         self._paused = True
-        self._paused_since = self.factory.context.clock.seconds()
+        self._progress = (self._backlog.drained, self.factory.context.clock.seconds())
+        self._schedule_judgement(self.factory.context.limits.slow_consumer_grace)
 
     def resumeProducing(self):
+        """The transport sent all it held: the peer has caught up."""
         self._paused = False
-        self._backlog = 0
+        self._replies = ()
+        self._over_since = None
+        self._cancel_judgement()
 
     def stopProducing(self):
         pass
@@ -156,6 +173,8 @@ class ChatServerProtocol(WebSocketServerProtocol):
             self._hello_deadline.cancel()
         if self.factory.keepalive is not None:
             self.factory.keepalive.forget(self)
+        self._cancel_judgement()
+        self._replies = ()
         if self not in self.factory.live:
             return  # the opening handshake never completed; Autobahn logged why
         context = self.factory.context
@@ -177,6 +196,13 @@ class ChatServerProtocol(WebSocketServerProtocol):
             code=code,
             reason=reason or "",
         )
+
+    def connectionLost(self, reason):
+        super().connectionLost(reason)
+        # Autobahn's is_closed Deferred holds this protocol as its result: a cycle that only a
+        # full collection would free, with the transport and what it still held.
+        self.is_open = self.is_closed = None
+        self._backlog = None
 
     def _hello_overdue(self):
         self._hello_deadline = None
@@ -228,7 +254,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
 
     def _refuse(self, code: str, message: str, ref: str | None) -> None:
         self.factory.context.server.metrics.errors.labels(code).inc()
-        self.send(wire.error(code, message, ref))
+        self.reply(wire.error(code, message, ref))
 
     def _over_budget(self, frame) -> None:
         """A frame over its budget is dropped with `rate_limited`. Only frames that cost the
@@ -262,7 +288,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
         else:
             reply = self.factory.context.server.handle(self.session, frame)
             if reply is not None:
-                self.send(reply)
+                self.reply(reply)
 
     # -- the connection's own frames ----------------------------------------------------------
 
@@ -298,14 +324,14 @@ class ChatServerProtocol(WebSocketServerProtocol):
             resumed=", resumed" if fields["resumed"] else "",
         )
         fields["max_text_chars"] = context.parser.max_text_chars
-        self.send(wire.welcome(fields))
+        self.reply(wire.welcome(fields))
 
     def handle_refresh(self, frame: wire.Refresh) -> None:
         context = self.factory.context
         verify = getattr(context.authenticator, "verify", None)
         if verify is None:
             raise ChatError(errors.BAD_FRAME, "this server does not use tokens", frame.ref)
-        self.send(context.server.refresh(self.session, verify(frame.token), frame.ref))
+        self.reply(context.server.refresh(self.session, verify(frame.token), frame.ref))
 
     def replaced(self) -> None:
         """Another connection resumed this one's session: it is no longer ours to end."""
@@ -324,50 +350,141 @@ class ChatServerProtocol(WebSocketServerProtocol):
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode()[:123], isReply=False)
 
     def send(self, payload: bytes) -> None:
-        """A reply of our own. Not through sendMessage: Autobahn applies the *incoming*
-        max_message_bytes to outgoing messages too, and a `joined` or `history` reply with a
-        full page of long messages is larger than any single client frame may be."""
+        """One frame that is not a reply to this peer's request (a late ack, a desk update)."""
         self.send_prepared(prepare_frames([payload]))
+
+    def reply(self, payload: bytes) -> None:
+        """The answer to this peer's own request. Not through sendMessage: Autobahn applies the
+        *incoming* max_message_bytes to outgoing messages too, and a `joined` or `history` reply
+        with a full page of long messages is larger than any single client frame may be.
+
+        What the kernel does not take of it at once, and what is queued behind it, does not
+        count toward the budget until the peer has read it (`_judge`): a reader is not dropped
+        for a large page it asked for.
+        """
+        if self.state != WebSocketProtocol.STATE_OPEN:
+            return
+        frames = prepare_frames([payload])
+        if self._paused:
+            self._judge()
+        self.transport.write(frames)
+        backlog = self._backlog
+        if backlog is not None:
+            queued = backlog.queued()
+            if queued:  # the reply is the tail of the queue, a stream `drained` bytes in
+                drained = backlog.drained
+                end = drained + queued
+                self._replies = (
+                    *(reply for reply in self._replies if reply[1] > drained),
+                    (end - min(len(frames), queued), end),
+                )
+            if self._paused:
+                self._judge()
 
     def send_prepared(self, frames: bytes, replies: list[bytes] = ()) -> None:
         """Frames made by `prepare_frames`, shared by every member of a room, then this
         connection's own `replies` (its acks), in one write.
 
         Straight to the transport: sendPreparedMessage's path through sendData costs a
-        formatted debug log call per delivery (fan-out ~5x slower, measured).
+        formatted debug log call per delivery (fan-out ~5x slower, measured). Unless the
+        transport holds more than the budget, that write and one flag test are all it costs.
         """
         if self.state == WebSocketProtocol.STATE_OPEN:
             if replies:
                 frames += prepare_frames(replies)
+            if self._paused:
+                self._judge()  # the peer may have read below the budget since the last write
             self.transport.write(frames)  # sent at once when it can: sendnow.SendNowServer
             if self._paused:
-                self._count_backlog(len(frames))
+                self._judge()
 
-    def _count_backlog(self, size: int) -> None:
-        """Drop a peer that stays behind: over budget for longer than the grace period, or
-        far over it at once.
+    # -- the unsent-bytes budget --------------------------------------------------------------
 
-        The grace is for our own bursts: a busy turn can queue more than the budget to every
-        member before the reactor gets to send any of it, and a peer that reads is not at
-        fault for that (bench (b) at overload dropped every client without it).
+    def _judge(self) -> None:
+        """Drop a peer that stays behind. Called while the transport holds more than the budget
+        (`[limits] max_buffered_bytes`): around each write, and by a timer.
+
+        What counts is what this process still holds for the peer (`sendnow.Backlog`); while
+        a reply to its own request (`history`, `joined`, ...) is still queued, only what is
+        queued ahead of that reply: a large reply, and what the room sends while the peer reads
+        it, need not fit the budget; what is left once it has read the reply must, within the
+        grace.
+
+        A peer is closed with 1008 when what counts stays over the budget for
+        `slow_consumer_grace` (the grace is for our own bursts: a busy turn can queue more than
+        the budget before the reactor sends any of it), or when it reads nothing at all for
+        that long while the transport holds more than the budget, or at once when it holds
+        more than `HARD_BACKLOG` times the budget besides the reply being read (so memory stays
+        bounded by that and one reply). A peer whose backlog drains
+        below the budget within the grace is kept: the clock starts again the next time it
+        goes over.
         """
-        self._backlog += size
-        limits = self.factory.context.limits
-        budget = limits.max_buffered_bytes
-        if self._backlog <= budget:
+        backlog = self._backlog
+        if backlog is None or self.state != WebSocketProtocol.STATE_OPEN:
             return
-        behind_for = self.factory.context.clock.seconds() - self._paused_since
-        if behind_for >= limits.slow_consumer_grace or self._backlog > HARD_BACKLOG * budget:
-            self.factory.context.server.metrics.slow_consumer_drops.inc()
-            self._log.warn(
-                "{peer} ({user}) is not reading: over {budget} unsent bytes; closing with 1008",
-                peer=self.peer_address,
-                user=self.session.user if self.session else "no hello",
-                budget=budget,
-            )
-            # The close frame queues behind what it has not read; Autobahn's closing
-            # handshake timeout then drops the TCP connection and its buffer.
-            self.close_with(CLOSE_POLICY_VIOLATION, "slow consumer")
+        limits = self.factory.context.limits
+        budget, grace = limits.max_buffered_bytes, limits.slow_consumer_grace
+        now = self.factory.context.clock.seconds()
+        queued = backlog.queued()
+        drained = backlog.drained
+        if drained != self._progress[0]:
+            self._progress = (drained, backlog.drained_at)
+        counted = held = queued
+        if self._replies:
+            # The queue is a stream, read up to `drained`: what counts is what is ahead of the
+            # oldest reply the peer has not read yet; toward the hard cap, all but that reply.
+            self._replies = tuple(reply for reply in self._replies if reply[1] > drained)
+            if self._replies:
+                start, end = self._replies[0]
+                counted = max(start - drained, 0)
+                held = queued - (end - max(start, drained))
+        if counted > budget:
+            if self._over_since is None:
+                self._over_since = now
+        else:
+            self._over_since = None
+        deadline = self._progress[1] + grace
+        if self._over_since is not None:
+            deadline = min(deadline, self._over_since + grace)
+        if held > HARD_BACKLOG * budget or deadline <= now:
+            self._drop_slow_consumer(queued)
+        else:
+            self._schedule_judgement(deadline - now)
+
+    def _schedule_judgement(self, delay: float) -> None:
+        call = self._grace_call
+        if call is None or not call.active():
+            self._grace_call = self.factory.context.clock.callLater(delay, self._judged_late)
+        else:
+            call.reset(delay)
+
+    def _cancel_judgement(self) -> None:
+        call, self._grace_call = self._grace_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _judged_late(self) -> None:
+        self._grace_call = None
+        if self._paused:
+            self._judge()
+
+    def _drop_slow_consumer(self, queued: int) -> None:
+        self._cancel_judgement()
+        self._replies = ()
+        limits = self.factory.context.limits
+        self.factory.context.server.metrics.slow_consumer_drops.inc()
+        self._log.warn(
+            "{peer} ({user}) is not reading: {queued} unsent bytes, over {budget} for"
+            " {grace:g}s or far over; closing with 1008",
+            peer=self.peer_address,
+            user=self.session.user if self.session else "no hello",
+            queued=queued,
+            budget=limits.max_buffered_bytes,
+            grace=limits.slow_consumer_grace,
+        )
+        # The close frame queues behind what it has not read; Autobahn's closing handshake
+        # timeout then drops the TCP connection, and the transport lets go of its buffer.
+        self.close_with(CLOSE_POLICY_VIOLATION, "slow consumer")
 
 
 class ChatServerFactory(WebSocketServerFactory):

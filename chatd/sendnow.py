@@ -10,6 +10,10 @@ It sits at the TCP layer, so everything a listener writes takes this path: fan-o
 replies, pings, HTTP responses, and for wss the TLS layer's ciphertext. The listeners'
 endpoints below build it; they are Twisted's TCP and TLS server endpoints with this one class
 swapped in.
+
+`Backlog` reads what such a connection still holds in this process, for the unsent-bytes budget
+(protocol.py), from Twisted's write buffer and the TLS layer's; Twisted's major version is
+pinned for these internals.
 """
 
 from __future__ import annotations
@@ -31,7 +35,30 @@ class SendNowServer(tcp.Server):
     (so also while the transport's producer is paused), goes through Twisted's own `write`:
     its buffer, flow control and error handling stay in charge. TLS started on the connection
     itself (`startTLS`) also goes through Twisted: the socket then carries ciphertext.
+
+    `drained` counts the bytes sent from Twisted's buffer (not those sent at once): how far the
+    peer has read into what was queued, for `Backlog`. When the connection is lost, whatever is
+    still queued is let go at once, not when the protocol (and the cycles it may be in) is
+    collected.
     """
+
+    drained = 0
+    drained_at = 0.0  # when the kernel last took some of the queue
+
+    def writeSomeData(self, data):
+        # Called by Twisted's doWrite only: the queued path, never the one that sends at once.
+        sent = super().writeSomeData(data)
+        if type(sent) is int and sent:
+            self.drained += sent
+            self.drained_at = self.reactor.seconds()
+        return sent
+
+    def connectionLost(self, reason) -> None:
+        super().connectionLost(reason)
+        self.dataBuffer = b""
+        self.offset = 0
+        self._tempDataBuffer = []
+        self._tempDataLen = 0
 
     def write(self, data: bytes) -> None:
         if (
@@ -51,6 +78,50 @@ class SendNowServer(tcp.Server):
             sent = 0
         if sent < len(data):
             super().write(data[sent:] if sent else data)
+
+
+class Backlog:
+    """What a `SendNowServer` connection (under TLS or not) holds of what was written to it:
+    Twisted's write buffer, plus the cleartext the TLS layer could not encrypt yet."""
+
+    __slots__ = ("_tcp", "_tls")
+
+    def __init__(self, tcp: SendNowServer, tls: TLSMemoryBIOProtocol | None = None):
+        self._tcp = tcp
+        self._tls = tls
+
+    @classmethod
+    def of(cls, transport) -> Backlog | None:
+        """The backlog of a protocol's `transport`; None for transports of other kinds."""
+        if isinstance(transport, TLSMemoryBIOProtocol):
+            tls, transport = transport, transport.transport
+        else:
+            tls = None
+        return cls(transport, tls) if isinstance(transport, SendNowServer) else None
+
+    def queued(self) -> int:
+        """Bytes written and not yet handed to the kernel."""
+        tcp = self._tcp
+        queued = len(tcp.dataBuffer) - tcp.offset + tcp._tempDataLen
+        tls = self._tls
+        if tls is not None and tls._appSendBuffer:
+            queued += sum(map(len, tls._appSendBuffer))
+        return queued
+
+    @property
+    def drained(self) -> int:
+        """Bytes handed to the kernel from the queue so far: it grows as the peer reads."""
+        return self._tcp.drained
+
+    @property
+    def drained_at(self) -> float:
+        """When the kernel last took some of the queue (the reactor's time)."""
+        return self._tcp.drained_at
+
+    def pause_over(self, size: int) -> None:
+        """Have the transport pause its producer once more than `size` bytes are queued
+        (Twisted's default is 64 KiB)."""
+        self._tcp.bufferSize = size
 
 
 # accept() failing for want of a resource: descriptors (the process's, the system's), memory.
@@ -195,6 +266,14 @@ class TCPServerEndpoint:
         return port
 
 
+class TLSServerProtocol(TLSMemoryBIOProtocol):
+    """Twisted's TLS transport, letting go of unencrypted writes when the connection is lost."""
+
+    def connectionLost(self, reason) -> None:
+        super().connectionLost(reason)
+        self._appSendBuffer = []
+
+
 class UnbufferedTLSFactory(TLSMemoryBIOFactory):
     """TLS that encrypts each write when it is made.
 
@@ -204,7 +283,7 @@ class UnbufferedTLSFactory(TLSMemoryBIOFactory):
     per wss delivery at 20k/s went from 28.6 to 18-21 µs (bench cpu, wss).
     """
 
-    protocol = TLSMemoryBIOProtocol
+    protocol = TLSServerProtocol
 
 
 @implementer(IStreamServerEndpoint)

@@ -189,6 +189,9 @@ class Server:
         self.sessions.close(session)
         for name in sorted(session.rooms):
             self._part(session, self.directory.rooms[name])
+        # Late replies (an ack committed after the close) find no connection; and nothing the
+        # session is still referenced from keeps the closed connection alive.
+        session.connection = None
 
     # -- requests -----------------------------------------------------------------------------
 

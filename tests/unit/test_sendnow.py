@@ -145,7 +145,8 @@ def test_the_tls_endpoint_puts_tls_over_send_now_connections(accept, tls_options
     tcp = sendnow.TCPServerEndpoint(MemoryReactorClock(), 0, "127.0.0.1")
     made = accept(sendnow.TLSServerEndpoint(tcp, tls_options))
     # Twisted's plain TLS transport, not the one that defers each write to a timer of its own
-    assert type(made.transport) is tls.TLSMemoryBIOProtocol
+    assert type(made.transport) is sendnow.TLSServerProtocol
+    assert type(made.transport).__mro__[1] is tls.TLSMemoryBIOProtocol
     assert type(made.transport.transport) is sendnow.SendNowServer
 
 

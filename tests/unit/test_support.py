@@ -317,15 +317,16 @@ def test_only_agents_may_watch_the_queue_or_resolve(desk, person, clock):
 def test_agents_watching_the_queue_are_sent_each_change(desk, person, clock):
     server = desk()
     agent = person(server, "ag", agent=True)
+    connection = agent.connection
     queue(server, agent)
     writes(server, person(server, "alice"), "help", clock)
-    updates = agent.connection.of_type("conversation")
+    updates = connection.of_type("conversation")
     assert [(u["customer"], u["status"], u["last"]["text"]) for u in updates] == [
         ("alice", "open", "help")
     ]
     server.disconnect(agent)
     writes(server, person(server, "bob"), "help", clock)
-    assert len(agent.connection.of_type("conversation")) == 1
+    assert len(connection.of_type("conversation")) == 1
 
 
 # -- after a restart ---------------------------------------------------------------------------
