@@ -6,6 +6,7 @@ returns a service tree that twistd starts:
     ChatService (starts the server; at stop, waits for its children, then closes transcripts)
       ListenerService ws / wss   (at stop: stop accepting, close connections with 1001)
       ListenerService metrics    (when [metrics] serve_on = local)
+      ListenerService api        (when [api] enabled: the server API, api.py)
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from twisted.web.server import Site
 
 from chatd import devcert, openfiles, sendnow, tls, wire
 from chatd.admission import Admission
+from chatd.api import ApiKeys, build_api_site
 from chatd.auth import Revocations, authenticator_for
+from chatd.backend import Backend
 from chatd.config import EMBEDDED_DEFAULTS, Config, ConfigError, load_daemon_config
 from chatd.directory import Directory
 from chatd.metrics import Metrics, MetricsResource
@@ -77,6 +80,7 @@ class ChatService(MultiService):
         self._tls = tls
         self._min_free_space = min_free_space
         self._unready = _OnceLog("transcripts not ready: {problem}", "transcripts ready again")
+        self.on_reload: list = []  # more things SIGHUP re-reads (the API keys)
 
     def startService(self):
         self.server.start()
@@ -106,6 +110,8 @@ class ChatService(MultiService):
         if self._tls is not None:
             self._tls.reload()
         self.server.reload_revocations()
+        for reload in self.on_reload:
+            reload()
 
     def stopService(self):
         stopped = super().stopService()
@@ -161,8 +167,10 @@ class ListenerService(Service):
         shutdown_timeout: float,
         clock,
         origins: tuple[str, ...] = (),
+        path: str = "/metrics",
     ):
         self.setName(name)
+        self._path = path
         self._origins = origins
         self._endpoint = endpoint
         self._site = site
@@ -188,7 +196,7 @@ class ListenerService(Service):
         self._port = outcome[0]
         address = self._port.getHost()
         if self._factory is None:
-            url = _url("http", address.host, address.port, "/metrics")
+            url = _url("http", address.host, address.port, self._path)
         else:
             url = _url(self.name, address.host, address.port, "/ws")
             self._factory.setSessionParameters(url=url)
@@ -359,7 +367,28 @@ def _build(config: Config, reactor) -> ChatService:
         ListenerService(
             "metrics", endpoint, metrics_site, None, where, timeout, reactor
         ).setServiceParent(service)
+    if config.api.enabled:
+        _add_api(config, server, parser, service, reactor)
     return service
+
+
+def _add_api(config: Config, server: Server, parser, service: ChatService, reactor) -> None:
+    """The server API's listener (`[api]`): its keys are read now, and again on SIGHUP."""
+    api = config.api
+    keys = ApiKeys(api.keys_file)
+    try:
+        keys.load()
+    except (OSError, ValueError) as error:
+        problem = getattr(error, "strerror", None) or str(error)
+        raise ConfigError(config.source, "api", "keys_file", problem) from None
+    service.on_reload.append(keys.reload)
+    backend = Backend(server, api.bots, parser, config.history, api.timeout, config.support.enabled)
+    site = build_api_site(backend, keys, server.metrics, api.max_body, reactor)
+    endpoint = TCP4ServerEndpoint(reactor, api.port, interface=api.interface)
+    where = f"{api.interface}:{api.port}"
+    ListenerService(
+        "api", endpoint, site, None, where, config.server.shutdown_timeout, reactor, path="/api"
+    ).setServiceParent(service)
 
 
 def _tls_builder(config: Config):
