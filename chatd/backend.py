@@ -211,8 +211,8 @@ class Backend:
             raise ChatError(errors.BAD_FRAME, "'reason' is longer than 123 bytes")
         sessions = self.server.sessions.of_user(user)
         if revoke:
-            self._revoke(user)
-        for session in sessions:
+            self._revoke(user)  # the reload closes the user's sessions with 4003 (revoked)
+        for session in sessions if not revoke else ():
             if session.connection is not None:
                 session.connection.close_with(code, reason)
         self._log.info(
