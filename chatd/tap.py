@@ -7,6 +7,7 @@ returns a service tree that twistd starts:
       ListenerService ws / wss   (at stop: stop accepting, close connections with 1001)
       ListenerService metrics    (when [metrics] serve_on = local)
       ListenerService api        (when [api] enabled: the server API, api.py)
+      WebhookService             (when a [webhook:NAME] is configured: webhooks.py)
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ from chatd.sessions import SessionRegistry
 from chatd.support import SupportDesk
 from chatd.tls import ReloadableContextFactory
 from chatd.transcript import Rotation, TranscriptStore, new_epoch
+from chatd.unattended import UnattendedWatch
 from chatd.web import HealthResource, access_log_line, build_site
+from chatd.webhooks import Webhooks, treq_post
 
 log = Logger()
 
@@ -121,7 +124,11 @@ class ChatService(MultiService):
     def readiness(self) -> dict[str, bool]:
         """What /healthz reports: every listener bound, a real write to the transcript
         directory succeeds, and its file system has `[transcripts] min_free_space` left."""
-        checks = {f"listener_{service.name}": service.listening for service in self}
+        checks = {
+            f"listener_{service.name}": service.listening
+            for service in self
+            if isinstance(service, ListenerService)
+        }
         problem = self.store.probe()
         checks["transcripts_writable"] = problem is None
         try:
@@ -289,7 +296,10 @@ def build_server(
         Revocations(config.auth.revoked_file),
     )
     if config.support.enabled:
-        SupportDesk(config.support).attach(server)
+        desk = SupportDesk(config.support)
+        desk.attach(server)
+        if config.support.unattended_after > 0:
+            UnattendedWatch(config.support.unattended_after, desk).attach(server)
     return server
 
 
@@ -369,7 +379,30 @@ def _build(config: Config, reactor) -> ChatService:
         ).setServiceParent(service)
     if config.api.enabled:
         _add_api(config, server, parser, service, reactor)
+    if config.webhooks.endpoints:
+        webhooks = Webhooks.build(
+            config.webhooks, config.source, server.store, reactor, treq_post(reactor), metrics
+        )
+        webhooks.attach(server)
+        WebhookService(webhooks).setServiceParent(service)
     return service
+
+
+class WebhookService(Service):
+    """Starts the webhook senders (after the server: its rooms' transcripts are ready) and
+    saves their cursors at stop."""
+
+    def __init__(self, webhooks: Webhooks):
+        self.setName("webhooks")
+        self.webhooks = webhooks
+
+    def startService(self):
+        super().startService()
+        self.webhooks.start()
+
+    def stopService(self):
+        super().stopService()
+        self.webhooks.stop()
 
 
 def _add_api(config: Config, server: Server, parser, service: ChatService, reactor) -> None:
