@@ -33,7 +33,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from chatd import errors, openapi
 from chatd.backend import NO_REVOCATION_LIST, NOT_SUPPORT_ROOM, UNKNOWN_USER, Backend
 from chatd.errors import ChatError
-from chatd.web import DeadlineChannel
+from chatd.web import DeadlineChannel, access_log_line
 
 log = Logger()
 
@@ -423,7 +423,14 @@ def build_api_site(backend: Backend, keys: ApiKeys, metrics, max_body: int, cloc
     A connection must send its first request within REQUEST_DEADLINE (a client dripping a
     header byte at a time is dropped), and is closed after IDLE_TIMEOUT without one."""
     api = ApiResource(backend, keys, metrics)
-    site = ApiSite(_Root(api), max_body, api.count, timeout=IDLE_TIMEOUT, reactor=clock)
+    site = ApiSite(
+        _Root(api),
+        max_body,
+        api.count,
+        timeout=IDLE_TIMEOUT,
+        reactor=clock,
+        logFormatter=access_log_line,
+    )
     site.protocol = type("ApiChannel", (DeadlineChannel,), {"deadline": REQUEST_DEADLINE})
     site.displayTracebacks = False
     return site
