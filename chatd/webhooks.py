@@ -69,13 +69,15 @@ def read_secrets(path: Path, source: str, section: str) -> list[bytes]:
 
 
 def treq_post(reactor) -> Post:
-    """The real HTTP client: treq on a persistent connection pool, no redirects followed
-    (only the configured URL is ever called), the answer's body read and dropped."""
+    """The real HTTP client: treq, no redirects followed (only the configured URL is ever
+    called), the answer's body read and dropped. A new connection per delivery: a POST on a
+    kept-alive connection that the receiver has just closed fails and is not retried by the
+    client, which would cost a backoff for nothing; a delivery carries a batch anyway."""
     import treq
     from treq.client import HTTPClient
     from twisted.web.client import Agent, HTTPConnectionPool
 
-    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool = HTTPConnectionPool(reactor, persistent=False)
     client = HTTPClient(Agent(reactor, pool=pool, connectTimeout=10))
 
     def post(url: str, body: bytes, headers, timeout: float) -> Deferred:
