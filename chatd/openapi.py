@@ -1,5 +1,5 @@
 """The server API's OpenAPI 3.1 document, served at /api/openapi.json (docs/api.md tells the
-same in prose). tests/e2e/test_api.py checks the running daemon's answers against it."""
+same in prose). tests/e2e/test_server_api.py checks the running daemon's answers against it."""
 
 from __future__ import annotations
 

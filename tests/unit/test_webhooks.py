@@ -1,5 +1,5 @@
 """Webhook delivery on an injected clock with a stand-in HTTP client (the real one, treq, is
-exercised end to end in tests/e2e/test_webhooks.py)."""
+exercised end to end in tests/e2e/test_webhook_delivery.py)."""
 
 from __future__ import annotations
 
