@@ -88,6 +88,43 @@ def mint(args: argparse.Namespace) -> int:
     return 0
 
 
+def webhooks_status(args: argparse.Namespace) -> int:
+    """Print each webhook endpoint's lag, last error and next retry, from the status files the
+    daemon writes next to its cursors ([webhooks] state_directory)."""
+    from chatd.webhook_state import load_status, status_path
+
+    try:
+        config = load_daemon_config(args.config)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 1
+    endpoints = config.webhooks.endpoints
+    if not endpoints:
+        print(f"{config.source}: no [webhook:NAME] endpoint is configured")
+        return 0
+    directory = config.webhooks.state_directory
+    for endpoint in endpoints:
+        try:
+            status = load_status(status_path(directory, endpoint.name))
+        except (OSError, ValueError) as error:
+            print(f"{endpoint.name}: cannot read its status in {directory}: {error}")
+            continue
+        if status is None:
+            print(f"{endpoint.name}: {endpoint.url}: no status yet (has the daemon run?)")
+            continue
+        print(
+            f"{endpoint.name}: {endpoint.url}\n"
+            f"  lag: {status.get('lag')} events in {status.get('rooms_behind')} rooms\n"
+            f"  delivered: {status.get('delivered')} events since the daemon started\n"
+            f"  last delivery: {status.get('last_delivery_at') or '-'}\n"
+            f"  last error: {status.get('last_error') or '-'}"
+            f" ({status.get('failures')} failures in a row)\n"
+            f"  next retry: {status.get('next_retry_at') or '-'}\n"
+            f"  as of: {status.get('updated_at')}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chatd",
@@ -130,6 +167,24 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--signing-key", type=Path, metavar="FILE", help="PEM private key")
     token.add_argument("--config", "-c", type=Path, metavar="FILE", help=CONFIG_HELP)
     token.set_defaults(run=mint)
+
+    webhooks = commands.add_parser(
+        "webhooks",
+        help="webhook delivery: `chatd webhooks status`",
+        description="Webhook delivery, as the daemon last reported it.",
+    )
+    webhook_commands = webhooks.add_subparsers(metavar="ACTION", required=True)
+    status = webhook_commands.add_parser(
+        "status",
+        help="each endpoint's lag, last error and next retry",
+        description=(
+            "Print each [webhook:NAME] endpoint's lag (events written and not yet delivered),"
+            " last error and next retry, from NAME.status.json in [webhooks] state_directory,"
+            " which the daemon rewrites as it delivers (about once a second while busy)."
+        ),
+    )
+    status.add_argument("--config", "-c", type=Path, metavar="FILE", help=CONFIG_HELP)
+    status.set_defaults(run=webhooks_status)
     return parser
 
 

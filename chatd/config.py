@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from chatd.names import ROOM_NAME, ROOM_RULE
+from chatd.names import ROOM_NAME, ROOM_RULE, USER_ID, USER_RULE
 
 
 class ConfigError(Exception):
@@ -475,6 +475,7 @@ class SupportConfig:
     trial_agents: tuple[str, ...]
     customers_join_public: bool = False
     resolved_ttl: float = 3600.0
+    unattended_after: float = 0.0  # 0: no unattended events
 
     @classmethod
     def read(cls, reader: SectionReader) -> SupportConfig:
@@ -484,6 +485,99 @@ class SupportConfig:
             trial_agents=reader.words("trial_agents", ()),
             customers_join_public=reader.boolean("customers_join_public", False),
             resolved_ttl=reader.duration("resolved_ttl", 3600.0, 0.0, 365 * 86400.0),
+            unattended_after=reader.duration("unattended_after", 0.0, 0.0, 7 * 86400.0),
+        )
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The server API for the website's backend (docs/api.md), on a listener of its own."""
+
+    enabled: bool
+    interface: str
+    port: int
+    keys_file: Path | None
+    bots: tuple[str, ...]
+    max_body: int
+    timeout: float
+
+    @classmethod
+    def read(cls, reader: SectionReader) -> ApiConfig:
+        enabled = reader.boolean("enabled", False)
+        keys_file = reader.path("keys_file", None, must_exist=enabled)
+        if enabled and keys_file is None:
+            raise reader.error("keys_file", "is required when the API is enabled")
+        bots = reader.words("bots", ())
+        for bot in bots:
+            if not USER_ID.fullmatch(bot):
+                raise reader.error("bots", f"{bot!r}: {USER_RULE}")
+        return cls(
+            enabled=enabled,
+            interface=reader.text("interface", "127.0.0.1"),
+            port=reader.integer("port", 9102, 0, 65535),
+            keys_file=keys_file,
+            bots=bots,
+            max_body=reader.size("max_body", 64 * 1024, 1024, 16 * 1024**2),
+            timeout=reader.duration("timeout", 10.0, 0.1, 3600.0),
+        )
+
+
+WEBHOOK_EVENTS = ("message", "presence", "conversation", "unattended")
+
+
+@dataclass(frozen=True)
+class WebhookEndpoint:
+    """One `[webhook:NAME]` receiver: where events go, the secret that signs them, which ones."""
+
+    name: str
+    url: str
+    secret_file: Path
+    events: tuple[str, ...]
+
+    @classmethod
+    def read(cls, reader: SectionReader, name: str) -> WebhookEndpoint:
+        url = reader.text("url", "")
+        if not _WEBHOOK_URL.fullmatch(url):
+            raise reader.error("url", f"must be an http:// or https:// URL, got {url!r}")
+        secret_file = reader.path("secret_file", None, must_exist=True)
+        if secret_file is None:
+            raise reader.error("secret_file", "is required: the file of the signing secret")
+        events = reader.words("events", WEBHOOK_EVENTS)
+        for event in events:
+            if event not in WEBHOOK_EVENTS:
+                raise reader.error("events", f"{event!r} is not one of {', '.join(WEBHOOK_EVENTS)}")
+        if not events:
+            raise reader.error("events", "names no event type")
+        return cls(name=name, url=url, secret_file=secret_file, events=events)
+
+
+_WEBHOOK_URL = re.compile(r"https?://[^\s/?#]+(/[^\s#]*)?")
+
+
+@dataclass(frozen=True)
+class WebhooksConfig:
+    """Signed webhooks: delivery settings shared by every `[webhook:NAME]` endpoint."""
+
+    state_directory: Path
+    batch_size: int
+    timeout: float
+    retry_min: float
+    retry_max: float
+    endpoints: tuple[WebhookEndpoint, ...] = ()
+
+    @classmethod
+    def read(cls, reader: SectionReader, endpoints: tuple[WebhookEndpoint, ...]) -> WebhooksConfig:
+        retry_min = reader.duration("retry_min", 1.0, 0.01, 3600.0)
+        retry_max = reader.duration("retry_max", 300.0, 0.01, 86400.0)
+        if retry_max < retry_min:
+            raise reader.error("retry_max", f"must not be less than retry_min ({retry_min:g}s)")
+        return cls(
+            state_directory=reader.directory("state_directory", "var/webhooks"),
+            batch_size=reader.integer("batch_size", 100, 1, 10_000),
+            timeout=reader.duration("timeout", 10.0, 0.1, 600.0),
+            retry_min=retry_min,
+            retry_max=retry_max,
+            endpoints=endpoints,
         )
 
 
@@ -501,6 +595,8 @@ class Config:
     auth: AuthConfig
     rooms: RoomsConfig
     support: SupportConfig
+    api: ApiConfig
+    webhooks: WebhooksConfig
 
     @property
     def listeners(self) -> list[ListenerConfig]:
@@ -520,8 +616,11 @@ SECTIONS = (
     "history",
     "limits",
     "metrics",
+    "api",
+    "webhooks",
 )
 ROOM_SECTION = "room:"
+WEBHOOK_SECTION = "webhook:"
 
 
 def parse_config(text: str, source: str) -> Config:
@@ -533,19 +632,24 @@ def parse_config(text: str, source: str) -> Config:
     except configparser.Error as error:
         raise ConfigError(source, None, None, _describe_parse_error(error, text)) from None
     room_sections = [name for name in parser.sections() if name.startswith(ROOM_SECTION)]
+    webhook_sections = [n for n in parser.sections() if n.startswith(WEBHOOK_SECTION)]
     # configparser would silently copy a [DEFAULT] section's keys into every other section.
     default = [parser.default_section] if parser.defaults() else []
     for section in default + parser.sections():
-        if section not in SECTIONS and section not in room_sections:
+        if (
+            section not in SECTIONS
+            and section not in room_sections
+            and section not in webhook_sections
+        ):
             raise ConfigError(
                 source,
                 section,
                 None,
-                f"unknown section (known: {', '.join(SECTIONS)}, room:NAME)",
+                f"unknown section (known: {', '.join(SECTIONS)}, room:NAME, webhook:NAME)",
             )
     readers = {
         name: SectionReader(source, name, dict(parser[name]) if parser.has_section(name) else {})
-        for name in (*SECTIONS, *room_sections)
+        for name in (*SECTIONS, *room_sections, *webhook_sections)
     }
     declared = {}
     for section in room_sections:
@@ -553,6 +657,12 @@ def parse_config(text: str, source: str) -> Config:
         if not ROOM_NAME.fullmatch(room):
             raise ConfigError(source, section, None, ROOM_RULE)
         declared[room] = RoomPolicy.read(readers[section])
+    endpoints = []
+    for section in webhook_sections:
+        name = section[len(WEBHOOK_SECTION) :]
+        if not ROOM_NAME.fullmatch(name):
+            raise ConfigError(source, section, None, "a webhook name is 1-64 of a-z 0-9 '_' '-'")
+        endpoints.append(WebhookEndpoint.read(readers[section], name))
     config = Config(
         source=source,
         server=ServerConfig.read(readers["server"]),
@@ -566,6 +676,8 @@ def parse_config(text: str, source: str) -> Config:
         auth=AuthConfig.read(readers["auth"]),
         rooms=RoomsConfig.read(readers["rooms"], declared),
         support=SupportConfig.read(readers["support"]),
+        api=ApiConfig.read(readers["api"]),
+        webhooks=WebhooksConfig.read(readers["webhooks"], tuple(endpoints)),
     )
     for reader in readers.values():
         reader.finish()

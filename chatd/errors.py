@@ -36,6 +36,7 @@ ROOM_BUDGET = "room_budget"
 CLOSE_REPLACED = 4000  # another connection resumed this session
 CLOSE_TOKEN_EXPIRED = 4001  # the token expired and no refresh came in time
 CLOSE_REVOKED = 4003  # the token or the user was revoked ([auth] revoked_file)
+CLOSE_DISCONNECTED = 4004  # the website's backend disconnected the user (server API)
 
 
 class ChatError(Exception):

@@ -283,6 +283,16 @@ class Server:
             raise ChatError(errors.NOT_JOINED, f"you have not joined {name!r}")
         return self.directory.rooms[name]
 
+    def close_room(self, room: Room) -> list[Session]:
+        """Every session in the room leaves it, as if it had sent `leave`, and is told so with
+        an unsolicited `left` (the server API's close)."""
+        sessions = list(room.sessions)
+        for session in sessions:
+            self._part(session, room)
+            if session.connection is not None:
+                session.connection.send(wire.left(room.name, None))
+        return sessions
+
     def _part(self, session: Session, room: Room) -> None:
         session.rooms.discard(room.name)
         if room.remove(session):

@@ -6,6 +6,8 @@ returns a service tree that twistd starts:
     ChatService (starts the server; at stop, waits for its children, then closes transcripts)
       ListenerService ws / wss   (at stop: stop accepting, close connections with 1001)
       ListenerService metrics    (when [metrics] serve_on = local)
+      ListenerService api        (when [api] enabled: the server API, api.py)
+      WebhookService             (when a [webhook:NAME] is configured: webhooks.py)
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from twisted.web.server import Site
 
 from chatd import devcert, openfiles, sendnow, tls, wire
 from chatd.admission import Admission
+from chatd.api import ApiKeys, build_api_site
 from chatd.auth import Revocations, authenticator_for
+from chatd.backend import Backend
 from chatd.config import EMBEDDED_DEFAULTS, Config, ConfigError, load_daemon_config
 from chatd.directory import Directory
 from chatd.metrics import Metrics, MetricsResource
@@ -39,7 +43,9 @@ from chatd.sessions import SessionRegistry
 from chatd.support import SupportDesk
 from chatd.tls import ReloadableContextFactory
 from chatd.transcript import Rotation, TranscriptStore, new_epoch
+from chatd.unattended import UnattendedWatch
 from chatd.web import HealthResource, access_log_line, build_site
+from chatd.webhooks import Webhooks, treq_post
 
 log = Logger()
 
@@ -77,6 +83,7 @@ class ChatService(MultiService):
         self._tls = tls
         self._min_free_space = min_free_space
         self._unready = _OnceLog("transcripts not ready: {problem}", "transcripts ready again")
+        self.on_reload: list = []  # more things SIGHUP re-reads (the API keys)
 
     def startService(self):
         self.server.start()
@@ -106,6 +113,8 @@ class ChatService(MultiService):
         if self._tls is not None:
             self._tls.reload()
         self.server.reload_revocations()
+        for reload in self.on_reload:
+            reload()
 
     def stopService(self):
         stopped = super().stopService()
@@ -115,7 +124,11 @@ class ChatService(MultiService):
     def readiness(self) -> dict[str, bool]:
         """What /healthz reports: every listener bound, a real write to the transcript
         directory succeeds, and its file system has `[transcripts] min_free_space` left."""
-        checks = {f"listener_{service.name}": service.listening for service in self}
+        checks = {
+            f"listener_{service.name}": service.listening
+            for service in self
+            if isinstance(service, ListenerService)
+        }
         problem = self.store.probe()
         checks["transcripts_writable"] = problem is None
         try:
@@ -161,8 +174,10 @@ class ListenerService(Service):
         shutdown_timeout: float,
         clock,
         origins: tuple[str, ...] = (),
+        path: str = "/metrics",
     ):
         self.setName(name)
+        self._path = path
         self._origins = origins
         self._endpoint = endpoint
         self._site = site
@@ -188,7 +203,7 @@ class ListenerService(Service):
         self._port = outcome[0]
         address = self._port.getHost()
         if self._factory is None:
-            url = _url("http", address.host, address.port, "/metrics")
+            url = _url("http", address.host, address.port, self._path)
         else:
             url = _url(self.name, address.host, address.port, "/ws")
             self._factory.setSessionParameters(url=url)
@@ -281,7 +296,10 @@ def build_server(
         Revocations(config.auth.revoked_file),
     )
     if config.support.enabled:
-        SupportDesk(config.support).attach(server)
+        desk = SupportDesk(config.support)
+        desk.attach(server)
+        if config.support.unattended_after > 0:
+            UnattendedWatch(config.support.unattended_after, desk).attach(server)
     return server
 
 
@@ -359,7 +377,51 @@ def _build(config: Config, reactor) -> ChatService:
         ListenerService(
             "metrics", endpoint, metrics_site, None, where, timeout, reactor
         ).setServiceParent(service)
+    if config.api.enabled:
+        _add_api(config, server, parser, service, reactor)
+    if config.webhooks.endpoints:
+        webhooks = Webhooks.build(
+            config.webhooks, config.source, server.store, reactor, treq_post(reactor), metrics
+        )
+        webhooks.attach(server)
+        WebhookService(webhooks).setServiceParent(service)
     return service
+
+
+class WebhookService(Service):
+    """Starts the webhook senders (after the server: its rooms' transcripts are ready) and
+    saves their cursors at stop."""
+
+    def __init__(self, webhooks: Webhooks):
+        self.setName("webhooks")
+        self.webhooks = webhooks
+
+    def startService(self):
+        super().startService()
+        self.webhooks.start()
+
+    def stopService(self):
+        super().stopService()
+        self.webhooks.stop()
+
+
+def _add_api(config: Config, server: Server, parser, service: ChatService, reactor) -> None:
+    """The server API's listener (`[api]`): its keys are read now, and again on SIGHUP."""
+    api = config.api
+    keys = ApiKeys(api.keys_file)
+    try:
+        keys.load()
+    except (OSError, ValueError) as error:
+        problem = getattr(error, "strerror", None) or str(error)
+        raise ConfigError(config.source, "api", "keys_file", problem) from None
+    service.on_reload.append(keys.reload)
+    backend = Backend(server, api.bots, parser, config.history, api.timeout, config.support.enabled)
+    site = build_api_site(backend, keys, server.metrics, api.max_body, reactor)
+    endpoint = TCP4ServerEndpoint(reactor, api.port, interface=api.interface)
+    where = f"{api.interface}:{api.port}"
+    ListenerService(
+        "api", endpoint, site, None, where, config.server.shutdown_timeout, reactor, path="/api"
+    ).setServiceParent(service)
 
 
 def _tls_builder(config: Config):

@@ -442,9 +442,62 @@ class TranscriptStore:
         found.reverse()
         return found
 
+    def events_after(self, room: str, epoch: str | None, seq: int, limit: int) -> list[Event]:
+        """Up to `limit` events after (`epoch`, `seq`), oldest first, across rotations.
+
+        A reader's forward cursor (the webhooks'). A room's files hold one epoch: if it is not
+        `epoch` (the room was made anew, or there is no cursor yet: None), its history is read
+        from the start. Unreadable lines and a torn last line are skipped.
+        """
+        self.path_of(room)  # validates the name
+        current = self.directory / f"{room}{SUFFIX}"
+        paths = None
+        # Most reads are of the current file only: the directory is listed only when the
+        # current file starts after the cursor (or is missing).
+        with contextlib.suppress(FileNotFoundError), open(current, "rb") as handle:
+            first = _first_event(handle)
+            if first is not None and first.epoch == epoch and first.seq <= seq + 1:
+                paths = [current]
+        if paths is None:
+            paths = segment_paths(self.directory, room)
+        found: list[Event] = []
+        for path in paths:
+            with open(path, "rb") as handle:
+                end = _end_of_last_line(handle, _size(handle))
+                first = _first_event(handle)
+                start = 0
+                if first is not None and first.epoch == epoch:
+                    start = min(_offset_of_first_seq_at_least(handle, seq + 1), end)
+                handle.seek(start)
+                while handle.tell() < end and len(found) < limit:
+                    line = handle.readline().rstrip(b"\n")
+                    try:
+                        event = Event.from_line(line)
+                    except ValueError:
+                        continue
+                    if event.epoch != epoch or event.seq > seq:
+                        found.append(event)
+            if len(found) >= limit:
+                break
+        return found
+
 
 def _size(handle) -> int:
     return handle.seek(0, os.SEEK_END)
+
+
+def _first_event(handle) -> Event | None:
+    """The first readable event of a file (within its first few lines), or None."""
+    handle.seek(0)
+    for _ in range(8):
+        line = handle.readline()
+        if not line.endswith(b"\n"):
+            return None
+        try:
+            return Event.from_line(line.rstrip(b"\n"))
+        except ValueError:
+            continue
+    return None
 
 
 def _end_of_last_line(handle, end: int) -> int:

@@ -17,6 +17,7 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -93,6 +94,8 @@ class Daemon:
         self.process: subprocess.Popen | None = None
         self.logs: list[Path] = []
         self.ports: dict[str, int] = {}
+        # The listeners whose "ready" lines `start` waits for (add "api" for the server API).
+        self.listeners: set[str] = {"ws", "wss"}
 
     # -- lifecycle
 
@@ -108,7 +111,7 @@ class Daemon:
     def _ready(self) -> bool:
         text = self.logs[-1].read_text(errors="replace")
         found = {match[0]: int(match[3]) for match in READY.findall(text)}
-        if {"ws", "wss"} <= found.keys():
+        if self.listeners <= found.keys():
             self.ports = found
             return True
         if self.process.poll() is not None:
@@ -409,3 +412,23 @@ def assert_contiguous(events: list[dict], first: int | None = None) -> None:
     seqs = [event["seq"] for event in events]
     start = seqs[0] if first is None and seqs else first
     assert seqs == list(range(start, start + len(seqs))), seqs
+
+
+# -- the server API -----------------------------------------------------------------------------
+
+
+def api_call(
+    port: int, method: str, path: str, body=None, key: str | None = None, raw: bytes | None = None
+) -> tuple[int, dict]:
+    """(status, JSON answer) of a server API request; `key` goes in a Bearer header."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    request.add_header("content-type", "application/json")
+    if key is not None:
+        request.add_header("authorization", f"Bearer {key}")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=RECV_TIMEOUT) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())

@@ -110,6 +110,8 @@ def make_daemon(
             sections.setdefault(section, {}).update(values)
         config = write_ini(directory / "chatd.ini", sections)
         daemon = Daemon(directory, config, transcripts, client_ssl, twistd)
+        if str(sections.get("api", {}).get("enabled", "no")) in ("yes", "True", "true", "1"):
+            daemon.listeners.add("api")
         daemons.append(daemon)
         return daemon.start() if start else daemon
 

@@ -16,8 +16,8 @@ from chatd.config import (
 
 SAMPLE = Path(__file__).resolve().parents[2] / "etc" / "chatd.ini"
 # Dataclass fields that are not keys of their section: the listener's own name, and the
-# rooms declared by [room:NAME] sections.
-NOT_KEYS = {"name", "declared"}
+# rooms declared by [room:NAME] sections, and the [webhook:NAME] endpoints.
+NOT_KEYS = {"name", "declared", "endpoints"}
 
 
 def error_of(text: str) -> str:
@@ -336,3 +336,48 @@ def test_a_directory_may_not_be_empty(section, key):
     with pytest.raises(ConfigError) as error:
         parse_config(f"[{section}]\n{key} =\n", "t.ini")
     assert str(error.value) == f"t.ini: [{section}] {key}: must not be empty"
+
+
+# -- [api], [webhooks] and [webhook:NAME] ------------------------------------------------------
+
+
+def test_api_needs_a_keys_file_when_enabled():
+    assert error_of("[api]\nenabled = yes\n") == (
+        "test.ini: [api] keys_file: is required when the API is enabled"
+    )
+
+
+def test_api_bots_must_be_user_ids(pem_file):
+    text = f"[api]\nenabled = yes\nkeys_file = {pem_file}\nbots = shop-bot, no/way\n"
+    assert error_of(text).startswith("test.ini: [api] bots: 'no/way': a name is")
+
+
+def test_webhook_endpoints_are_read_in_order(pem_file):
+    text = (
+        f"[webhook:crm]\nurl = https://crm.example.com/hook\nsecret_file = {pem_file}\n"
+        f"events = message unattended\n"
+        f"[webhook:mail]\nurl = http://127.0.0.1:9000/\nsecret_file = {pem_file}\n"
+    )
+    endpoints = parse_config(text, "test.ini").webhooks.endpoints
+    assert [(e.name, e.url, e.events) for e in endpoints] == [
+        ("crm", "https://crm.example.com/hook", ("message", "unattended")),
+        ("mail", "http://127.0.0.1:9000/", ("message", "presence", "conversation", "unattended")),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ("url = ftp://x/\nsecret_file = {pem}\n", "url: must be an http:// or https:// URL"),
+        ("url = http://x/\n", "secret_file: is required"),
+        ("url = http://x/\nsecret_file = {pem}\nevents = message typing\n", "events: 'typing'"),
+    ],
+)
+def test_webhook_endpoint_errors(pem_file, body, problem):
+    text = "[webhook:crm]\n" + body.format(pem=pem_file)
+    assert error_of(text).startswith(f"test.ini: [webhook:crm] {problem}")
+
+
+def test_webhook_retry_max_is_not_below_retry_min():
+    text = "[webhooks]\nretry_min = 10s\nretry_max = 5s\n"
+    assert error_of(text).startswith("test.ini: [webhooks] retry_max: must not be less")

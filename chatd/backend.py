@@ -1,0 +1,250 @@
+"""What the website's backend may do to the chat, with no HTTP in it: the server API's calls.
+
+api.py turns HTTP requests into these calls and their results (or `ChatError`s) into JSON.
+Everything here goes through the same paths as the clients' requests: a publish is posted by
+`Server.post` like a client's `say` (same seq, durability, ordering and retry de-duplication by
+(sender, id)); only its sender is one of `[api] bots`, and its event carries `"bot": true`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from datetime import UTC, datetime
+
+from twisted.internet.defer import Deferred, TimeoutError
+from twisted.logger import Logger
+
+from chatd import errors, wire
+from chatd.config import HistoryConfig
+from chatd.errors import ChatError
+from chatd.events import Event
+from chatd.names import CLIENT_ID, ROOM_NAME, ROOM_RULE, USER_ID, USER_RULE
+from chatd.rooms import Draft, Room, message_draft
+from chatd.support import customer_of
+
+# API-only error codes (the chat protocol's are in errors.py).
+UNKNOWN_USER = "unknown_user"
+NOT_SUPPORT_ROOM = "not_support_room"
+NO_REVOCATION_LIST = "no_revocation_list"
+
+CLOSE_CODES = (1000, 1001, 1008, *range(4000, 5000))
+
+
+class AckBridge:
+    """Stands in for a session as the pipeline's `ack_to`: its ack (or error) resolves
+    `deferred` with the event's seq (or fails it with the ChatError), once it is durable."""
+
+    def __init__(self):
+        self.connection = self
+        self.deferred: Deferred = Deferred()
+
+    def send(self, payload: bytes) -> None:
+        if self.deferred.called:
+            return
+        frame = json.loads(payload)
+        if frame.get("type") == "ack":
+            self.deferred.callback(frame["seq"])
+        else:
+            self.deferred.errback(
+                ChatError(frame.get("code", errors.UNAVAILABLE), frame.get("message", ""))
+            )
+
+
+class Backend:
+    _log = Logger()
+
+    def __init__(
+        self,
+        server,
+        bots: tuple[str, ...],
+        parser: wire.FrameParser,
+        history: HistoryConfig,
+        timeout: float,
+        support: bool,
+    ):
+        self.server = server
+        self.bots = frozenset(bots)
+        self._parser = parser
+        self._history = history
+        self._timeout = timeout
+        self._support = support
+        self._unnamed = itertools.count(1)
+
+    # -- posting ------------------------------------------------------------------------------
+
+    def publish(self, room: str, text: str, sender: str, client_id: str) -> Deferred:
+        """Post a bot's message; fires with its seq once it is durable (a retry with the same
+        id: the original seq, nothing posted again)."""
+        say = self._parser.parse(
+            wire.encode({"type": "say", "room": room, "text": text, "id": client_id})
+        )
+        self._check_bot(sender)
+        target = self.server.directory.open_for_server(say.room)
+        draft = message_draft(sender, sender, say.id, say.text, self.server.now())
+        draft.fields["bot"] = True
+        self.server.metrics.messages_in.inc()
+        return self._post(target, draft)
+
+    def resolve(self, room: str, sender: str, client_id: str | None) -> Deferred:
+        """The desk's `resolve`, by a bot: a `status` event in a support conversation."""
+        if not self._support:
+            raise ChatError(errors.FORBIDDEN, "the support desk is not enabled ([support])")
+        self._check_room_name(room)
+        self._check_bot(sender)
+        if client_id is not None and not (
+            isinstance(client_id, str) and CLIENT_ID.fullmatch(client_id)
+        ):
+            raise ChatError(errors.BAD_ID, "'id' must be 1-64 of A-Z a-z 0-9 _ . : -")
+        if customer_of(room) is None:
+            raise ChatError(NOT_SUPPORT_ROOM, f"{room!r} is not a support conversation")
+        target = self._find(room)
+        fields = {"from": sender, "name": sender, "status": "resolved", "bot": True}
+        return self._post(target, Draft("status", fields, sender, self.server.now(), client_id))
+
+    def _post(self, room: Room, draft: Draft) -> Deferred:
+        """Post through the pipeline; fires with {room, epoch, seq[, id]} once durable."""
+        answer = {"room": room.name, "epoch": room.epoch}
+        if draft.client_id is not None:
+            answer["id"] = draft.client_id
+        else:
+            # Only posts with an id are acknowledged: one that is never repeated stands in.
+            draft.client_id = f"api-{next(self._unnamed)}-{self.server.now()!r}"
+        bridge = AckBridge()
+        self.server.post(room, draft, ack_to=bridge)
+        result = bridge.deferred
+        result.addTimeout(self._timeout, self.server.clock)
+
+        def timed_out(failure):
+            failure.trap(TimeoutError)
+            raise ChatError(errors.UNAVAILABLE, "the event was not stored in time; retry")
+
+        return result.addCallbacks(lambda seq: {**answer, "seq": seq}, timed_out)
+
+    def _check_bot(self, sender) -> None:
+        if not isinstance(sender, str):
+            raise ChatError(errors.BAD_FRAME, "'from' must be a string")
+        if sender not in self.bots:
+            raise ChatError(errors.FORBIDDEN, f"{sender[:40]!r} is not one of [api] bots")
+
+    @staticmethod
+    def _check_room_name(room) -> None:
+        if not isinstance(room, str) or not ROOM_NAME.fullmatch(room):
+            raise ChatError(errors.BAD_ROOM, ROOM_RULE)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def rooms(self, after: str | None, limit: int) -> dict:
+        """Rooms in memory or with a transcript, by name, a page at a time."""
+        loaded = self.server.directory.rooms
+        names = sorted(set(loaded) | set(self.server.store.rooms()))
+        if after is not None:
+            names = [name for name in names if name > after]
+        page = names[:limit]
+        listed = []
+        for name in page:
+            room = loaded.get(name)
+            entry = {"room": name, "loaded": room is not None}
+            if room is not None:
+                entry.update(epoch=room.epoch, seq=room.committed_seq, members=len(room.members))
+            listed.append(entry)
+        more = len(names) > limit
+        return {"rooms": listed, "next": page[-1] if more else None}
+
+    def room(self, name: str) -> dict:
+        room = self._find(name)
+        members = [
+            {"user": user, "name": member.name, "sessions": len(member.sessions)}
+            for user, member in room.members.items()
+        ]
+        return {
+            "room": room.name,
+            "epoch": room.epoch,
+            "seq": room.committed_seq,
+            "members": members,
+        }
+
+    def history(self, name: str, before: int | None, limit: int | None) -> dict:
+        room = self._find(name)
+        config = self._history
+        limit = min(limit or config.replay_events or config.page_limit, config.page_limit)
+        before = before if before is not None else room.committed_seq + 1
+        lines = room.before(before, limit)
+        if lines is None:
+            lines = self.server.store.events_before(room.name, room.epoch, before, limit)
+        events = [Event.from_line(line).record for line in lines]
+        more = bool(events) and events[0]["seq"] > 1
+        return {"room": room.name, "epoch": room.epoch, "events": events, "more": more}
+
+    def _find(self, name: str) -> Room:
+        self._check_room_name(name)
+        room = self.server.directory.find(name)
+        if room is None:
+            raise ChatError(errors.UNKNOWN_ROOM, f"there is no room {name!r}")
+        self.server.directory.touch(room)
+        return room
+
+    def user(self, user: str) -> dict:
+        if not USER_ID.fullmatch(user):
+            raise ChatError(errors.BAD_NAME, USER_RULE)
+        sessions = self.server.sessions.of_user(user)
+        rooms = sorted({room for session in sessions for room in session.rooms})
+        names = sorted({session.name for session in sessions})
+        return {
+            "user": sessions[0].user if sessions else user,
+            "online": bool(sessions),
+            "sessions": len(sessions),
+            "names": names,
+            "rooms": rooms,
+        }
+
+    # -- ending -------------------------------------------------------------------------------
+
+    def disconnect(self, user: str, code: int, reason: str, revoke: bool) -> dict:
+        """Close every connection of `user` (and, with `revoke`, add the user to
+        `[auth] revoked_file` so that it cannot say hello again until removed)."""
+        if not isinstance(user, str) or not USER_ID.fullmatch(user):
+            raise ChatError(errors.BAD_NAME, USER_RULE)
+        if code not in CLOSE_CODES:
+            raise ChatError(errors.BAD_FRAME, "'code' must be 1000, 1001, 1008 or 4000-4999")
+        if len(reason.encode()) > 123:
+            raise ChatError(errors.BAD_FRAME, "'reason' is longer than 123 bytes")
+        sessions = self.server.sessions.of_user(user)
+        if revoke:
+            self._revoke(user)  # the reload closes the user's sessions with 4003 (revoked)
+        for session in sessions if not revoke else ():
+            if session.connection is not None:
+                session.connection.close_with(code, reason)
+        self._log.info(
+            "server API: closed {count} connection(s) of {user}{revoked}",
+            count=len(sessions),
+            user=user,
+            revoked=" and revoked the user" if revoke else "",
+        )
+        return {"user": user, "closed": len(sessions), "revoked": revoke}
+
+    def _revoke(self, user: str) -> None:
+        revocations = self.server.revocations
+        if revocations.path is None:
+            raise ChatError(NO_REVOCATION_LIST, "[auth] revoked_file is not set")
+        if user in revocations.entries:
+            return
+        stamp = datetime.fromtimestamp(self.server.now(), UTC).isoformat(timespec="seconds")
+        try:
+            with open(revocations.path, "a", encoding="utf-8") as handle:
+                handle.write(f"{user}  # revoked through the server API at {stamp}\n")
+        except OSError as error:
+            self._log.error(
+                "cannot add {user} to the revocation list {path}: {error}",
+                user=user,
+                path=str(revocations.path),
+                error=str(error),
+            )
+            raise ChatError(errors.UNAVAILABLE, "the revocation list cannot be written") from None
+        self.server.reload_revocations()
+
+    def close_room(self, name: str) -> dict:
+        """Every session in the room leaves it, as if it had sent `leave`."""
+        room = self._find(name)
+        sessions = self.server.close_room(room)
+        return {"room": name, "closed": len(sessions)}
