@@ -127,13 +127,14 @@ class Retention:
             for (ok, outcome), room in zip(results, passes, strict=True):
                 if not ok:
                     self._log.failure("retention pass over {room} failed", outcome, room=room)
-                elif outcome.removed or outcome.dropped:
+                elif outcome.removed or outcome.dropped or outcome.changed:
                     changed[room] = outcome
             if changed:
                 self._log.info(
                     "retention removed {events} event(s) and {files} whole file(s) from"
-                    " {rooms} room(s)",
-                    events=sum(o.dropped for o in changed.values()),
+                    " {rooms} room(s) ({stubs} kept as a stub for its room's seq)",
+                    events=sum(o.dropped + o.changed for o in changed.values()),
+                    stubs=sum(o.changed for o in changed.values()),
                     files=sum(len(o.removed) for o in changed.values()),
                     rooms=len(changed),
                 )

@@ -270,7 +270,7 @@ def test_retention_removes_old_events_and_keeps_the_epoch(
     clock.advance(1_000_000)
     config = {"retention": {"max_age": 3600.0}}
     server = make_chat(**config)
-    alice, conn, joined = join_as(server, "alice")
+    alice, _conn, joined = join_as(server, "alice")
     epoch = joined["epoch"]
     old = say(server, clock, alice, "old words", "m1")
     clock.advance(7200)
@@ -291,7 +291,7 @@ def test_retention_removes_old_events_and_keeps_the_epoch(
     server.retention.run()
     server.shutdown()
     server = make_chat(**config)
-    dave, _, joined = join_as(server, "dave", since=wire.Since(epoch, joined["seq"] + 1))
+    _dave, _, joined = join_as(server, "dave", since=wire.Since(epoch, joined["seq"] + 1))
     assert joined["epoch"] == epoch and "new words" not in transcript_text(transcript_dir)
 
 
