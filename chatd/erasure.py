@@ -4,10 +4,12 @@
 file the daemon may be writing: the daemon holds an exclusive lock on `.chatd.lock` in the
 transcript directory for as long as it runs. If the tool gets that lock, no daemon is running
 and it rewrites the files itself, holding the lock (a daemon starting meanwhile refuses to
-start until it is done). If it cannot, it asks the running daemon: it drops a request file in
-`.erase/` there and waits for the daemon's report beside it. The daemon looks for requests
-every `POLL_INTERVAL` seconds and erases through its transcript editor, one room at a time in
-that room's turn with edits, deletions and retention, and in its rooms' memory too.
+start until it is done). If it cannot, it asks the running daemon: it drops a request file
+(`.erase-TOKEN.request`) in the directory and waits for the daemon's report beside it
+(`.erase-TOKEN.done`). The daemon looks at the directory's modification time every
+`POLL_INTERVAL` seconds (one stat), lists it only when that changed, and erases through its
+transcript editor, one room at a time in that room's turn with edits, deletions and
+retention, and in its rooms' memory too.
 
 The server API can call `Erasure.erase(user)` (a Deferred of the same report).
 """
@@ -34,7 +36,7 @@ from chatd.redaction import TranscriptEditor, erase_user
 from chatd.transcript import room_names, segment_paths
 
 LOCK_FILE = ".chatd.lock"
-REQUESTS = ".erase"
+REQUEST_PREFIX = ".erase-"
 POLL_INTERVAL = 1.0
 
 
@@ -89,17 +91,13 @@ class Erasure:
         self._server = None
         self._call = None
         self._busy = False
-
-    @property
-    def requests(self) -> Path:
-        return self.editor.store.directory / REQUESTS
+        self._seen_mtime = None  # of the directory, when it was last listed
 
     def attach(self, server) -> None:
         self._server = server
         server.on_start.append(self.start)
 
     def start(self) -> None:
-        self.requests.mkdir(mode=0o750, exist_ok=True)
         self._call = self._server.clock.callLater(POLL_INTERVAL, self._poll)
 
     def stop(self) -> None:
@@ -135,11 +133,17 @@ class Erasure:
         self._call = self._server.clock.callLater(POLL_INTERVAL, self._poll)
         if self._busy:
             return
+        directory = self.editor.store.directory
         try:
-            pending = sorted(self.requests.glob("*.request"))
+            mtime = os.stat(directory).st_mtime_ns
+            if mtime == self._seen_mtime:
+                return
+            self._seen_mtime = mtime
+            pending = sorted(directory.glob(f"{REQUEST_PREFIX}*.request"))
         except OSError:
             return
         if pending:
+            self._seen_mtime = None  # look again next time: more may be waiting
             self._busy = True
             self._serve(pending[0]).addBoth(self._served)
 
@@ -165,11 +169,8 @@ class Erasure:
 
 
 def ask_daemon(directory: Path, user: str, timeout: float) -> dict:
-    requests = directory / REQUESTS
-    if not requests.is_dir():
-        raise RuntimeError(f"{requests} does not exist: is the daemon a version with erasure?")
     token = secrets.token_hex(8)
-    request = requests / f"{token}.request"
+    request = directory / f"{REQUEST_PREFIX}{token}.request"
     rewrite.write_atomically(request, json.dumps({"user": user}).encode())
     done = request.with_suffix(".done")
     deadline = time.monotonic() + timeout
