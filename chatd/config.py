@@ -38,15 +38,15 @@ class ConfigError(Exception):
 
 _TRUE = {"yes", "true", "on", "1"}
 _FALSE = {"no", "false", "off", "0"}
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9*.\[\]:-]+")
 _SIZE = re.compile(r"^(\d+)\s*([KMG])?$", re.IGNORECASE)
 _SIZE_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, None: 1}
 
 
 def parse_duration(text: str) -> float | None:
-    """Seconds from `30`, `30s`, `500ms`, `5m` or `1h`; None if it is not a duration."""
+    """Seconds from `30`, `30s`, `500ms`, `5m`, `1h` or `90d`; None if it is not a duration."""
     match = _DURATION.match(text.strip())
     if match is None:
         return None
@@ -409,6 +409,8 @@ class RoomPolicy:
     post: tuple[str, ...] = (ANYONE,)
     replay: bool = True
     memory_events: int | None = None  # None: [history] memory_events
+    moderate: tuple[str, ...] = ()  # roles that may delete others' messages, kick, ban, mute
+    max_age: float | None = None  # None: [retention] max_age
 
     @classmethod
     def read(cls, reader: SectionReader) -> RoomPolicy:
@@ -417,6 +419,8 @@ class RoomPolicy:
             post=reader.words("post", (ANYONE,)),
             replay=reader.boolean("replay", True),
             memory_events=reader.integer("memory_events", 0, 0, 1_000_000) or None,
+            moderate=reader.words("moderate", ()),
+            max_age=reader.duration("max_age", 0.0, 0.0, MAX_AGE_LIMIT) or None,
         )
 
 
@@ -429,6 +433,7 @@ class RoomsConfig:
     declared: dict[str, RoomPolicy]
     idle_unload: float = 600.0
     creations_per_user: int = 30
+    edit_window: float = 900.0
 
     @classmethod
     def read(cls, reader: SectionReader, declared: dict[str, RoomPolicy]) -> RoomsConfig:
@@ -438,6 +443,7 @@ class RoomsConfig:
             declared=declared,
             idle_unload=reader.duration("idle_unload", 600.0, 0.0, 7 * 86400.0),
             creations_per_user=reader.integer("creations_per_user", 30, 1, 1_000_000),
+            edit_window=reader.duration("edit_window", 900.0, 0.0, 7 * 86400.0),
         )
 
     def policy(self, room: str) -> RoomPolicy:
@@ -581,6 +587,24 @@ class WebhooksConfig:
         )
 
 
+MAX_AGE_LIMIT = 100 * 365 * 86400.0
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """How long transcripts keep events (docs: README, "Retention"); 0 keeps them forever."""
+
+    max_age: float = 0.0
+    interval: float = 86400.0
+
+    @classmethod
+    def read(cls, reader: SectionReader) -> RetentionConfig:
+        return cls(
+            max_age=reader.duration("max_age", 0.0, 0.0, MAX_AGE_LIMIT),
+            interval=reader.duration("interval", 86400.0, 1.0, 7 * 86400.0),
+        )
+
+
 @dataclass(frozen=True)
 class Config:
     source: str
@@ -597,6 +621,7 @@ class Config:
     support: SupportConfig
     api: ApiConfig
     webhooks: WebhooksConfig
+    retention: RetentionConfig = RetentionConfig()
 
     @property
     def listeners(self) -> list[ListenerConfig]:
@@ -618,6 +643,7 @@ SECTIONS = (
     "metrics",
     "api",
     "webhooks",
+    "retention",
 )
 ROOM_SECTION = "room:"
 WEBHOOK_SECTION = "webhook:"
@@ -678,6 +704,7 @@ def parse_config(text: str, source: str) -> Config:
         support=SupportConfig.read(readers["support"]),
         api=ApiConfig.read(readers["api"]),
         webhooks=WebhooksConfig.read(readers["webhooks"], tuple(endpoints)),
+        retention=RetentionConfig.read(readers["retention"]),
     )
     for reader in readers.values():
         reader.finish()

@@ -30,6 +30,8 @@ FORBIDDEN = "forbidden"
 RATE_LIMITED = "rate_limited"
 TOO_MANY_ROOMS = "too_many_rooms"
 ROOM_BUDGET = "room_budget"
+NOT_FOUND = "not_found"
+EDIT_WINDOW_PASSED = "edit_window_passed"
 
 # -- close codes chatd chooses (4000-4999 are the application's, RFC 6455 7.4.2) -----------------
 

@@ -162,6 +162,36 @@ class Room:
                 self._sent_ids.pop((event.sender, event.client_id), None)
         self.last_seq = self.committed_seq
 
+    def find(self, seq: int) -> Event | None:
+        """The committed event `seq` if the ring holds it."""
+        if not self._recent or seq < self._recent[0].seq or seq > self.committed_seq:
+            return None
+        index = seq - self._recent[0].seq
+        if index < len(self._recent) and self._recent[index].seq == seq:
+            return self._recent[index]
+        return next((event for event in self._recent if event.seq == seq), None)
+
+    def revise(self, event: Event) -> bool:
+        """Replace the committed event with `event`'s seq by `event` (its current state: an
+        edited or redacted message); False if the ring does not hold it."""
+        current = self.find(event.seq)
+        if current is None:
+            return False
+        self._recent[self._recent.index(current)] = event
+        return True
+
+    def forget_before(self, ts: float) -> int:
+        """Drop the events older than `ts` from the ring (retention); returns how many."""
+        dropped = 0
+        while self._recent and self._recent[0].ts < ts:
+            self._floor = self._recent.popleft().seq + 1
+            dropped += 1
+        return dropped
+
+    def events(self) -> list[Event]:
+        """The committed events the ring holds, oldest first."""
+        return list(self._recent)
+
     # -- retries ------------------------------------------------------------------------------
 
     def seq_of_retry(self, sender: str, client_id: str, now: float) -> int | None:

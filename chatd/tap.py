@@ -22,6 +22,7 @@ from pathlib import Path
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -35,9 +36,13 @@ from chatd.auth import Revocations, authenticator_for
 from chatd.backend import Backend
 from chatd.config import EMBEDDED_DEFAULTS, Config, ConfigError, load_daemon_config
 from chatd.directory import Directory
+from chatd.erasure import DirectoryBusy, Erasure, lock_directory
 from chatd.metrics import Metrics, MetricsResource
+from chatd.moderation import STATE_FILE, Moderation
 from chatd.pipeline import LocalSequencer, Pipeline
 from chatd.protocol import ChatServerFactory, ListenerContext, prepare_frames
+from chatd.redaction import TranscriptEditor, at_once
+from chatd.retention import Retention
 from chatd.server import Server
 from chatd.sessions import SessionRegistry
 from chatd.support import SupportDesk
@@ -268,10 +273,12 @@ def build_server(
     prepare=prepare_frames,
     metrics: Metrics | None = None,
     make_epoch=new_epoch,
+    offload=at_once,
 ) -> Server:
     """The chat server and its parts, as the daemon runs them (the unit tests build theirs
     here too): sessions, the room directory on the transcript store, the local commit
-    pipeline, and the support desk when it is on."""
+    pipeline, the support desk when it is on, and moderation, retention and erasure, whose
+    rewrites of transcript files run through `offload` (a thread pool in the daemon)."""
     rotation = Rotation(
         daily=config.transcripts.rotate == "daily", max_bytes=config.transcripts.rotate_size
     )
@@ -300,6 +307,15 @@ def build_server(
         desk.attach(server)
         if config.support.unattended_after > 0:
             UnattendedWatch(config.support.unattended_after, desk).attach(server)
+    editor = TranscriptEditor(store, offload)
+    server.moderation = Moderation(
+        config.rooms, config.support, editor, store.directory / STATE_FILE
+    )
+    server.moderation.attach(server)
+    server.retention = Retention(config.retention, config.rooms, editor)
+    server.retention.attach(server)
+    server.erasure = Erasure(editor)
+    server.erasure.attach(server)
     return server
 
 
@@ -312,7 +328,14 @@ def build_listener(context: ListenerContext, url: str, health: HealthResource):
 
 def _build(config: Config, reactor) -> ChatService:
     openfiles.ensure_open_files(config.limits.max_connections)
-    server = build_server(config, reactor)
+    server = build_server(
+        config, reactor, offload=partial(deferToThreadPool, reactor, reactor.getThreadPool())
+    )
+    try:
+        # Held while the daemon runs: `chatd-transcript erase` asks the daemon while it is.
+        server.directory_lock = lock_directory(config.transcripts.directory)
+    except DirectoryBusy as error:
+        raise SystemExit(f"chatd: {error} (or by chatd-transcript erase)") from None
     metrics = server.metrics
     tls_factory = None
     if config.wss.enabled:

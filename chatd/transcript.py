@@ -320,6 +320,13 @@ class TranscriptStore:
             writer.close()
         self._flushed.discard(room)
 
+    def reopen(self, room: str) -> None:
+        """The room's current file was replaced (an atomic rewrite, chatd/rewrite.py): close
+        the old one, so that the next flush appends to the new file (pending lines stay)."""
+        writer = self._writers.get(room)
+        if writer is not None:
+            writer.close()
+
     def remove(self, room: str) -> list[Path]:
         """Delete the room's transcript files (a room in which nothing was ever said)."""
         self.release(room)

@@ -51,6 +51,7 @@ examples:
   chatd-transcript --dir var/transcripts -u alice --grep deploy --json | jq .text
   chatd-transcript -f -n 0                  # only new events, in every room
   chatd-transcript -f -n 20 --room lobby    # the last 20, then new ones
+  chatd-transcript erase --user alice       # redact every message of alice (see erase -h)
 """
 
 
@@ -261,6 +262,11 @@ def count(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["erase"]:
+        from chatd import erasure
+
+        return erasure.main(argv[1:])
     args = build_parser().parse_args(argv)
 
     def warn(message: str) -> None:

@@ -126,7 +126,50 @@ class Resolve:
     ref: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """The author replaces the text of message `seq` (within `[rooms] edit_window`)."""
+
+    type: ClassVar[str] = "edit"
+    room: str
+    seq: int
+    text: str
+    id: str
+
+    @property
+    def ref(self) -> str:
+        return self.id
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """The author or a moderator deletes message `seq`: its text is redacted everywhere."""
+
+    type: ClassVar[str] = "delete"
+    room: str
+    seq: int
+    id: str
+
+    @property
+    def ref(self) -> str:
+        return self.id
+
+
+@dataclass(frozen=True, slots=True)
+class Sanction:
+    """A moderator's `kick`, `ban` or `mute` of `user` in `room`; `duration` in seconds (0
+    lifts a ban or mute; None for a kick)."""
+
+    type: str
+    room: str
+    user: str
+    duration: float | None
+    ref: str | None
+
+
+MAX_SANCTION_SECONDS = 10 * 366 * 86400
 ClientFrame = Hello | Refresh | Join | Leave | Say | Who | History | Queue | Resolve
+ClientFrame = ClientFrame | Edit | Delete | Sanction
 
 
 class FrameParser:
@@ -144,6 +187,11 @@ class FrameParser:
             "history": self._history,
             "queue": self._queue,
             "resolve": self._resolve,
+            "edit": self._edit,
+            "delete": self._delete,
+            "kick": self._sanction,
+            "ban": self._sanction,
+            "mute": self._sanction,
         }
 
     def parse(self, payload: bytes) -> ClientFrame:
@@ -233,6 +281,33 @@ class FrameParser:
 
     def _resolve(self, obj: dict, ref: str | None) -> Resolve:
         return Resolve(room=_room(obj, ref), ref=ref)
+
+    def _edit(self, obj: dict, ref: str | None) -> Edit:
+        say = self._say(obj, ref)  # the same rules for the new text as for a message's
+        seq = _integer(obj, "seq", ref, minimum=1)
+        return Edit(room=say.room, seq=seq, text=say.text, id=say.id)
+
+    def _delete(self, obj: dict, ref: str | None) -> Delete:
+        room = _room(obj, ref)
+        if ref is None:
+            raise ChatError(BAD_ID, "'delete' needs a client 'id': 1-64 of A-Z a-z 0-9 _ . : -")
+        return Delete(room=room, seq=_integer(obj, "seq", ref, minimum=1), id=ref)
+
+    def _sanction(self, obj: dict, ref: str | None) -> Sanction:
+        room = _room(obj, ref)
+        user = _field(obj, "user", str, ref)
+        if not names.USER_ID.fullmatch(user):
+            raise ChatError(BAD_NAME, "'user' is not a user id", ref)
+        duration = None
+        if obj["type"] != "kick":
+            duration = obj.get("duration")
+            if not isinstance(duration, int | float) or isinstance(duration, bool):
+                raise ChatError(BAD_FRAME, "'duration' must be a number of seconds", ref)
+            if not 0 <= duration <= MAX_SANCTION_SECONDS:
+                raise ChatError(
+                    BAD_FRAME, f"'duration' must be between 0 and {MAX_SANCTION_SECONDS}", ref
+                )
+        return Sanction(type=obj["type"], room=room, user=user, duration=duration, ref=ref)
 
 
 def _token(obj: dict, ref: str | None) -> str:
