@@ -87,7 +87,7 @@ def test_one_user_is_stopped_at_the_room_budget(make_daemon, clients):
     assert joined == presence == rooms[:25]
     assert refused == [f"j-{number}" for number in range(25, 1000)]
     # No transcript for any refused room; one (with a presence line) for each created one.
-    files = sorted(path.name for path in daemon.transcripts.iterdir())
+    files = sorted(path.name for path in daemon.transcripts.glob("*.jsonl"))
     assert files == [f"{room}.jsonl" for room in rooms[:25]]
 
     # Somebody says something in another room.
@@ -101,7 +101,7 @@ def test_one_user_is_stopped_at_the_room_budget(make_daemon, clients):
     # Once idle for idle_unload, the rooms leave memory; those that only saw presence leave no
     # transcript either.
     wait_for(lambda: health(daemon)["rooms"] == 0, 10, "every room to unload")
-    files = sorted(path.name for path in daemon.transcripts.iterdir())
+    files = sorted(path.name for path in daemon.transcripts.glob("*.jsonl"))
     assert files == ["keep.jsonl"]
 
     # The budget is the user's, not the connection's.
