@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from browser_helpers import sign_in
+from chatd_harness import api_call
 
 SUPPORT = {"support": {"enabled": "yes", "trial_agents": "agent1"}}
 
@@ -194,3 +195,34 @@ def test_status_and_moderation_events_and_a_kick_on_the_customers_page(
     assert not any(
         line.get("text") == "still there?" for line in daemon.transcript("support-carol")
     )
+
+
+def test_a_bots_message_and_status_carry_a_bot_badge(make_daemon, new_tab, tmp_path, expect):
+    key = "browser-test-key-0123456789"
+    keys = tmp_path / "api-keys"
+    keys.write_text(f"{key}\n")
+    keys.chmod(0o600)
+    api = {"enabled": "yes", "port": 0, "keys_file": keys, "bots": "shopbot"}
+    daemon = make_daemon(api=api, **SUPPORT)
+    tab = new_tab(daemon.http_url("ws", "/support"))
+    sign_in(tab, "carol")
+    box = tab.page.get_by_label("Message to support", exact=True)
+    box.fill("where is my order?")
+    box.press("Enter")
+    expect(messages(tab)).to_have_text(["where is my order?"])
+
+    port = daemon.ports["api"]
+    published = {"room": "support-carol", "text": "Shipped!", "from": "shopbot", "id": "o-1"}
+    status, answer = api_call(port, "POST", "/api/publish", published, key)
+    assert status == 200, answer
+    status, answer = api_call(
+        port, "POST", "/api/rooms/support-carol/resolve", {"from": "shopbot", "id": "r-1"}, key
+    )
+    assert status == 200, answer
+
+    expect(messages(tab)).to_have_text(["where is my order?", "Shipped!"])
+    bot_message = tab.page.locator(".message", has_text="Shipped!")
+    expect(bot_message.locator(".meta .bot-badge")).to_have_text("bot")
+    carols = tab.page.locator(".message", has_text="where is my order?")
+    expect(carols.locator(".bot-badge")).to_have_count(0)
+    expect(tab.page.locator(".event.status .bot-badge")).to_have_text("bot")
