@@ -10,7 +10,7 @@
 
 import { ChatConnection } from "./connection.js";
 import { session } from "./login.js";
-import { $, composer, el, formatWait, MessageList, nameElement, Notice, Scroller, StatusBar, sayIn } from "./ui.js";
+import { $, composer, describeRemoval, el, formatWait, MessageList, nameElement, Notice, Scroller, StatusBar, sayIn } from "./ui.js";
 
 // How urgent each phase is: waiting for an answer, answered (still open), resolved.
 const PHASE_ORDER = { waiting: 0, answered: 1, resolved: 2 };
@@ -108,6 +108,11 @@ function start(credentials) {
   connection.addEventListener("pending", ({ detail }) => renderPending(detail.room));
   connection.addEventListener("joinfailed", ({ detail }) => {
     notice.show(`Cannot open the conversation ${detail.room}: ${detail.message}`);
+    opened.delete(detail.room);
+    if (current === detail.room) show(null);
+  });
+  connection.addEventListener("removed", ({ detail }) => {
+    notice.show(describeRemoval(detail, `the conversation ${detail.room}`), { sticky: true });
     opened.delete(detail.room);
     if (current === detail.room) show(null);
   });

@@ -2,7 +2,7 @@
 
 import { ChatConnection } from "./connection.js";
 import { session } from "./login.js";
-import { $, composer, el, MessageList, nameElement, Notice, Scroller, StatusBar, sayIn } from "./ui.js";
+import { $, composer, describeRemoval, el, MessageList, nameElement, Notice, Scroller, StatusBar, sayIn } from "./ui.js";
 
 const ROOMS_KEY = "chatd.rooms";
 const DEFAULT_ROOM = "lobby";
@@ -92,6 +92,11 @@ function start(credentials) {
   connection.addEventListener("pending", ({ detail }) => renderPending(detail.room));
   connection.addEventListener("joinfailed", ({ detail }) => {
     notice.show(`Cannot join #${detail.room}: ${detail.message}`);
+    drop(detail.room);
+  });
+  // Closed by the server, kicked or banned: the room goes (and is not joined again on reload).
+  connection.addEventListener("removed", ({ detail }) => {
+    notice.show(describeRemoval(detail, `#${detail.room}`), { sticky: true });
     drop(detail.room);
   });
   connection.addEventListener("problem", ({ detail }) => notice.show(detail.message));

@@ -34,6 +34,9 @@
 //            name} (display names are for showing only: identity is always the id)
 //   pending  {room}: the room's unacknowledged messages changed (see pendingIn)
 //   joinfailed {room, code, message}: a join was refused; the room is dropped
+//   removed  {room, reason, by}: the server ended our membership itself (an unsolicited
+//            `left`: the room was closed, or a moderator kicked or banned us: reason "kick" |
+//            "ban", by the moderator's id); the room is dropped, and not joined again
 //   problem  {code, message, ref}: an error frame about something else, in words
 //   frame    every frame received, after the above (for the support desk's own frames)
 
@@ -57,6 +60,7 @@ const FRAME_HANDLERS = {
   message: "onEvent",
   presence: "onEvent",
   status: "onEvent",
+  left: "onLeft",
   ack: "onAck",
   history: "onHistory",
   members: "onMembers",
@@ -66,6 +70,12 @@ const FRAME_HANDLERS = {
 const HELLO_REFUSALS = new Set(["auth_failed", "token_expired", "bad_name", "name_taken", "too_many_sessions", "bad_frame"]);
 // Errors that settle a `say` for good: the message is dropped (and the page says why).
 const SAY_REFUSALS = new Set(["bad_text", "text_too_long", "bad_id", "forbidden", "not_joined", "bad_room"]);
+
+// Any frame shaped like a room event (room, epoch, seq) that no handler above claims: an event
+// type newer than this client. It still advances the room's seq.
+function isRoomEvent(frame) {
+  return typeof frame.room === "string" && typeof frame.epoch === "string" && Number.isInteger(frame.seq);
+}
 
 export function socketUrl(loc = window.location) {
   return (loc.protocol === "https:" ? "wss://" : "ws://") + loc.host + "/ws";
@@ -245,7 +255,8 @@ export class ChatConnection extends EventTarget {
   }
 
   leave(name) {
-    if (this.forget(name) && this.welcome) this.send({ type: "leave", room: name });
+    // With an id: its `left` answers it, and an unsolicited `left` (ref null) is the server's.
+    if (this.forget(name) && this.welcome) this.send({ type: "leave", room: name, id: `l${++this.counter}` });
   }
 
   // Drop a room and its unsent messages (left, or refused by the server).
@@ -306,7 +317,7 @@ export class ChatConnection extends EventTarget {
     } catch {
       return;
     }
-    const handler = FRAME_HANDLERS[frame.type];
+    const handler = FRAME_HANDLERS[frame.type] ?? (isRoomEvent(frame) ? "onEvent" : null);
     if (handler) this[handler](frame);
     this.emit("frame", frame);
   }
@@ -398,7 +409,8 @@ export class ChatConnection extends EventTarget {
     this.emit("members", { room: name, members: [...room.members], names: { ...room.names } });
   }
 
-  // A live event (message or presence).
+  // A live event: every kind counts for the room's seq (resume), known to the page or not;
+  // the page decides what to show (docs/protocol.md, "Events").
   onEvent(frame) {
     const room = this.rooms.get(frame.room);
     if (!room) return; // a room we left; its last events may still be on the way
@@ -406,6 +418,14 @@ export class ChatConnection extends EventTarget {
     if (!events.length) return;
     this.emit("events", { room: frame.room, events });
     if (frame.type === "presence") this.emitMembers(frame.room, room);
+  }
+
+  // The answer to our leave (the room is forgotten already), or the server ending our
+  // membership itself: drop the room, so that no reconnection joins it again.
+  onLeft(frame) {
+    if (frame.ref !== null && frame.ref !== undefined) return;
+    if (!this.forget(frame.room)) return;
+    this.emit("removed", { room: frame.room, reason: frame.reason ?? null, by: frame.by ?? null });
   }
 
   onAck(frame) {

@@ -7,7 +7,7 @@
 
 import { ChatConnection } from "./connection.js";
 import { session } from "./login.js";
-import { $, composer, displayName, MessageList, Notice, Scroller, StatusBar, sayIn } from "./ui.js";
+import { $, composer, describeRemoval, displayName, MessageList, Notice, Scroller, StatusBar, sayIn } from "./ui.js";
 
 const notice = new Notice($("#notice"));
 const scroller = new Scroller($("#scroller"));
@@ -70,6 +70,14 @@ function start(credentials) {
   connection.addEventListener("members", ({ detail }) => renderBanner(detail.members, detail.names));
   connection.addEventListener("pending", renderPending);
   connection.addEventListener("joinfailed", ({ detail }) => notice.show(`Cannot open your conversation: ${detail.message}`, { sticky: true }));
+  // The conversation was closed by the server, or an agent removed us: say so; writing is
+  // off until the page is loaded again.
+  connection.addEventListener("removed", ({ detail }) => {
+    if (detail.room !== room) return;
+    room = null;
+    notice.show(describeRemoval(detail, "your conversation"), { sticky: true });
+    renderPending();
+  });
   connection.addEventListener("problem", ({ detail }) => notice.show(detail.message));
   connection.start();
   return connection;

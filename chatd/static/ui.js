@@ -60,8 +60,34 @@ export function nameElement(tag, props, name, id) {
   return el(tag, { ...props, title: name !== id ? id : undefined }, name);
 }
 
+// Moderation events as a line of their own; `user` is shown by id (the event's `name` is the
+// moderator's).
+export function describeModeration(event) {
+  const by = displayName(event);
+  if (event.type === "kick") return `${event.user} was removed by ${by}`;
+  const what = event.type === "ban" ? "banned" : "muted";
+  if (!event.until) return `${by} lifted the ${event.type} on ${event.user}`;
+  return `${event.user} was ${what} by ${by} until ${formatTime(event.until)}`;
+}
+
+// Why the server ended our membership of a room (connection.js's "removed"), for people.
+export function describeRemoval({ reason, by }, where) {
+  if (reason === "kick") return `You were removed from ${where}${by ? ` by ${by}` : ""}.`;
+  if (reason === "ban") return `You were banned from ${where}${by ? ` by ${by}` : ""}.`;
+  return `${where} was closed by the server.`;
+}
+
+const MODERATION = new Set(["kick", "ban", "mute"]);
+
+// A "bot" badge for what the website's backend posted as a bot ("bot": true).
+function botBadge(event) {
+  return event.bot === true ? el("span", { class: "bot-badge", title: "Posted automatically" }, "bot") : null;
+}
+
 // One room's events and its messages not yet acknowledged, in a scrolling container.
-// Events come already de-duplicated and in order from the connection.
+// Events come already de-duplicated and in order from the connection. Event types this list
+// does not know (and `unattended`, which is for the desk's queue) are not shown at all; `edit`
+// and `delete` change the message they target instead of adding a line.
 export class MessageList {
   constructor({ me, myName, describePresence, describeStatus, label }) {
     this.me = me; // () => our user id
@@ -73,10 +99,12 @@ export class MessageList {
     this.events = el("ol", { class: "events", role: "log", "aria-live": "polite", "aria-label": label });
     this.pending = el("ol", { class: "events pending", "aria-label": "Not sent yet" });
     this.node = el("div", { class: "message-list" }, this.events, this.pending);
+    this.messages = new Map(); // seq -> the message's <li>, for edits and deletions
   }
 
   reset(events) {
     this.events.replaceChildren();
+    this.messages.clear();
     this.append(events);
   }
 
@@ -85,6 +113,7 @@ export class MessageList {
     let previous = this.events.lastElementChild;
     for (const event of events) {
       const item = this.render(event, previous);
+      if (!item) continue;
       fragment.append(item);
       previous = item;
     }
@@ -96,6 +125,7 @@ export class MessageList {
     let previous = null;
     for (const event of events) {
       const item = this.render(event, previous);
+      if (!item) continue;
       fragment.append(item);
       previous = item;
     }
@@ -116,29 +146,77 @@ export class MessageList {
     );
   }
 
+  // The <li> for an event, or null for one that shows nothing (an edit or a deletion changes
+  // its target, if we have it: history served after it holds the target as it is now).
   render(event, previous) {
     if (event.type === "presence" || event.type === "status") {
       const [kind, text] =
         event.type === "presence" ? [`presence ${event.event}`, this.describePresence(event)] : [`status ${event.status}`, this.describeStatus(event)];
-      return el("li", { class: `event ${kind}`, dataset: { seq: event.seq } }, el("span", { class: "presence-text" }, text), " ", timeElement(event.ts));
+      return el(
+        "li",
+        { class: `event ${kind}`, dataset: { seq: event.seq } },
+        event.type === "status" ? botBadge(event) : null,
+        el("span", { class: "presence-text" }, text),
+        " ",
+        timeElement(event.ts),
+      );
     }
-    if (event.type !== "message") return el("li", { class: "event", hidden: true, dataset: { seq: event.seq } }); // a kind this page does not know
+    if (MODERATION.has(event.type)) {
+      return el(
+        "li",
+        { class: `event moderation ${event.type}`, dataset: { seq: event.seq } },
+        el("span", { class: "presence-text" }, describeModeration(event)),
+        " ",
+        timeElement(event.ts),
+      );
+    }
+    if (event.type === "edit" || event.type === "delete") {
+      this.change(event);
+      return null;
+    }
+    if (event.type !== "message") return null; // a kind this page does not know: nothing to show
     const mine = event.from === this.me();
     // Consecutive messages from one sender within a few minutes share one header.
     const continued =
       previous &&
       previous.dataset.from === event.from &&
       new Date(event.ts) - new Date(previous.dataset.ts) < GROUP_WITHIN_MS;
-    return el(
+    const item = el(
       "li",
       {
         class: `event message${mine ? " mine" : ""}${continued ? " continued" : ""}`,
         dataset: { seq: event.seq, from: event.from, ts: event.ts },
       },
-      el("div", { class: "meta" }, nameElement("span", { class: "from" }, displayName(event), event.from), timeElement(event.ts)),
-      el("div", { class: "text" }, event.text),
+      el("div", { class: "meta" }, nameElement("span", { class: "from" }, displayName(event), event.from), botBadge(event), timeElement(event.ts)),
+      el("div", { class: "text" }, event.text ?? ""),
     );
+    if (event.redacted) markDeleted(item);
+    else if (event.edited) markEdited(item, event.text, event.edited);
+    this.messages.set(event.seq, item);
+    return item;
   }
+
+  change(event) {
+    const item = this.messages.get(event.target);
+    if (!item || item.classList.contains("deleted")) return;
+    if (event.type === "delete") markDeleted(item);
+    else if (typeof event.text === "string") markEdited(item, event.text, event.ts);
+  }
+}
+
+function markEdited(item, text, when) {
+  item.querySelector(".text").textContent = text;
+  item.classList.add("edited");
+  item.querySelector(".edited-mark")?.remove();
+  item.append(el("span", { class: "edited-mark", title: when ? `Edited ${new Date(when).toLocaleString()}` : undefined }, "(edited)"));
+}
+
+// The text is dropped from the page, not hidden: a deleted message's text must not linger.
+function markDeleted(item) {
+  item.querySelector(".text").textContent = "message deleted";
+  item.querySelector(".edited-mark")?.remove();
+  item.classList.remove("edited");
+  item.classList.add("deleted");
 }
 
 function timeElement(ts) {
