@@ -6,7 +6,7 @@ transcripts (recovery, paging, the support desk, `chatd-transcript`) goes throug
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +27,13 @@ def parse_ts(text: str) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One sequenced room event. `record` is the decoded line, for readers that need fields."""
+    """One sequenced room event.
+
+    Only the line is kept, not its decoded fields: a room holds up to `[history]
+    memory_events` of these, and a dict beside each line was the bulk of the heap (and of the
+    garbage collector's work) in the many-rooms bench. `record` decodes it for the readers
+    that need fields (the support desk, moderation), which are not on the fan-out path.
+    """
 
     epoch: str
     seq: int
@@ -36,7 +42,10 @@ class Event:
     sender: str | None
     client_id: str | None
     line: bytes
-    record: dict[str, Any] = field(compare=False, repr=False)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return json.loads(self.line)
 
     @classmethod
     def from_line(cls, line: bytes) -> Event:
@@ -66,5 +75,4 @@ class Event:
             sender if isinstance(sender, str) else None,
             client_id if isinstance(client_id, str) else None,
             line,
-            record,
         )

@@ -139,7 +139,6 @@ class Room:
             draft.sender,
             draft.client_id,
             encode(record),
-            record,
         )
         if draft.sender is not None and draft.client_id is not None:
             self._sent_ids[(draft.sender, draft.client_id)] = (event.seq, draft.ts)
