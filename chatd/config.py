@@ -334,6 +334,7 @@ class LimitsConfig:
     slow_consumer_grace: float
     cheap_per_second: float
     cheap_burst: int
+    compression: bool  # offer permessage-deflate (chatd/outgoing.py)
 
     @classmethod
     def read(cls, reader: SectionReader) -> LimitsConfig:
@@ -354,6 +355,7 @@ class LimitsConfig:
             slow_consumer_grace=reader.duration("slow_consumer_grace", 5.0, 0.0, 3600.0),
             cheap_per_second=reader.number("cheap_per_second", 20.0, 0.01, 1e6),
             cheap_burst=reader.integer("cheap_burst", 40, 1, 1_000_000),
+            compression=reader.boolean("compression", False),
         )
 
 

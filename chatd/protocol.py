@@ -12,7 +12,7 @@ import inspect
 from dataclasses import dataclass
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.protocol import PreparedMessage, WebSocketProtocol
+from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -25,6 +25,7 @@ from chatd.config import LimitsConfig
 from chatd.errors import ChatError
 from chatd.keepalive import Keepalive
 from chatd.origins import OriginPolicy
+from chatd.outgoing import Deflater, Outgoing, deflate_acceptor, negotiated_window, prepare_frames
 from chatd.ratelimit import FrameBudget
 from chatd.server import Server
 from chatd.sessions import Session
@@ -43,15 +44,6 @@ FATAL_AT_HELLO = (errors.AUTH_FAILED, errors.TOKEN_EXPIRED)
 PING_FRAME = bytes([0x80 | 0x9, 0])
 
 
-def prepare_frames(payloads: list[bytes]) -> bytes:
-    """Unmasked text frames, one per payload, ready for any member's socket (we never
-    negotiate compression)."""
-    return b"".join(
-        PreparedMessage(payload, isBinary=False, applyMask=False, doNotCompress=True).payloadHybi
-        for payload in payloads
-    )
-
-
 @dataclass(frozen=True)
 class ListenerContext:
     """What every connection of one listener shares."""
@@ -64,6 +56,8 @@ class ListenerContext:
     hello_timeout: float
     admission: Admission
     clock: object
+    # Set when `[limits] compression` is on: the pipeline then hands out `outgoing.Outgoing`.
+    deflater: Deflater | None = None
 
 
 @implementer(IPushProducer)
@@ -212,7 +206,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
     # -- keepalive (keepalive.Keepalive calls these) ------------------------------------------
 
     def send_ping(self) -> None:
-        self.send_prepared(PING_FRAME)
+        self._write(PING_FRAME)
 
     def drop_silent(self) -> None:
         self._log.info(
@@ -351,7 +345,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
 
     def send(self, payload: bytes) -> None:
         """One frame that is not a reply to this peer's request (a late ack, a desk update)."""
-        self.send_prepared(prepare_frames([payload]))
+        self._write(self._frames([payload]))
 
     def reply(self, payload: bytes) -> None:
         """The answer to this peer's own request. Not through sendMessage: Autobahn applies the
@@ -364,7 +358,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
         """
         if self.state != WebSocketProtocol.STATE_OPEN:
             return
-        frames = prepare_frames([payload])
+        frames = self._frames([payload])
         if self._paused:
             self._judge()
         self.transport.write(frames)
@@ -381,9 +375,9 @@ class ChatServerProtocol(WebSocketServerProtocol):
             if self._paused:
                 self._judge()
 
-    def send_prepared(self, frames: bytes, replies: list[bytes] = ()) -> None:
-        """Frames made by `prepare_frames`, shared by every member of a room, then this
-        connection's own `replies` (its acks), in one write.
+    def _write(self, frames: bytes, replies: list[bytes] = ()) -> None:
+        """Frames made for this connection (`_frames`), then its own `replies` (acks), in one
+        write.
 
         Straight to the transport: sendPreparedMessage's path through sendData costs a
         formatted debug log call per delivery (fan-out ~5x slower, measured). Unless the
@@ -391,12 +385,20 @@ class ChatServerProtocol(WebSocketServerProtocol):
         """
         if self.state == WebSocketProtocol.STATE_OPEN:
             if replies:
-                frames += prepare_frames(replies)
+                frames += self._frames(replies)
             if self._paused:
                 self._judge()  # the peer may have read below the budget since the last write
             self.transport.write(frames)  # sent at once when it can: sendnow.SendNowServer
             if self._paused:
                 self._judge()
+
+    # A room's frames (`outgoing.prepare_frames`, made once for all members) go out as they are:
+    # no call more per delivery on the fan-out path.
+    send_prepared = _write
+
+    def _frames(self, payloads: list[bytes]) -> bytes:
+        """This connection's own frames (replies, acks, desk updates)."""
+        return prepare_frames(payloads)
 
     # -- the unsent-bytes budget --------------------------------------------------------------
 
@@ -487,6 +489,26 @@ class ChatServerProtocol(WebSocketServerProtocol):
         self.close_with(CLOSE_POLICY_VIOLATION, "slow consumer")
 
 
+class DeflatingServerProtocol(ChatServerProtocol):
+    """A connection of a listener with `[limits] compression` on: compressed frames for a
+    client that negotiated permessage-deflate, plain ones for the others (chatd/outgoing.py)."""
+
+    window_bits: int | None = None  # what to compress with; None: not negotiated
+
+    def onOpen(self):
+        self.window_bits = negotiated_window(self.websocket_extensions_in_use)
+        super().onOpen()
+
+    def send_prepared(self, frames: Outgoing, replies: list[bytes] = ()) -> None:
+        self._write(frames.framed(self.window_bits), replies)
+
+    def _frames(self, payloads: list[bytes]) -> bytes:
+        bits = self.window_bits
+        if bits is None:
+            return prepare_frames(payloads)
+        return self.factory.context.deflater.frames(payloads, bits)
+
+
 class ChatServerFactory(WebSocketServerFactory):
     """One per listener (Autobahn's origin check reads the factory's URL).
 
@@ -495,6 +517,7 @@ class ChatServerFactory(WebSocketServerFactory):
     """
 
     protocol = ChatServerProtocol
+    _connection_class = ChatServerProtocol  # what `protocol` subclasses (setProtocolOptions)
     origins = OriginPolicy(["*"])  # until allow_origins: Autobahn's default
 
     def __init__(self, url: str, context: ListenerContext):
@@ -512,7 +535,14 @@ class ChatServerFactory(WebSocketServerFactory):
         metrics.connections.labels(context.name).set_function(lambda: len(self.live))
         self.handshakes = metrics.handshakes.labels(context.name)
         self.handshake_failures = metrics.handshake_failures.labels(context.name)
+        if context.deflater is not None:
+            self._connection_class = DeflatingServerProtocol
+            accept = deflate_acceptor(limits.max_message_bytes)
+            compression = {"perMessageCompressionAccept": accept}
+        else:
+            compression = {}
         self.setProtocolOptions(
+            **compression,
             maxFramePayloadSize=limits.max_message_bytes,
             maxMessagePayloadSize=limits.max_message_bytes,
             autoFragmentSize=0,
@@ -538,8 +568,8 @@ class ChatServerFactory(WebSocketServerFactory):
         super().setProtocolOptions(**options)
         options = {name: getattr(self, name) for name in WebSocketServerProtocol.CONFIG_ATTRS}
         self.protocol = type(
-            f"ChatServerProtocol_{self.context.name}",
-            (ChatServerProtocol,),
+            f"{self._connection_class.__name__}_{self.context.name}",
+            (self._connection_class,),
             {
                 # A function option (perMessageCompressionAccept) must not become a method.
                 name: staticmethod(value) if inspect.isfunction(value) else value

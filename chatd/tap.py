@@ -39,8 +39,9 @@ from chatd.directory import Directory
 from chatd.erasure import DirectoryBusy, Erasure, lock_directory
 from chatd.metrics import Metrics, MetricsResource
 from chatd.moderation import STATE_FILE, Moderation
+from chatd.outgoing import Deflater, prepare_frames
 from chatd.pipeline import LocalSequencer, Pipeline
-from chatd.protocol import ChatServerFactory, ListenerContext, prepare_frames
+from chatd.protocol import ChatServerFactory, ListenerContext
 from chatd.redaction import TranscriptEditor, at_once
 from chatd.retention import Retention
 from chatd.server import Server
@@ -328,8 +329,12 @@ def build_listener(context: ListenerContext, url: str, health: HealthResource):
 
 def _build(config: Config, reactor) -> ChatService:
     openfiles.ensure_open_files(config.limits.max_connections)
+    deflater = Deflater() if config.limits.compression else None
     server = build_server(
-        config, reactor, offload=partial(deferToThreadPool, reactor, reactor.getThreadPool())
+        config,
+        reactor,
+        prepare=deflater.outgoing if deflater else prepare_frames,
+        offload=partial(deferToThreadPool, reactor, reactor.getThreadPool()),
     )
     try:
         # Held while the daemon runs: `chatd-transcript erase` asks the daemon while it is.
@@ -368,6 +373,7 @@ def _build(config: Config, reactor) -> ChatService:
             hello_timeout=config.auth.hello_timeout,
             admission=admission,
             clock=reactor,
+            deflater=deflater,
         )
         factory, site = build_listener(
             context, _url(listener.name, listener.interface, listener.port, "/ws"), health

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from autobahn.websocket.compress import PerMessageDeflateOffer
+from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateResponseAccept
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
@@ -33,7 +33,8 @@ from chatd import wire
 from chatd.admission import Admission
 from chatd.auth import OpenAuthenticator, TokenAuthenticator, mint_token
 from chatd.config import load_config
-from chatd.protocol import ListenerContext, prepare_frames
+from chatd.outgoing import Deflater, prepare_frames
+from chatd.protocol import ListenerContext
 from chatd.server import Server
 from chatd.sessions import Session
 from chatd.tap import build_listener, build_server
@@ -334,7 +335,13 @@ class ChatServer:
     hello_timeout = HELLO_TIMEOUT
 
     def __init__(
-        self, reactor, server: Server, admission: Admission, via_site: bool, authenticator=None
+        self,
+        reactor,
+        server: Server,
+        admission: Admission,
+        via_site: bool,
+        authenticator=None,
+        deflater: Deflater | None = None,
     ):
         self.reactor = reactor
         self.server = server
@@ -347,6 +354,7 @@ class ChatServer:
             hello_timeout=HELLO_TIMEOUT,
             admission=admission,
             clock=reactor,
+            deflater=deflater,
         )
         self.checks = {"listener_ws": True}
         self.health = HealthResource(server, lambda: dict(self.checks))
@@ -356,14 +364,19 @@ class ChatServer:
         self.server_transports: list[TCPTransport] = []
         self._port = 40000
 
-    def connect(self, ip: str = "127.0.0.1") -> ChatClient:
+    def connect(self, ip: str = "127.0.0.1", offers=None, accept=None) -> ChatClient:
+        """A client from `ip`; it offers permessage-deflate (`offers`: Autobahn's offer
+        objects), as browsers do, and takes what the server answers (`accept`: Autobahn's
+        perMessageCompressionAccept, by default any answer)."""
         self._port += 1
         client_address = IPv4Address("TCP", ip, self._port)
         server_address = IPv4Address("TCP", "127.0.0.1", 8080)
         server = self._entry.buildProtocol(client_address)
         client_factory = WebSocketClientFactory(URL, reactor=self.reactor)
-        # Offer compression, as browsers do; chatd declines it.
-        client_factory.setProtocolOptions(perMessageCompressionOffers=[PerMessageDeflateOffer()])
+        client_factory.setProtocolOptions(
+            perMessageCompressionOffers=[PerMessageDeflateOffer()] if offers is None else offers,
+            perMessageCompressionAccept=accept or PerMessageDeflateResponseAccept,
+        )
         client_factory.protocol = ChatClient
         client = client_factory.buildProtocol(server_address)
         server_transport = TCPTransport(
@@ -385,15 +398,15 @@ class ChatServer:
         while any([pump.flush() for pump in self.pumps]):
             pass
 
-    def welcomed(self, name: str, **hello) -> ChatClient:
-        client = self.connect()
+    def welcomed(self, name: str, *, offers=None, **hello) -> ChatClient:
+        client = self.connect(offers=offers)
         client.send_json({"type": "hello", "name": name, **hello})
         self.flush()
         assert client.frames[-1]["type"] == "welcome"
         return client
 
-    def joined(self, name: str, room: str = "lobby") -> ChatClient:
-        client = self.welcomed(name)
+    def joined(self, name: str, room: str = "lobby", *, offers=None) -> ChatClient:
+        client = self.welcomed(name, offers=offers)
         client.send_json({"type": "join", "room": room})
         self.flush()
         return client
@@ -414,11 +427,19 @@ def make_server(reactor, make_chat):
         max_per_ip: int = 100,
         via_site: bool = False,
         authenticator=None,
+        deflater: Deflater | None = None,
         **sections,
     ) -> ChatServer:
-        server = make_chat(clock=reactor, prepare=prepare_frames, **sections)
+        """A listener; with a `deflater`, one with `[limits] compression` on."""
+        prepare = deflater.outgoing if deflater else prepare_frames
+        server = make_chat(clock=reactor, prepare=prepare, **sections)
         return ChatServer(
-            reactor, server, Admission(max_connections, max_per_ip), via_site, authenticator
+            reactor,
+            server,
+            Admission(max_connections, max_per_ip),
+            via_site,
+            authenticator,
+            deflater,
         )
 
     return make

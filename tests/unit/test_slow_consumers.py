@@ -24,7 +24,8 @@ from chatd import sendnow, wire
 from chatd.admission import Admission
 from chatd.auth import OpenAuthenticator
 from chatd.config import load_config
-from chatd.protocol import ListenerContext, prepare_frames
+from chatd.outgoing import prepare_frames
+from chatd.protocol import ListenerContext
 from chatd.rooms import message_draft
 from chatd.tap import build_listener
 from chatd.web import HealthResource
