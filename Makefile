@@ -19,7 +19,18 @@ $(BIN)/.installed: $(SOURCES)
 run: $(BIN)/.installed
 	$(BIN)/twistd --nodaemon --pidfile= chatd
 
-test: $(BIN)/.installed
+# Autobahn|Testsuite's fuzzing client (tests/conformance) runs on Python 2.7 only: it is
+# installed under build/wstest when this machine has one (pyenv's, or python2.7 on PATH);
+# without one its test is skipped, saying so.
+PYTHON27 ?= $(firstword $(foreach candidate,$(wildcard $(HOME)/.pyenv/versions/2.7*/bin/python2.7) python2.7,$(shell $(candidate) -c 'import sys; print(sys.executable)' 2>/dev/null)))
+WSTEST := build/wstest
+
+$(WSTEST)/.installed:
+	$(PYTHON27) -m pip install --quiet --disable-pip-version-check --no-warn-conflicts --target $(WSTEST)/site 'autobahntestsuite>=25.10,<26'
+	ln -sf $(PYTHON27) $(WSTEST)/python
+	touch $@
+
+test: $(BIN)/.installed $(if $(PYTHON27),$(WSTEST)/.installed)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed
