@@ -225,8 +225,10 @@ class Client:
         name: str | None = None,
         max_queue: int | None = None,
         sock=None,
+        compression: str | None = "deflate",
     ):
         """max_queue: frames buffered unread before the client stops reading its socket.
+        compression: "deflate" offers permessage-deflate (websockets' default), None does not.
 
         Unbounded by default, so that a test that leaves frames unread still sees the server's
         close frame at once (websockets would wait close_timeout for it otherwise).
@@ -243,6 +245,7 @@ class Client:
                 ping_interval=None,
                 max_queue=max_queue,
                 sock=sock,
+                compression=compression,
             )
         )
         self.name = name
