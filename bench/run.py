@@ -207,8 +207,8 @@ def build_loadgen(out_dir: Path) -> tuple[Path | None, bool, str]:
         return None, False, "no C compiler (cc) on PATH"
     out_dir.mkdir(parents=True, exist_ok=True)
     attempts = [
-        ("tls", ["-DWITH_TLS"], ["-lssl", "-lcrypto", "-lm"]),
-        ("plain", [], ["-lm"]),
+        ("tls", ["-DWITH_TLS"], ["-lssl", "-lcrypto", "-lz", "-lm"]),
+        ("plain", [], ["-lz", "-lm"]),
     ]
     errors = []
     for flavour, defines, libs in attempts:
