@@ -1,6 +1,7 @@
 """chatd's benchmark: start each server, drive it with the C load generator, print a table.
 
     python bench/run.py [--scenarios a,b,...] [--servers chatd,autobahn,websockets,node,c] [--quick]
+                        [--compression]
 
 Every (scenario, server) pair gets a freshly started server pinned to CPU 0 and the load
 generator pinned to CPU 1. Each loadgen step and each scenario's summary is appended as a JSON
@@ -38,6 +39,10 @@ PYTHON = VENV_BIN / "python" if (VENV_BIN / "python").exists() else Path(sys.exe
 SERVERS = ("chatd", "autobahn", "websockets", "node", "c")
 NO_TLS = {"c": "no TLS in the C baseline"}  # servers without wss: why their wss rows are skipped
 NO_KEEPALIVE = {"c": "no keepalive in the C baseline"}  # ... and without pings: scenario k
+NO_DEFLATE = {  # ... and without permessage-deflate: every scenario under --compression
+    "autobahn": "no deflate in the Autobahn baseline",
+    "c": "no deflate in the C baseline",
+}
 SERVER_CPU, LOADGEN_CPU = "0", "1"
 START_TIMEOUT = 30.0
 # The checkout chatd runs from (its PYTHONPATH): this one, or --chatd DIR (e.g. an older commit
@@ -207,8 +212,8 @@ def build_loadgen(out_dir: Path) -> tuple[Path | None, bool, str]:
         return None, False, "no C compiler (cc) on PATH"
     out_dir.mkdir(parents=True, exist_ok=True)
     attempts = [
-        ("tls", ["-DWITH_TLS"], ["-lssl", "-lcrypto", "-lm"]),
-        ("plain", [], ["-lm"]),
+        ("tls", ["-DWITH_TLS"], ["-lssl", "-lcrypto", "-lz", "-lm"]),
+        ("plain", [], ["-lz", "-lm"]),
     ]
     errors = []
     for flavour, defines, libs in attempts:
@@ -311,7 +316,9 @@ class Running:
                 self.process.wait(5)
 
 
-def chatd_config(work: Path, cert: Path, key: Path, fsync: str, ping: float | None) -> Path:
+def chatd_config(
+    work: Path, cert: Path, key: Path, fsync: str, ping: float | None, compression: bool
+) -> Path:
     sections = {
         "ws": {"port": 0},
         "wss": {"port": 0},
@@ -331,6 +338,8 @@ def chatd_config(work: Path, cert: Path, key: Path, fsync: str, ping: float | No
         sections["limits"]["ping_interval"] = f"{ping:g}s"
         if ping > 0:
             sections["limits"]["ping_timeout"] = f"{ping:g}s"
+    if compression:
+        sections["limits"]["compression"] = "yes"
     text = "".join(
         f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()) + "\n"
         for name, values in sections.items()
@@ -348,19 +357,30 @@ def start_server(
     key: Path,
     fsync: str = "no",
     ping: float | None = None,
+    compression: bool = False,
 ) -> Running:
-    """`ping`: keepalive every `ping` seconds (0 or None: the baselines' default, none)."""
+    """`ping`: keepalive every `ping` seconds (0 or None: the baselines' default, none);
+    `compression`: permessage-deflate (not for the servers in NO_DEFLATE)."""
     work.mkdir(parents=True, exist_ok=True)
     tls = ["--tls", str(cert), str(key)] if transport == "wss" else []
     keepalive = ["--ping", f"{ping:g}"] if ping else []
+    deflate = ["--deflate"] if compression else []
+    if compression and name in NO_DEFLATE:
+        raise RuntimeError(NO_DEFLATE[name])
     if name == "chatd":
-        config = chatd_config(work, cert, key, fsync, ping)
+        config = chatd_config(work, cert, key, fsync, ping, compression)
         command = [str(PYTHON.parent / "twistd"), "--nodaemon", "--pidfile=", "chatd"]
         command += ["--config", str(config)]
     elif name == "autobahn":
         command = [str(PYTHON), str(BASELINES / "autobahn_prepared.py"), *tls, *keepalive]
     elif name == "websockets":
-        command = [str(PYTHON), str(BASELINES / "websockets_broadcast.py"), *tls, *keepalive]
+        command = [
+            str(PYTHON),
+            str(BASELINES / "websockets_broadcast.py"),
+            *tls,
+            *keepalive,
+            *deflate,
+        ]
     elif name == "c":
         if tls:
             raise RuntimeError(NO_TLS[name])
@@ -368,7 +388,7 @@ def start_server(
             raise RuntimeError(NO_KEEPALIVE[name])
         command = [str(C_BASELINE_BINARY)]
     else:
-        command = ["node", str(BASELINES / "node_ws.js"), *tls, *keepalive]
+        command = ["node", str(BASELINES / "node_ws.js"), *tls, *keepalive, *deflate]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if name == "chatd":
         # Run the checkout's chatd (and find its twistd plugin) whatever is installed.
@@ -404,7 +424,9 @@ def start_server(
 # -- the load generator ---------------------------------------------------------------------------
 
 
-def loadgen_command(loadgen: Path, scenario: Scenario, options: dict, server: Running, tls: bool):
+def loadgen_command(
+    loadgen: Path, scenario: Scenario, options: dict, server: Running, tls: bool, deflate: bool
+):
     command = [str(loadgen), "--mode", scenario.mode, "--port", str(server.port)]
     command += ["--server-pid", str(server.pid)]
     if can_pin():
@@ -413,6 +435,8 @@ def loadgen_command(loadgen: Path, scenario: Scenario, options: dict, server: Ru
         command += [f"--{option.replace('_', '-')}", str(value)]
     if tls:
         command.append("--tls")
+    if deflate:
+        command.append("--deflate")
     return pinned(LOADGEN_CPU, command)
 
 
@@ -455,6 +479,24 @@ def summarize(scenario: Scenario, lines: list[dict]) -> dict:
         "wall_s": done["wall_s"],
         "connect_failures": done["connect_failures"],
     }
+    if "deflate_accepted" in done:  # the loadgen ran with --deflate
+        compressed, plain = done["compressed_bytes"], done["plain_bytes"]
+        wire, text = compressed + plain, done["inflated_bytes"] + plain
+        summary.update(
+            {
+                key: done[key]
+                for key in (
+                    "deflate_accepted",
+                    "deflate_declined",
+                    "compressed_messages",
+                    "compressed_bytes",
+                    "inflated_bytes",
+                    "plain_messages",
+                    "plain_bytes",
+                )
+            },
+            text_per_wire_byte=round(text / wire, 3) if wire else None,
+        )
     if scenario.mode == "chat":
         steps = [line for line in lines if line["phase"] == "step" and not line["repeated"]]
         passed = [step for step in steps if step["ok"]]
@@ -551,6 +593,7 @@ class Run:
     key: Path
     work: Path
     deadline: float  # time.monotonic() after which no further server is started
+    compression: bool  # permessage-deflate on every server and client (--compression)
     run_id: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
     summaries: dict = field(default_factory=dict)  # (scenario, server, transport) -> summary
     skipped: list = field(default_factory=list)
@@ -579,12 +622,15 @@ class Run:
                 if ping and name in NO_KEEPALIVE:
                     self.skip(scenario.key, name, transport, NO_KEEPALIVE[name])
                     continue
+                if self.compression and name in NO_DEFLATE:
+                    self.skip(scenario.key, name, transport, NO_DEFLATE[name])
+                    continue
                 self.one(scenario, name, transport, options, ping)
 
     def one(
         self, scenario: Scenario, name: str, transport: str, options: dict, ping: float | None
     ) -> None:
-        label = f"({scenario.key}) {name} {transport}"
+        label = f"({scenario.key}) {name} {self.label(transport)}"
         if time.monotonic() > self.deadline:
             self.skip(scenario.key, name, transport, "the run's --budget was spent")
             return
@@ -593,13 +639,17 @@ class Run:
         work = self.work / f"{scenario.key}-{name}-{transport}"
         loadavg = os.getloadavg()[0]
         try:
-            server = start_server(name, transport, work, self.cert, self.key, scenario.fsync, ping)
+            server = start_server(
+                name, transport, work, self.cert, self.key, scenario.fsync, ping, self.compression
+            )
         except RuntimeError as error:
             print(" failed to start")
             self.skip(scenario.key, name, transport, str(error))
             return
         try:
-            command = loadgen_command(self.loadgen, scenario, options, server, transport == "wss")
+            command = loadgen_command(
+                self.loadgen, scenario, options, server, transport == "wss", self.compression
+            )
             lines = run_loadgen(command, server, options["max_seconds"])
         except RuntimeError as error:
             print(" failed")
@@ -607,7 +657,7 @@ class Run:
             return
         finally:
             server.stop()
-        where = dict(scenario=scenario.key, server=name, transport=transport)
+        where = dict(scenario=scenario.key, server=name, transport=self.label(transport))
         for line in lines:
             if line["phase"] in ("step", "handshake", "warm", "idle", "window", "connect"):
                 self.record(kind=line["phase"], **where, **line)
@@ -620,10 +670,18 @@ class Run:
         print(f" {time.monotonic() - started:.0f}s")
 
     def skip(self, scenario: str, server: str, transport: str, reason: str) -> None:
-        self.skipped.append((scenario, server, transport, reason))
+        self.skipped.append((scenario, server, self.label(transport), reason))
         self.record(
-            kind="skipped", scenario=scenario, server=server, transport=transport, reason=reason
+            kind="skipped",
+            scenario=scenario,
+            server=server,
+            transport=self.label(transport),
+            reason=reason,
         )
+
+    def label(self, transport: str) -> str:
+        """The transport as records and tables name it: `ws+deflate` under --compression."""
+        return f"{transport}+deflate" if self.compression and transport != "*" else transport
 
 
 # -- the table ------------------------------------------------------------------------------------
@@ -711,12 +769,28 @@ HANDSHAKE_TABLE = (
 )
 
 
-def table_of(scenario: Scenario):
+def text_per_wire(v: dict) -> str:
+    """What the messages' text came to per byte on the wire, or why there is no figure."""
+    if not v.get("deflate_accepted"):
+        return "declined"
+    return fmt(v["text_per_wire_byte"], 2) + "x"
+
+
+DEFLATE_COLUMN = ("text÷wire", 11, text_per_wire)
+
+
+def table_of(scenario: Scenario, compression: bool):
     if scenario.key == "cpu":
-        return CPU_TABLE
-    if "window_seconds" in scenario.full:
-        return KEEPALIVE_TABLE
-    return {"chat": CHAT_TABLE, "idle": IDLE_TABLE, "handshake": HANDSHAKE_TABLE}[scenario.mode]
+        table = CPU_TABLE
+    elif "window_seconds" in scenario.full:
+        table = KEEPALIVE_TABLE
+    else:
+        by_mode = {"chat": CHAT_TABLE, "idle": IDLE_TABLE, "handshake": HANDSHAKE_TABLE}
+        table = by_mode[scenario.mode]
+    if compression and scenario.mode == "chat":  # the messages: how well they compressed
+        columns, figure, note = table
+        return [*columns, DEFLATE_COLUMN], figure, note
+    return table
 
 
 def print_rows(table, rows: list[tuple[str, dict]]) -> None:
@@ -746,8 +820,8 @@ def print_table(run: Run, order: list[str], servers: list[str]) -> None:
                 rows += off
             rows = [(name, v) for name, v in rows if v is not None]
             if rows:
-                print(f"({key}) {scenario.title} [{transport}]")
-                print_rows(table_of(scenario), rows)
+                print(f"({key}) {scenario.title} [{run.label(transport)}]")
+                print_rows(table_of(scenario, run.compression), rows)
                 print()
     for scenario, server, transport, reason in run.skipped:
         last = reason.strip().splitlines()[-1] if reason.strip() else "?"
@@ -768,6 +842,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--servers", default=",".join(SERVERS), help="comma-separated, from: " + ",".join(SERVERS)
     )
     parser.add_argument("--quick", action="store_true", help="tiny scales (the smoke test)")
+    parser.add_argument(
+        "--compression",
+        action="store_true",
+        help="permessage-deflate: chatd with [limits] compression = yes, node and websockets"
+        " with theirs, the loadgen offering it and inflating (autobahn and c are skipped)",
+    )
     parser.add_argument(
         "--results",
         type=Path,
@@ -822,7 +902,8 @@ def main(argv: list[str]) -> int:
             notes.append(("*", "c", "*", c_baseline))
     pinning = "taskset -c 0 (server), -c 1 (loadgen)" if can_pin() else "none"
     print(
-        f"chatd bench {'(quick) ' if args.quick else ''}on {facts['nproc']} x "
+        f"chatd bench {'(quick) ' if args.quick else ''}"
+        f"{'with permessage-deflate ' if args.compression else ''}on {facts['nproc']} x "
         f"{facts['model_name']}, load average {facts['loadavg'][0]:.2f}; pinning: {pinning}; "
         f"open files: {fd_limit}"
     )
@@ -834,10 +915,13 @@ def main(argv: list[str]) -> int:
         work = Path(tmp)
         cert, key = make_certificate(work)
         deadline = started + args.budget
-        run = Run(args.results, args.quick, loadgen, tls, cert, key, work, deadline)
+        run = Run(
+            args.results, args.quick, loadgen, tls, cert, key, work, deadline, args.compression
+        )
         run.record(
             kind="run",
             quick=args.quick,
+            compression=args.compression,
             scenarios=args.scenarios,
             servers=servers,
             machine=facts,

@@ -1,9 +1,12 @@
 // Baseline 3: Node.js with the `ws` package, the minimal chat protocol, no persistence.
 //
 // Fan-out as the ws README does it: encode the event once, `client.send(data)` to each member.
-// permessage-deflate is off (the ws default for servers).
+// permessage-deflate is off (the ws default for servers) unless --deflate: then it is offered
+// with server_no_context_takeover and threshold 0 (every message compressed, however small),
+// as chatd's `[limits] compression = yes` compresses each message on its own; ws compresses
+// in each `send()`, so once per member, on libuv's thread pool.
 //
-//     node node_ws.js [--port 0] [--tls CERT KEY] [--ping SECONDS]
+//     node node_ws.js [--port 0] [--tls CERT KEY] [--ping SECONDS] [--deflate]
 //
 // No keepalive unless --ping: then the heartbeat of the ws README ("How to detect and close
 // broken connections?"): one setInterval over wss.clients every SECONDS that terminates a
@@ -23,16 +26,19 @@ const args = process.argv.slice(2);
 let port = 0;
 let tls = null;
 let pingSeconds = 0;
+let deflate = false;
 for (let i = 0; i < args.length; i++) {
   if (args[i] === '--port') port = Number(args[++i]);
   else if (args[i] === '--tls') tls = { cert: fs.readFileSync(args[++i]), key: fs.readFileSync(args[++i]) };
   else if (args[i] === '--ping') pingSeconds = Number(args[++i]);
+  else if (args[i] === '--deflate') deflate = true;
   else throw new Error(`unknown argument ${args[i]}`);
 }
 
 const rooms = new Map(); // name -> {name, seq, members: Set}
 const server = tls ? https.createServer(tls) : http.createServer();
-const wss = new WebSocketServer({ server, perMessageDeflate: false });
+const perMessageDeflate = deflate && { threshold: 0, serverNoContextTakeover: true };
+const wss = new WebSocketServer({ server, perMessageDeflate });
 
 function heartbeat() {
   this.isAlive = true;

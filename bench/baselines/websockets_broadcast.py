@@ -1,11 +1,13 @@
 """Baseline 2: Python `websockets` on asyncio, the minimal chat protocol, no persistence.
 
 Fan-out with `websockets.broadcast()`, which encodes the frame once per member and writes it
-without awaiting (no backpressure). Compression is off, and so are keepalive pings unless
---ping: then the library's own keepalive, `ping_interval` and `ping_timeout` both SECONDS (bench
+without awaiting (no backpressure). Compression is off unless --deflate: then the library's
+default permessage-deflate (`compression="deflate"`: context takeover, 12-bit windows, memLevel
+5), each member's frame compressed by its own connection. Keepalive pings are off unless --ping:
+then the library's own keepalive, `ping_interval` and `ping_timeout` both SECONDS (bench
 scenario k).
 
-    python websockets_broadcast.py [--port 0] [--tls CERT KEY] [--ping SECONDS]
+    python websockets_broadcast.py [--port 0] [--tls CERT KEY] [--ping SECONDS] [--deflate]
 
 Prints `READY <port>` once listening; SIGTERM or SIGINT stops it.
 """
@@ -89,6 +91,7 @@ async def main(argv: list[str]) -> None:
     parser.add_argument(
         "--ping", type=float, metavar="SECONDS", help="keepalive interval, timeout (default: off)"
     )
+    parser.add_argument("--deflate", action="store_true", help="permessage-deflate (default: off)")
     args = parser.parse_args(argv)
     context = None
     if args.tls:
@@ -102,7 +105,7 @@ async def main(argv: list[str]) -> None:
         "127.0.0.1",
         args.port,
         ssl=context,
-        compression=None,
+        compression="deflate" if args.deflate else None,
         ping_interval=args.ping or None,
         ping_timeout=args.ping or None,
         max_queue=None,

@@ -21,6 +21,10 @@
  *              TCP connect (+ a full TLS handshake: no session is ever offered), HTTP upgrade,
  *              101, then an abortive close (RST, so no TIME_WAIT piles up).
  *
+ * --deflate: every client offers permessage-deflate (RFC 7692) and inflates each message the
+ * server sent compressed (RSV1), one zlib stream per connection; its own frames stay
+ * uncompressed, as the RFC allows. A server that declines is used uncompressed and counted.
+ *
  * Latency: the sender writes CLOCK_MONOTONIC nanoseconds into the text of each `say`; every
  * receiver (the sender included) subtracts it from its own clock when it has parsed the frame.
  * Integrity: every event's room seq must be the previous one + 1 on each connection (else it is
@@ -39,11 +43,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 #ifdef WITH_TLS
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -61,7 +67,7 @@ typedef struct ssl_st SSL;
 static struct {
     const char *host, *path, *sni, *mode, *prefix;
     int port, tls, clients, rooms, senders, refine, max_steps, text_bytes, concurrency, warmup;
-    int server_pid, server_core;
+    int server_pid, server_core, deflate;
     double rate, factor, max_rate, step_s, drain_s, p99_ms, duration_s, hold_s, max_s, settle_s;
     double connect_s, disturbed_pct, window_s;
     int repeats;
@@ -249,6 +255,8 @@ struct conn {
     uint64_t t_open;
     char *in, *out;
     size_t in_len, in_cap, out_off, out_len, out_cap;
+    z_stream *inflater;    /* when the server accepted permessage-deflate */
+    int inflate_per_message; /* it announced server_no_context_takeover: reset after each */
 };
 
 struct step {
@@ -266,7 +274,13 @@ static char scratch[256 * 1024];
 static struct {
     uint64_t dups, gaps, errors, bad_frames, stray, server_closes, dropped, connect_failures;
     uint64_t handshakes, bytes_in, pings; /* pings: received from the server, each answered */
+    /* --deflate: connections that negotiated it or not; text messages received compressed
+     * (payload bytes on the wire, inflated) and uncompressed on connections that negotiated it */
+    uint64_t deflate_accepted, deflate_declined;
+    uint64_t compressed_messages, compressed_bytes, inflated_bytes, plain_messages, plain_bytes;
 } tot;
+static char *inflated; /* the last message inflated */
+static size_t inflated_cap;
 static struct hist hs_lat;
 static char first_close[128]; /* "CODE reason" of the first close frame from the server */
 #ifdef WITH_TLS
@@ -283,6 +297,11 @@ static void conn_close(struct conn *c, int abortive)
         SSL_free(c->ssl);
 #endif
     c->ssl = NULL;
+    if (c->inflater) {
+        inflateEnd(c->inflater);
+        free(c->inflater);
+        c->inflater = NULL;
+    }
     if (abortive) {
         struct linger lg = {1, 0};
         setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
@@ -464,8 +483,11 @@ static void send_upgrade(struct conn *c)
     int n = snprintf(req, sizeof req,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n",
-                     opt.path, opt.tls ? opt.sni : opt.host, opt.port, key);
+                     "Sec-WebSocket-Version: 13\r\n%s\r\n",
+                     opt.path, opt.tls ? opt.sni : opt.host, opt.port, key,
+                     opt.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                                   "client_max_window_bits\r\n"
+                                 : "");
     c->st = S_UPGRADE;
     send_raw(c, req, (size_t)n);
 }
@@ -732,6 +754,157 @@ static void on_text(struct conn *c, const char *p, size_t n)
     }
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * permessage-deflate (RFC 7692), with --deflate */
+
+/* the value of header `name` (trimmed) in an HTTP head whose blank line starts at `end` */
+static const char *header_value(const char *head, const char *end, const char *name, size_t *n)
+{
+    size_t name_len = strlen(name);
+    for (const char *line = head; line < end;) {
+        const char *eol = memmem(line, (size_t)(end - line), "\r\n", 2);
+        if (!eol)
+            eol = end;
+        if ((size_t)(eol - line) > name_len && line[name_len] == ':' &&
+            strncasecmp(line, name, name_len) == 0) {
+            const char *v = line + name_len + 1, *v_end = eol;
+            while (v < v_end && (*v == ' ' || *v == '\t'))
+                v++;
+            while (v_end > v && (v_end[-1] == ' ' || v_end[-1] == '\t'))
+                v_end--;
+            *n = (size_t)(v_end - v);
+            return v;
+        }
+        line = eol + 2;
+    }
+    return NULL;
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    for (char *e = s + strlen(s); e > s && (e[-1] == ' ' || e[-1] == '\t'); e--)
+        e[-1] = 0;
+    return s;
+}
+
+/* the server's Sec-WebSocket-Extensions: 0 and the parameters that concern its frames, or -1 if
+ * it is anything but one permessage-deflate with parameters a server may answer */
+static int parse_deflate_response(const char *value, size_t n, int *window_bits, int *no_takeover)
+{
+    char text[512], *save;
+    if (n >= sizeof text || memchr(value, ',', n)) /* we offered one extension, once */
+        return -1;
+    memcpy(text, value, n);
+    text[n] = 0;
+    *window_bits = 15;
+    *no_takeover = 0;
+    char *name = strtok_r(text, ";", &save);
+    if (!name || strcmp(trim(name), "permessage-deflate") != 0)
+        return -1;
+    for (char *param; (param = strtok_r(NULL, ";", &save));) {
+        char *arg = strchr(param, '=');
+        if (arg) {
+            *arg++ = 0;
+            arg = trim(arg);
+            if (*arg == '"') /* a quoted-string value; atoi stops at the closing quote */
+                arg++;
+        }
+        param = trim(param);
+        if (strcmp(param, "server_no_context_takeover") == 0 && !arg) {
+            *no_takeover = 1;
+        } else if (strcmp(param, "server_max_window_bits") == 0 && arg) {
+            *window_bits = atoi(arg);
+            if (*window_bits < 8 || *window_bits > 15)
+                return -1;
+        } else if (strcmp(param, "client_no_context_takeover") != 0 &&
+                   strcmp(param, "client_max_window_bits") != 0) {
+            return -1; /* the client_ ones bind our compressor, and we send uncompressed */
+        }
+    }
+    return 0;
+}
+
+/* after the 101 whose head ends at `end`: inflate from now on if the server accepted; -1 if it
+ * answered something we did not offer (the connection is lost) */
+static int negotiate_deflate(struct conn *c, const char *head, const char *end)
+{
+    size_t n;
+    const char *value = header_value(head, end, "Sec-WebSocket-Extensions", &n);
+    if (!value) {
+        if (tot.deflate_declined++ == 0)
+            warn("the server declined permessage-deflate (first: client %d), going on without",
+                 c->idx);
+        return 0;
+    }
+    int window_bits, no_takeover;
+    if (parse_deflate_response(value, n, &window_bits, &no_takeover) < 0) {
+        char why[256];
+        snprintf(why, sizeof why, "not what we offered: Sec-WebSocket-Extensions: %.*s",
+                 (int)(n > 180 ? 180 : n), value);
+        conn_lost(c, why);
+        return -1;
+    }
+    /* zlib's deflate has no 256-byte window: a server held to 8 bits compresses with 9 */
+    if (window_bits < 9)
+        window_bits = 9;
+    c->inflater = calloc(1, sizeof *c->inflater);
+    if (!c->inflater || inflateInit2(c->inflater, -window_bits) != Z_OK)
+        die("inflateInit2 failed");
+    c->inflate_per_message = no_takeover;
+    tot.deflate_accepted++;
+    return 0;
+}
+
+/* one compressed message into `inflated` (RFC 7692 7.2.2): its payload, then the empty stored
+ * block's 00 00 ff ff that the server took off its end; -1 if it is not valid deflate data */
+static ssize_t inflate_message(struct conn *c, const char *payload, size_t n)
+{
+    static const unsigned char tail[4] = {0x00, 0x00, 0xff, 0xff};
+    z_stream *z = c->inflater;
+    size_t len = 0;
+    int tail_fed = 0;
+    z->next_in = (Bytef *)payload;
+    z->avail_in = (uInt)n;
+    for (;;) {
+        reserve(&inflated, &inflated_cap, len, 4096);
+        z->next_out = (Bytef *)inflated + len;
+        z->avail_out = (uInt)(inflated_cap - len);
+        int r = inflate(z, Z_SYNC_FLUSH);
+        len = (size_t)((char *)z->next_out - inflated);
+        if (r == Z_STREAM_END) { /* a final block: the next message starts a new stream */
+            inflateReset(z);
+            return (ssize_t)len;
+        }
+        if (r != Z_OK && r != Z_BUF_ERROR)
+            return -1;
+        if (z->avail_in == 0 && z->avail_out > 0) { /* all in, all out */
+            if (tail_fed)
+                break;
+            z->next_in = (Bytef *)tail;
+            z->avail_in = sizeof tail;
+            tail_fed = 1;
+        }
+    }
+    if (c->inflate_per_message)
+        inflateReset(z);
+    return (ssize_t)len;
+}
+
+static void on_compressed_text(struct conn *c, const char *payload, size_t n)
+{
+    ssize_t len = inflate_message(c, payload, n);
+    if (len < 0) {
+        conn_lost(c, "invalid deflate data");
+        return;
+    }
+    tot.compressed_messages++;
+    tot.compressed_bytes += n;
+    tot.inflated_bytes += (uint64_t)len;
+    on_text(c, inflated, (size_t)len);
+}
+
 static void on_upgraded(struct conn *c)
 {
     if (strcmp(opt.mode, "handshake") == 0) {
@@ -762,13 +935,16 @@ static size_t parse(struct conn *c, char *buf, size_t len)
             return len;
         }
         pos = (size_t)(end + 4 - buf);
+        if (opt.deflate && negotiate_deflate(c, buf, end) < 0)
+            return len;
         on_upgraded(c);
         if (c->fd < 0)
             return len;
     }
     while (len - pos >= 2) {
         unsigned char *h = (unsigned char *)buf + pos;
-        int fin = h[0] & 0x80, opcode = h[0] & 0x0f, masked = h[1] & 0x80;
+        int fin = h[0] & 0x80, compressed = h[0] & 0x40, opcode = h[0] & 0x0f;
+        int masked = h[1] & 0x80;
         uint64_t plen = h[1] & 0x7f;
         size_t hl = 2;
         if (plen == 126) {
@@ -795,7 +971,16 @@ static size_t parse(struct conn *c, char *buf, size_t len)
         pos += hl + plen;
         if (!fin || opcode == 0) {
             tot.bad_frames++; /* fragmented messages: none of the servers send them */
+        } else if (compressed) { /* RSV1: only data frames, and only with permessage-deflate */
+            if (opcode == 1 && c->inflater)
+                on_compressed_text(c, payload, plen);
+            else
+                tot.bad_frames++;
         } else if (opcode == 1) {
+            if (c->inflater) {
+                tot.plain_messages++;
+                tot.plain_bytes += plen;
+            }
             on_text(c, payload, plen);
         } else if (opcode == 8) {
             tot.server_closes++;
@@ -1175,7 +1360,7 @@ static void usage(void)
             "  [--p99-ms MS] [--text-bytes N] [--concurrency N] [--duration S] [--warmup N]\n"
             "  [--hold-seconds S] [--settle-seconds S] [--max-seconds S] [--server-pid PID]\n"
             "  [--server-core N] [--disturbed-pct P] [--repeats N] [--connect-seconds S]\n"
-            "  [--name-prefix P] [--path /ws] [--sni NAME] [--window-seconds S]\n");
+            "  [--name-prefix P] [--path /ws] [--sni NAME] [--window-seconds S] [--deflate]\n");
     exit(2);
 }
 
@@ -1192,7 +1377,7 @@ int main(int argc, char **argv)
         {"server-pid", 1, 0, 'i'},    {"name-prefix", 1, 0, 'n'},   {"path", 1, 0, 'u'},
         {"sni", 1, 0, 'N'},           {"connect-seconds", 1, 0, 'Z'}, {"server-core", 1, 0, 'O'},
         {"disturbed-pct", 1, 0, 'U'}, {"repeats", 1, 0, 'Y'},       {"window-seconds", 1, 0, 'W'},
-        {0, 0, 0, 0},
+        {"deflate", 0, 0, 'z'},       {0, 0, 0, 0},
     };
     int o;
     while ((o = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -1227,6 +1412,7 @@ int main(int argc, char **argv)
         case 'U': opt.disturbed_pct = atof(optarg); break;
         case 'Y': opt.repeats = atoi(optarg); break;
         case 'W': opt.window_s = atof(optarg); break;
+        case 'z': opt.deflate = 1; break;
         default: usage();
         }
     }
@@ -1287,7 +1473,7 @@ int main(int argc, char **argv)
            "\"loadgen_max_rss_kb\":%ld,\"sent\":%llu,\"acks\":%llu,\"expected\":%llu,"
            "\"received\":%llu,\"lost\":%llu,\"dups\":%llu,\"gaps\":%llu,\"errors\":%llu,"
            "\"bad_frames\":%llu,\"stray\":%llu,\"server_closes\":%llu,\"dropped\":%llu,"
-           "\"connect_failures\":%llu,\"bytes_in\":%llu,\"pings\":%llu,\"first_close\":\"%s\"}\n",
+           "\"connect_failures\":%llu,\"bytes_in\":%llu,\"pings\":%llu,\"first_close\":\"%s\"",
            (now_ns() - t0) / 1e9, ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
            ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6, ru.ru_maxrss,
            (unsigned long long)sent, (unsigned long long)acks, (unsigned long long)expected,
@@ -1298,6 +1484,15 @@ int main(int argc, char **argv)
            (unsigned long long)tot.stray, (unsigned long long)tot.server_closes,
            (unsigned long long)tot.dropped, (unsigned long long)tot.connect_failures,
            (unsigned long long)tot.bytes_in, (unsigned long long)tot.pings, first_close);
+    if (opt.deflate)
+        printf(",\"deflate_accepted\":%llu,\"deflate_declined\":%llu,"
+               "\"compressed_messages\":%llu,\"compressed_bytes\":%llu,\"inflated_bytes\":%llu,"
+               "\"plain_messages\":%llu,\"plain_bytes\":%llu",
+               (unsigned long long)tot.deflate_accepted, (unsigned long long)tot.deflate_declined,
+               (unsigned long long)tot.compressed_messages,
+               (unsigned long long)tot.compressed_bytes, (unsigned long long)tot.inflated_bytes,
+               (unsigned long long)tot.plain_messages, (unsigned long long)tot.plain_bytes);
+    printf("}\n");
     fflush(stdout);
     for (int i = 0; i < nconns; i++)
         conn_close(&conns[i], 0);
