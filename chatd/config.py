@@ -484,6 +484,8 @@ class SupportConfig:
     customers_join_public: bool = False
     resolved_ttl: float = 3600.0
     unattended_after: float = 0.0  # 0: no unattended events
+    auto_assign: str = "none"  # none | round_robin
+    max_open_per_agent: int = 10  # for auto-assignment; 0: no limit
 
     @classmethod
     def read(cls, reader: SectionReader) -> SupportConfig:
@@ -494,6 +496,8 @@ class SupportConfig:
             customers_join_public=reader.boolean("customers_join_public", False),
             resolved_ttl=reader.duration("resolved_ttl", 3600.0, 0.0, 365 * 86400.0),
             unattended_after=reader.duration("unattended_after", 0.0, 0.0, 7 * 86400.0),
+            auto_assign=reader.choice("auto_assign", "none", ("none", "round_robin")),
+            max_open_per_agent=reader.integer("max_open_per_agent", 10, 0, 100_000),
         )
 
 

@@ -32,6 +32,7 @@ TOO_MANY_ROOMS = "too_many_rooms"
 ROOM_BUDGET = "room_budget"
 NOT_FOUND = "not_found"
 EDIT_WINDOW_PASSED = "edit_window_passed"
+CONFLICT = "conflict"
 
 # -- close codes chatd chooses (4000-4999 are the application's, RFC 6455 7.4.2) -----------------
 

@@ -12,6 +12,14 @@ message, is `open` until an agent resolves it (a `status` event in its transcrip
 again with the customer's next message. Resolved conversations leave the queue after
 `[support] resolved_ttl`.
 
+A conversation is assigned to one agent or to none: `assign` claims it (or gives it to a named
+agent) only while it is unassigned, so of two agents claiming at once the first wins and the
+second gets `conflict`; `transfer` moves it to another agent (or back to none) whoever holds
+it. The desk updates the assignee when the request is taken, before the `assignment` event is
+stored, so a later request in the same turn sees it (and the update is undone if the event
+cannot be stored). With `[support] auto_assign = round_robin`, open unassigned conversations
+go to online agents (chatd/agents.py) in turn, each up to `max_open_per_agent` open ones.
+
 After a restart the queue is rebuilt from the transcripts without loading any room: each
 `support-*` room's transcript is read from its end, at most `MAX_SCAN_EVENTS` events back (past
 its latest `status` event only to the customer's message before it, which gives the entry its
@@ -31,6 +39,7 @@ from dataclasses import dataclass, field
 from twisted.logger import Logger
 
 from chatd import errors, wire
+from chatd.agents import OFFLINE, ONLINE, Roster
 from chatd.config import SupportConfig
 from chatd.errors import ChatError
 from chatd.events import Event, format_ts
@@ -81,6 +90,8 @@ class Conversation:
     updated: float = 0.0
     resolved_at: float | None = None
     agents: list[str] = field(default_factory=list)
+    assignee: str | None = None
+    assignee_name: str | None = None
 
     def entry(self) -> dict:
         return {
@@ -91,12 +102,19 @@ class Conversation:
             "waiting_since": _ts(self.waiting_since),
             "updated": _ts(self.updated),
             "agents": self.agents,
+            "assignee": self.assignee,
+            "assignee_name": self.assignee_name,
             "last": self.last,
         }
 
     def apply(self, event: Event) -> None:
         """Follow one committed event of the conversation's room."""
         record = event.record
+        if event.kind == "assignment":
+            self.assignee = record.get("assignee")
+            self.assignee_name = record.get("assignee_name")
+            self.updated = event.ts
+            return
         if event.kind == "status":
             self.status = record.get("status", self.status)
             self.updated = event.ts
@@ -155,7 +173,13 @@ class SupportDesk:
         self.config = config
         self.agent_role = config.agent_role
         self.conversations: dict[str, Conversation] = {}
+        self.roster = Roster()
         self._watchers: dict = {}  # agent sessions subscribed to the queue (an ordered set)
+        # Welcomed sessions, to count agents' sessions once each (a resumed session says hello
+        # again) and to tell customers whether anyone is there.
+        self._agent_sessions: dict = {}
+        self._customer_sessions: dict = {}
+        self._told_online = False  # what customers were last told: is any agent online
         self._server = None
 
     def attach(self, server) -> None:
@@ -164,6 +188,9 @@ class SupportDesk:
         server.pipeline.observers.append(self.observe)
         server.handlers["queue"] = self.queue
         server.handlers["resolve"] = self.resolve
+        server.handlers["assign"] = self.assign
+        server.handlers["transfer"] = self.transfer
+        server.handlers["availability"] = self.availability
         server.welcome_fields.append(self.welcome_fields)
         server.on_session_end.append(self.forget)
         server.on_start.append(self.recover)
@@ -172,7 +199,21 @@ class SupportDesk:
         return self.agent_role in session.roles
 
     def welcome_fields(self, session) -> dict:
-        return {} if self.is_agent(session) else {"support_room": support_room_of(session.user)}
+        """A customer learns their room and whether an agent is online; an agent's sessions
+        are counted (an agent is online from their first)."""
+        if not self.is_agent(session):
+            self._customer_sessions[session] = None
+            return {
+                "support_room": support_room_of(session.user),
+                "agents_online": self.roster.any_online(),
+            }
+        if session not in self._agent_sessions:
+            self._agent_sessions[session] = None
+            before = self.roster.status_of(session.user)
+            agent = self.roster.connected(session.user, session.name)
+            if agent.status != before:
+                self._availability_changed(agent)
+        return {"availability": self.roster.status_of(session.user)}
 
     # -- the room guard -----------------------------------------------------------------------
 
@@ -213,6 +254,13 @@ class SupportDesk:
             for user, member in room.members.items()
             if any(self.is_agent(session) for session in member.sessions)
         ]
+        self._tell_watchers(conversation)
+        if conversation.status == "open" and conversation.assignee is None:
+            self._auto_assign()
+        elif any(event.kind in ("status", "assignment") for event in events):
+            self._auto_assign()  # an agent may have room for another conversation now
+
+    def _tell_watchers(self, conversation: Conversation) -> None:
         frame = wire.encode({"type": "conversation", **conversation.entry()})
         for watcher in self._watchers:
             watcher.connection.send(frame)
@@ -244,7 +292,7 @@ class SupportDesk:
     def _scan(self, store, name: str, customer: str, rotated: list) -> Conversation | None:
         newest_first = []
         epoch = None
-        resolved = False
+        resolved = assigned = False
         for event in store.read_back(name, rotated):
             if epoch is None:
                 epoch = event.epoch
@@ -252,13 +300,14 @@ class SupportDesk:
                 break
             newest_first.append(event)
             resolved = resolved or event.kind == "status"
+            assigned = assigned or event.kind == "assignment"
             # seq 1 is the start of the history: reading on would list the rotated files of
             # the whole directory for nothing.
             if event.seq == 1 or len(newest_first) >= MAX_SCAN_EVENTS:
                 break
-            # Past the latest status only the customer's last message is still wanted (for
-            # the entry's `last` and `customer_name`): the state before it is settled.
-            if resolved and event.kind == "message" and event.sender == customer:
+            # Past the latest status and assignment only the customer's last message is still
+            # wanted (for the entry's `last` and `customer_name`): the state before it is settled.
+            if resolved and assigned and event.kind == "message" and event.sender == customer:
                 break
         conversation = None
         for event in reversed(newest_first):
@@ -299,6 +348,7 @@ class SupportDesk:
             conversation
             for conversation in self.conversations.values()
             if request.status in ("all", conversation.status)
+            and _in_view(conversation, request.view, session.user)
         ]
         wanted.sort(key=Conversation.sort_key)
         total = len(wanted)
@@ -311,9 +361,11 @@ class SupportDesk:
             "type": "queue",
             "ref": request.ref,
             "status": request.status,
+            "view": request.view,
             "total": total,
             "more": more,
             "next": _cursor(page[-1].sort_key()) if more else None,
+            "availability": self._agent_entries(),
         }
         return wire.with_events(head, "conversations", [wire.encode(c.entry()) for c in page])
 
@@ -331,5 +383,141 @@ class SupportDesk:
         draft = Draft("status", fields, session.user, server.now(), request.ref)
         server.post(room, draft, ack_to=session if request.ref else None)
 
+    def assign(self, session, request: wire.Assign) -> bytes | None:
+        """Claim an unassigned conversation, or give it to a named agent; `conflict` if
+        someone holds it already (`transfer` moves it whoever holds it)."""
+        conversation = self._conversation_for(session, request)
+        agent = request.agent or session.user
+        if conversation.assignee not in (None, agent):
+            raise ChatError(
+                errors.CONFLICT,
+                f"{request.room!r} is assigned to {conversation.assignee!r} already",
+                request.ref,
+            )
+        if conversation.assignee == agent:
+            # Already so: nothing is written; the ack carries the room's current seq.
+            room = self._server.directory.find(request.room)
+            return wire.ack(request.ref, room.committed_seq) if request.ref and room else None
+        self._assign(conversation, agent, session, request.ref)
+        return None
+
+    def transfer(self, session, request: wire.Transfer) -> None:
+        """Move a conversation to another agent, or to none, whoever holds it."""
+        conversation = self._conversation_for(session, request)
+        self._assign(conversation, request.agent, session, request.ref)
+
+    def availability(self, session, request: wire.Availability) -> bytes:
+        """An agent says they are online or away."""
+        if not self.is_agent(session):
+            raise ChatError(
+                errors.FORBIDDEN, "only support agents have an availability", request.ref
+            )
+        before = self.roster.status_of(session.user)
+        agent = self.roster.choose(session.user, request.status)
+        if agent.status != before:
+            self._availability_changed(agent)
+        return wire.encode(
+            {"type": "availability", "ref": request.ref, "user": agent.user, "status": agent.status}
+        )
+
+    def _conversation_for(self, session, request) -> Conversation:
+        if not self.is_agent(session):
+            raise ChatError(errors.FORBIDDEN, "only support agents may assign", request.ref)
+        conversation = self.conversations.get(request.room)
+        if conversation is None:
+            raise ChatError(
+                errors.NOT_FOUND, f"{request.room!r} is no conversation in the queue", request.ref
+            )
+        if request.agent is not None and self.roster.status_of(request.agent) == OFFLINE:
+            raise ChatError(
+                errors.NOT_FOUND, f"{request.agent!r} is no agent connected now", request.ref
+            )
+        return conversation
+
+    def _assign(self, conversation: Conversation, agent: str | None, actor, ref) -> None:
+        """Post an `assignment` event, and take it as done at once (undone if the event cannot
+        be stored), so that the next request sees it; `actor` None: auto-assignment."""
+        server = self._server
+        room = server.directory.find(conversation.room)
+        if room is None:
+            raise ChatError(errors.UNAVAILABLE, f"{conversation.room!r} cannot be read", ref)
+        name = None if agent is None else self.roster.name_of(agent) or agent
+        fields = {"assignee": agent, "assignee_name": name}
+        if actor is None:
+            fields["auto"] = True
+            sender = None
+        else:
+            fields = {"from": actor.user, "name": actor.name, **fields}
+            sender = actor.user
+        previous = (conversation.assignee, conversation.assignee_name)
+
+        def undo():
+            conversation.assignee, conversation.assignee_name = previous
+            self._tell_watchers(conversation)
+
+        conversation.assignee, conversation.assignee_name = agent, name
+        draft = Draft("assignment", fields, sender, server.now(), ref)
+        server.post(room, draft, ack_to=actor if ref is not None else None, undo=undo)
+
+    def _auto_assign(self) -> None:
+        """Give open unassigned conversations, most urgent first, to online agents in turn,
+        each up to `max_open_per_agent` open conversations."""
+        if self.config.auto_assign != "round_robin":
+            return
+        unassigned = sorted(
+            (c for c in self.conversations.values() if c.status == "open" and c.assignee is None),
+            key=Conversation.sort_key,
+        )
+        if not unassigned:
+            return
+        load = self._open_counts()
+        for conversation in unassigned:
+            agent = self.roster.pick(load, self.config.max_open_per_agent)
+            if agent is None:
+                return
+            self._assign(conversation, agent, None, None)
+            load[agent] = load.get(agent, 0) + 1
+
+    def _open_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for conversation in self.conversations.values():
+            if conversation.status == "open" and conversation.assignee is not None:
+                counts[conversation.assignee] = counts.get(conversation.assignee, 0) + 1
+        return counts
+
+    def _agent_entries(self) -> list[dict]:
+        load = self._open_counts()
+        return [{**entry, "open": load.get(entry["user"], 0)} for entry in self.roster.entries()]
+
+    def _availability_changed(self, agent) -> None:
+        """Tell the agents watching the queue, and the customers when whether anyone is
+        online changed; an agent who came online may take waiting conversations."""
+        frame = wire.encode({"type": "agent", **agent.entry()})
+        for watcher in self._watchers:
+            watcher.connection.send(frame)
+        online = self.roster.any_online()
+        if online != self._told_online:
+            self._told_online = online
+            notice = wire.encode({"type": "agents", "online": online})
+            for customer in self._customer_sessions:
+                if customer.connection is not None:
+                    customer.connection.send(notice)
+        if agent.status == ONLINE:
+            self._auto_assign()
+
     def forget(self, session) -> None:
         self._watchers.pop(session, None)
+        self._customer_sessions.pop(session, None)
+        if self._agent_sessions.pop(session, False) is None:
+            before = self.roster.status_of(session.user)
+            agent = self.roster.disconnected(session.user)
+            if agent is not None and agent.status != before:
+                self._availability_changed(agent)
+
+
+def _in_view(conversation: Conversation, view: str, user: str) -> bool:
+    if view == "mine":
+        return conversation.assignee == user
+    if view == "unassigned":
+        return conversation.assignee is None
+    return True

@@ -42,6 +42,8 @@ _MAX_SEQ = 2**53 - 1  # the largest integer every JSON client can represent exac
 MAX_TOKEN_CHARS = 8192
 MAX_SECRET_CHARS = 128
 QUEUE_STATUSES = ("all", "open", "resolved")
+QUEUE_VIEWS = ("all", "mine", "unassigned")
+AVAILABILITIES = ("online", "away")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +119,36 @@ class Queue:
     status: str = "all"
     limit: int | None = None
     before: str | None = None  # the `next` cursor of the previous page
+    view: str = "all"  # whose conversations: all, mine, unassigned
 
 
 @dataclass(frozen=True, slots=True)
 class Resolve:
     type: ClassVar[str] = "resolve"
     room: str
+    ref: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    type: ClassVar[str] = "assign"
+    room: str
+    agent: str | None  # None: the requesting agent
+    ref: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    type: ClassVar[str] = "transfer"
+    room: str
+    agent: str | None  # None: back to nobody
+    ref: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Availability:
+    type: ClassVar[str] = "availability"
+    status: str
     ref: str | None
 
 
@@ -187,6 +213,9 @@ class FrameParser:
             "history": self._history,
             "queue": self._queue,
             "resolve": self._resolve,
+            "assign": self._assign,
+            "transfer": self._transfer,
+            "availability": self._availability,
             "edit": self._edit,
             "delete": self._delete,
             "kick": self._sanction,
@@ -277,10 +306,27 @@ class FrameParser:
         before = _field(obj, "before", str, ref) if "before" in obj else None
         if before is not None and len(before) > 200:
             raise ChatError(BAD_FRAME, "'before' is not a cursor this server issued", ref)
-        return Queue(ref=ref, status=status, limit=limit, before=before)
+        view = _field(obj, "view", str, ref) if "view" in obj else "all"
+        if view not in QUEUE_VIEWS:
+            raise ChatError(BAD_FRAME, f"'view' must be one of {', '.join(QUEUE_VIEWS)}", ref)
+        return Queue(ref=ref, status=status, limit=limit, before=before, view=view)
 
     def _resolve(self, obj: dict, ref: str | None) -> Resolve:
         return Resolve(room=_room(obj, ref), ref=ref)
+
+    def _assign(self, obj: dict, ref: str | None) -> Assign:
+        return Assign(room=_room(obj, ref), agent=_agent(obj, ref), ref=ref)
+
+    def _transfer(self, obj: dict, ref: str | None) -> Transfer:
+        if "agent" not in obj:
+            raise ChatError(BAD_FRAME, "'transfer' needs 'agent': a user id, or null", ref)
+        return Transfer(room=_room(obj, ref), agent=_agent(obj, ref), ref=ref)
+
+    def _availability(self, obj: dict, ref: str | None) -> Availability:
+        status = _field(obj, "status", str, ref)
+        if status not in AVAILABILITIES:
+            raise ChatError(BAD_FRAME, f"'status' must be one of {', '.join(AVAILABILITIES)}", ref)
+        return Availability(status=status, ref=ref)
 
     def _edit(self, obj: dict, ref: str | None) -> Edit:
         say = self._say(obj, ref)  # the same rules for the new text as for a message's
@@ -324,6 +370,16 @@ def _secret(obj: dict, key: str, ref: str | None) -> str | None:
     if len(value) > MAX_SECRET_CHARS:
         raise ChatError(BAD_FRAME, f"'{key}' is longer than {MAX_SECRET_CHARS}", ref)
     return value
+
+
+def _agent(obj: dict, ref: str | None) -> str | None:
+    """An optional user id in 'agent' (absent or null: none)."""
+    agent = obj.get("agent")
+    if agent is None:
+        return None
+    if not isinstance(agent, str) or not names.USER_ID.fullmatch(agent):
+        raise ChatError(BAD_NAME, "'agent' is not a user id", ref)
+    return agent
 
 
 def _invisible(text: str) -> bool:

@@ -192,6 +192,8 @@ def test_a_queue_entry_says_who_waits_since_when_and_what_was_said_last(desk, pe
         "waiting_since": "1970-01-01T00:01:40.000Z",
         "updated": "1970-01-01T00:01:45.000Z",
         "agents": [],
+        "assignee": None,
+        "assignee_name": None,
         "last": {
             "from": "Cust.1",
             "name": "Customer One",
@@ -395,3 +397,230 @@ def test_a_conversation_whose_message_is_in_a_rotated_file_is_rebuilt(
     )
     assert entry["last"]["text"] == "my order is late"
     assert entry["waiting_since"] is not None
+
+
+# -- assignment --------------------------------------------------------------------------------
+
+
+def assign(server, agent, room: str, to: str | None = None, ref: str | None = "a1"):
+    return server.handle(agent, wire.Assign(room=room, agent=to, ref=ref))
+
+
+def transfer(server, agent, room: str, to: str | None, ref: str | None = "t1"):
+    return server.handle(agent, wire.Transfer(room=room, agent=to, ref=ref))
+
+
+def assignee(server, agent, room: str) -> str | None:
+    [entry] = [c for c in queue(server, agent)["conversations"] if c["room"] == room]
+    return entry["assignee"]
+
+
+def transcript_kinds(transcript_dir, room: str) -> list[dict]:
+    lines = (transcript_dir / f"{room}.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_an_agent_claims_a_conversation_and_it_is_in_the_transcript(
+    desk, person, clock, transcript_dir
+):
+    server = desk()
+    agent = person(server, "ag", agent=True, name="Agent Smith")
+    room = writes(server, person(server, "alice"), "help", clock)
+    assign(server, agent, room)
+    clock.advance(0)
+    assert agent.connection.frames[-1]["type"] == "ack"
+    [event] = [e for e in transcript_kinds(transcript_dir, room) if e["type"] == "assignment"]
+    assert (event["from"], event["assignee"], event["assignee_name"]) == ("ag", "ag", "Agent Smith")
+    [entry] = queue(server, agent)["conversations"]
+    assert (entry["assignee"], entry["assignee_name"]) == ("ag", "Agent Smith")
+
+
+def test_of_two_claims_in_one_turn_the_first_wins_and_the_second_is_a_conflict(
+    desk, person, clock, transcript_dir
+):
+    server = desk()
+    first, second = person(server, "ag1", agent=True), person(server, "ag2", agent=True)
+    room = writes(server, person(server, "alice"), "help", clock)
+    assign(server, first, room)
+    assert refusal_code(assign, server, second, room) == errors.CONFLICT  # before any write
+    clock.advance(0)
+    assert assignee(server, first, room) == "ag1"
+    assigned = [e for e in transcript_kinds(transcript_dir, room) if e["type"] == "assignment"]
+    assert [e["assignee"] for e in assigned] == ["ag1"]
+
+
+def test_claiming_ones_own_conversation_again_writes_nothing(desk, person, clock, transcript_dir):
+    server = desk()
+    agent = person(server, "ag", agent=True)
+    room = writes(server, person(server, "alice"), "help", clock)
+    assign(server, agent, room)
+    clock.advance(0)
+    lines = transcript_kinds(transcript_dir, room)
+    reply = json.loads(assign(server, agent, room, ref="again"))
+    clock.advance(0)
+    assert (reply["type"], reply["id"], reply["seq"]) == ("ack", "again", lines[-1]["seq"])
+    assert transcript_kinds(transcript_dir, room) == lines
+
+
+def test_give_to_another_agent_transfer_and_unassign(desk, person, clock):
+    server = desk()
+    ag1, ag2 = person(server, "ag1", agent=True), person(server, "ag2", agent=True)
+    room = writes(server, person(server, "alice"), "help", clock)
+    assign(server, ag1, room, to="ag2")
+    clock.advance(0)
+    assert assignee(server, ag1, room) == "ag2"
+    assert refusal_code(assign, server, ag1, room) == errors.CONFLICT
+    transfer(server, ag1, room, "ag1")  # any agent may move it
+    clock.advance(0)
+    assert assignee(server, ag1, room) == "ag1"
+    transfer(server, ag2, room, None)
+    clock.advance(0)
+    assert assignee(server, ag1, room) is None
+
+
+def test_assignment_refusals(desk, person, clock):
+    server = desk()
+    agent = person(server, "ag", agent=True)
+    customer = person(server, "alice")
+    room = writes(server, customer, "help", clock)
+    assert refusal_code(assign, server, customer, room) == errors.FORBIDDEN
+    assert refusal_code(assign, server, agent, support_room_of("nobody")) == errors.NOT_FOUND
+    assert refusal_code(assign, server, agent, room, "ghost") == errors.NOT_FOUND  # no such agent
+    assert refusal_code(transfer, server, agent, room, "alice") == errors.NOT_FOUND  # no agent
+    assert assignee(server, agent, room) is None
+
+
+def test_a_claim_that_cannot_be_stored_is_undone(
+    desk, person, clock, transcript_dir, limited_file_size
+):
+    server = desk()
+    agent = person(server, "ag", agent=True)
+    room = writes(server, person(server, "alice"), "help", clock)
+    size = (transcript_dir / f"{room}.jsonl").stat().st_size
+    assign(server, agent, room)
+    limited_file_size(size + 10)
+    clock.advance(0)
+    limited_file_size(None)
+    assert agent.connection.frames[-1]["code"] == errors.UNAVAILABLE
+    assert assignee(server, agent, room) is None
+    assign(server, agent, room)  # free to be claimed again
+    clock.advance(0)
+    assert assignee(server, agent, room) == "ag"
+
+
+def test_the_queue_filters_mine_and_unassigned(desk, person, clock):
+    server = desk()
+    ag1, ag2 = person(server, "ag1", agent=True), person(server, "ag2", agent=True)
+    rooms = {name: writes(server, person(server, name), "help", clock) for name in "abc"}
+    assign(server, ag1, rooms["a"])
+    assign(server, ag2, rooms["b"])
+    clock.advance(0)
+    assert {c["customer"] for c in queue(server, ag1, view="mine")["conversations"]} == {"a"}
+    assert {c["customer"] for c in queue(server, ag2, view="mine")["conversations"]} == {"b"}
+    unassigned = queue(server, ag1, view="unassigned")
+    assert ([c["customer"] for c in unassigned["conversations"]], unassigned["total"]) == (["c"], 1)
+    assert queue(server, ag1)["total"] == 3
+
+
+def test_assignments_are_rebuilt_after_a_restart_even_past_a_resolve(desk, person, clock):
+    before = desk()
+    agent = person(before, "ag", agent=True, name="Agent")
+    customer = person(before, "alice")
+    room = writes(before, customer, "help", clock)
+    assign(before, agent, room)
+    clock.advance(0)
+    resolve(before, agent, room)
+    clock.advance(0)
+    writes(before, customer, "me again", clock)  # reopened, still the agent's
+    other = writes(before, person(before, "bob"), "hi", clock)
+    expected = queue(before, agent)["conversations"]
+    before.shutdown()
+
+    after = desk()
+    entries = queue(after, person(after, "ag2", agent=True))["conversations"]
+    assert {c["room"]: (c["assignee"], c["assignee_name"]) for c in entries} == {
+        room: ("ag", "Agent"),
+        other: (None, None),
+    }
+    assert [c["status"] for c in entries] == [c["status"] for c in expected]
+
+
+# -- auto-assignment and availability ----------------------------------------------------------
+
+
+def test_round_robin_spreads_conversations_over_online_agents_within_capacity(desk, person, clock):
+    server = desk(auto_assign="round_robin", max_open_per_agent=2)
+    agents = [person(server, f"ag{i}", agent=True) for i in range(3)]
+    rooms = []
+    for number in range(7):
+        rooms.append(writes(server, person(server, f"c{number}"), "help", clock))
+        clock.advance(1)
+    clock.advance(0)
+    entries = queue(server, agents[0])["conversations"]
+    load = {}
+    for entry in entries:
+        load[entry["assignee"]] = load.get(entry["assignee"], 0) + 1
+    assert load == {"ag0": 2, "ag1": 2, "ag2": 2, None: 1}
+    [waiting] = [e["room"] for e in entries if e["assignee"] is None]
+    assert waiting == rooms[-1]  # the last to come waits
+    holder = next(e["assignee"] for e in entries if e["room"] == rooms[0])
+    resolve(server, server.sessions.of_user(holder)[0], rooms[0])
+    clock.advance(0)
+    clock.advance(0)
+    assert assignee(server, agents[0], waiting) == holder  # the freed agent takes it
+
+
+def test_away_agents_get_nothing_and_coming_back_online_takes_the_waiting(desk, person, clock):
+    server = desk(auto_assign="round_robin", max_open_per_agent=0)
+    agent = person(server, "ag", agent=True)
+    reply = json.loads(server.handle(agent, wire.Availability(status="away", ref="v")))
+    assert (reply["type"], reply["status"]) == ("availability", "away")
+    room = writes(server, person(server, "alice"), "help", clock)
+    clock.advance(0)
+    assert assignee(server, agent, room) is None
+    server.handle(agent, wire.Availability(status="online", ref=None))
+    clock.advance(0)
+    assert assignee(server, agent, room) == "ag"
+
+
+def test_customers_are_told_whether_any_agent_is_online(desk, person):
+    server = desk()
+    early = person(server, "early")
+    assert early.welcome["agents_online"] is False
+    agent = person(server, "ag", agent=True)
+    assert agent.welcome["availability"] == "online"
+    late = person(server, "late")
+    assert late.welcome["agents_online"] is True
+    assert early.connection.of_type("agents") == [{"type": "agents", "online": True}]
+    server.handle(agent, wire.Availability(status="away", ref=None))
+    assert late.connection.of_type("agents") == [{"type": "agents", "online": False}]
+    server.handle(agent, wire.Availability(status="online", ref=None))
+    server.disconnect(agent)  # the last session: offline
+    assert [f["online"] for f in early.connection.of_type("agents")] == [True, False, True, False]
+
+
+def test_an_agent_is_offline_only_when_the_last_session_closes(desk, person, make_connection):
+    server = desk()
+    watcher = person(server, "boss", agent=True)
+    queue(server, watcher)
+    first = person(server, "ag", agent=True)
+    identity = Identity("ag", "ag", frozenset({"agent"}))
+    second, _ = server.hello(
+        make_connection(), identity, wire.Hello(name="ag", ref=None, secret=first.welcome["secret"])
+    )
+    server.disconnect(first)
+    assert [a["status"] for a in queue(server, watcher)["availability"] if a["user"] == "ag"] == [
+        "online"
+    ]
+    server.disconnect(second)
+    updates = [(f["user"], f["status"]) for f in watcher.connection.of_type("agent")]
+    assert updates == [("ag", "online"), ("ag", "offline")]
+
+
+def test_only_agents_have_an_availability(desk, person):
+    server = desk()
+    customer = person(server, "alice")
+    assert (
+        refusal_code(server.handle, customer, wire.Availability(status="away", ref=None))
+        == errors.FORBIDDEN
+    )

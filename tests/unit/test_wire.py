@@ -70,6 +70,8 @@ def test_queue_defaults_to_every_status_and_no_cursor():
         {"type": "queue", "limit": True},
         {"type": "queue", "before": 3},
         {"type": "queue", "before": "x" * 201},
+        {"type": "queue", "view": "theirs"},
+        {"type": "queue", "view": None},
     ],
 )
 def test_malformed_queue_frames_are_bad_frames(obj):
@@ -81,6 +83,33 @@ def test_resolve_needs_a_valid_room():
         "support-x", "r"
     )
     assert error_of_frame({"type": "resolve", "room": "Bad Room"}).code == errors.BAD_ROOM
+
+
+def test_assign_transfer_and_availability():
+    assert parse({"type": "assign", "room": "support-x", "id": "a"}) == wire.Assign(
+        "support-x", None, "a"
+    )
+    assert parse({"type": "assign", "room": "support-x", "agent": "bob"}).agent == "bob"
+    assert parse({"type": "transfer", "room": "support-x", "agent": None}) == wire.Transfer(
+        "support-x", None, None
+    )
+    assert parse({"type": "availability", "status": "away"}) == wire.Availability("away", None)
+    assert parse({"type": "queue", "view": "mine"}).view == "mine"
+
+
+@pytest.mark.parametrize(
+    ("obj", "code"),
+    [
+        ({"type": "assign", "room": "support-x", "agent": "no one"}, errors.BAD_NAME),
+        ({"type": "assign", "room": "support-x", "agent": 7}, errors.BAD_NAME),
+        ({"type": "assign"}, errors.BAD_FRAME),
+        ({"type": "transfer", "room": "support-x"}, errors.BAD_FRAME),
+        ({"type": "availability", "status": "busy"}, errors.BAD_FRAME),
+        ({"type": "availability"}, errors.BAD_FRAME),
+    ],
+)
+def test_malformed_desk_frames(obj, code):
+    assert error_of_frame(obj).code == code
 
 
 def test_join_without_since():
