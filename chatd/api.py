@@ -207,6 +207,7 @@ ROUTES = (
     _route("GET", "/api/rooms/{room}/history", "get_history"),
     _route("POST", "/api/rooms/{room}/close", "post_close"),
     _route("POST", "/api/rooms/{room}/resolve", "post_resolve"),
+    _route("POST", "/api/rooms/{room}/assign", "post_assign"),
     _route("GET", "/api/users/{user}", "get_user"),
     _route("POST", "/api/disconnect", "post_disconnect"),
 )
@@ -357,6 +358,13 @@ class ApiResource(Resource):
         body = _json_body(request)
         client_id = _string(body, "id") if "id" in body else None
         return self.backend.resolve(room, _string(body, "from"), client_id)
+
+    def post_assign(self, request, room: str) -> Deferred:
+        body = _json_body(request)
+        if "agent" not in body:
+            raise ApiError(BAD_REQUEST, "'agent' is required: a user id, or null for nobody")
+        client_id = _string(body, "id") if "id" in body else None
+        return self.backend.assign(room, body["agent"], _string(body, "from"), client_id)
 
     def get_user(self, request, user: str) -> dict:
         return self.backend.user(user)

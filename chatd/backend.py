@@ -92,26 +92,52 @@ class Backend:
             raise ChatError(errors.FORBIDDEN, "the support desk is not enabled ([support])")
         self._check_room_name(room)
         self._check_bot(sender)
-        if client_id is not None and not (
-            isinstance(client_id, str) and CLIENT_ID.fullmatch(client_id)
-        ):
-            raise ChatError(errors.BAD_ID, "'id' must be 1-64 of A-Z a-z 0-9 _ . : -")
+        self._check_client_id(client_id)
         if customer_of(room) is None:
             raise ChatError(NOT_SUPPORT_ROOM, f"{room!r} is not a support conversation")
         target = self._find(room)
         fields = {"from": sender, "name": sender, "status": "resolved", "bot": True}
         return self._post(target, Draft("status", fields, sender, self.server.now(), client_id))
 
+    def assign(self, room: str, agent, sender: str, client_id: str | None) -> Deferred:
+        """The desk's `transfer`, by a bot: the conversation goes to `agent` (a connected
+        agent, or None: nobody), whoever held it."""
+        if self.server.desk is None:
+            raise ChatError(errors.FORBIDDEN, "the support desk is not enabled ([support])")
+        self._check_room_name(room)
+        self._check_bot(sender)
+        self._check_client_id(client_id)
+        if agent is not None and not (isinstance(agent, str) and USER_ID.fullmatch(agent)):
+            raise ChatError(errors.BAD_NAME, f"'agent' must be a user id or null: {USER_RULE}")
+        if customer_of(room) is None:
+            raise ChatError(NOT_SUPPORT_ROOM, f"{room!r} is not a support conversation")
+        target = self._find(room)
+        return self._acknowledged(
+            target,
+            client_id,
+            lambda ref, bridge: self.server.desk.transfer_by_bot(room, agent, sender, ref, bridge),
+        )
+
     def _post(self, room: Room, draft: Draft) -> Deferred:
         """Post through the pipeline; fires with {room, epoch, seq[, id]} once durable."""
+
+        def post(ref, bridge):
+            draft.client_id = ref
+            self.server.post(room, draft, ack_to=bridge)
+
+        return self._acknowledged(room, draft.client_id, post)
+
+    def _acknowledged(self, room: Room, client_id: str | None, post) -> Deferred:
+        """`post(ref, bridge)` something whose ack comes to the bridge; fires with {room,
+        epoch, seq[, id]} once it is durable."""
         answer = {"room": room.name, "epoch": room.epoch}
-        if draft.client_id is not None:
-            answer["id"] = draft.client_id
+        if client_id is not None:
+            answer["id"] = client_id
         else:
             # Only posts with an id are acknowledged: one that is never repeated stands in.
-            draft.client_id = f"api-{next(self._unnamed)}-{self.server.now()!r}"
+            client_id = f"api-{next(self._unnamed)}-{self.server.now()!r}"
         bridge = AckBridge()
-        self.server.post(room, draft, ack_to=bridge)
+        post(client_id, bridge)
         result = bridge.deferred
         result.addTimeout(self._timeout, self.server.clock)
 
@@ -126,6 +152,13 @@ class Backend:
             raise ChatError(errors.BAD_FRAME, "'from' must be a string")
         if sender not in self.bots:
             raise ChatError(errors.FORBIDDEN, f"{sender[:40]!r} is not one of [api] bots")
+
+    @staticmethod
+    def _check_client_id(client_id) -> None:
+        if client_id is not None and not (
+            isinstance(client_id, str) and CLIENT_ID.fullmatch(client_id)
+        ):
+            raise ChatError(errors.BAD_ID, "'id' must be 1-64 of A-Z a-z 0-9 _ . : -")
 
     @staticmethod
     def _check_room_name(room) -> None:

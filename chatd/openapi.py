@@ -228,6 +228,21 @@ DOCUMENT = {
                 },
             }
         },
+        "/api/rooms/{room}/assign": {
+            "post": {
+                "summary": "Assign a support conversation to a connected agent, or to nobody,"
+                " as a bot (an assignment event)",
+                "parameters": [_ROOM],
+                "requestBody": _body(
+                    {"agent": {"type": ["string", "null"]}, "from": _STRING, "id": _STRING},
+                    ["agent", "from"],
+                ),
+                "responses": {
+                    "200": _json(_ref("Posted"), "Stored"),
+                    **_errors(400, 403, 404, 409, 503),
+                },
+            }
+        },
         "/api/users/{user}": {
             "get": {
                 "summary": "Whether a user is online, with how many sessions, in which rooms",

@@ -55,6 +55,7 @@ class Server:
         self._limits = limits
         self.metrics = metrics
         self.revocations = revocations or Revocations(None)
+        self.desk = None  # the support desk, when [support] is enabled (tap.build_server)
         self.handlers: dict[str, Callable[[Session, Any], bytes | None]] = {
             "join": self.join,
             "leave": self.leave,

@@ -398,13 +398,20 @@ class SupportDesk:
             # Already so: nothing is written; the ack carries the room's current seq.
             room = self._server.directory.find(request.room)
             return wire.ack(request.ref, room.committed_seq) if request.ref and room else None
-        self._assign(conversation, agent, session, request.ref)
+        self._assign(conversation, agent, request.ref, (session.user, session.name), session)
         return None
 
     def transfer(self, session, request: wire.Transfer) -> None:
         """Move a conversation to another agent, or to none, whoever holds it."""
         conversation = self._conversation_for(session, request)
-        self._assign(conversation, request.agent, session, request.ref)
+        self._assign(
+            conversation, request.agent, request.ref, (session.user, session.name), session
+        )
+
+    def transfer_by_bot(self, room: str, agent: str | None, bot: str, client_id, ack_to) -> None:
+        """The server API's assign: a `transfer` by one of `[api] bots`."""
+        conversation = self._conversation(room, agent, client_id)
+        self._assign(conversation, agent, client_id, (bot, bot), ack_to, bot=True)
 
     def availability(self, session, request: wire.Availability) -> bytes:
         """An agent says they are online or away."""
@@ -423,20 +430,28 @@ class SupportDesk:
     def _conversation_for(self, session, request) -> Conversation:
         if not self.is_agent(session):
             raise ChatError(errors.FORBIDDEN, "only support agents may assign", request.ref)
-        conversation = self.conversations.get(request.room)
+        return self._conversation(request.room, request.agent, request.ref)
+
+    def _conversation(self, room: str, agent: str | None, ref) -> Conversation:
+        conversation = self.conversations.get(room)
         if conversation is None:
-            raise ChatError(
-                errors.NOT_FOUND, f"{request.room!r} is no conversation in the queue", request.ref
-            )
-        if request.agent is not None and self.roster.status_of(request.agent) == OFFLINE:
-            raise ChatError(
-                errors.NOT_FOUND, f"{request.agent!r} is no agent connected now", request.ref
-            )
+            raise ChatError(errors.NOT_FOUND, f"{room!r} is no conversation in the queue", ref)
+        if agent is not None and self.roster.status_of(agent) == OFFLINE:
+            raise ChatError(errors.NOT_FOUND, f"{agent!r} is no agent connected now", ref)
         return conversation
 
-    def _assign(self, conversation: Conversation, agent: str | None, actor, ref) -> None:
-        """Post an `assignment` event, and take it as done at once (undone if the event cannot
-        be stored), so that the next request sees it; `actor` None: auto-assignment."""
+    def _assign(
+        self,
+        conversation: Conversation,
+        agent: str | None,
+        ref: str | None,
+        actor: tuple[str, str] | None = None,
+        ack_to=None,
+        bot: bool = False,
+    ) -> None:
+        """Post an `assignment` event by `actor` (user, name; None: auto-assignment), and take
+        it as done at once (undone if the event cannot be stored), so that the next request
+        sees it; `ack_to` is acknowledged once it is stored, when there is a `ref`."""
         server = self._server
         room = server.directory.find(conversation.room)
         if room is None:
@@ -447,8 +462,10 @@ class SupportDesk:
             fields["auto"] = True
             sender = None
         else:
-            fields = {"from": actor.user, "name": actor.name, **fields}
-            sender = actor.user
+            sender = actor[0]
+            fields = {"from": sender, "name": actor[1], **fields}
+            if bot:
+                fields["bot"] = True
         previous = (conversation.assignee, conversation.assignee_name)
 
         def undo():
@@ -457,7 +474,7 @@ class SupportDesk:
 
         conversation.assignee, conversation.assignee_name = agent, name
         draft = Draft("assignment", fields, sender, server.now(), ref)
-        server.post(room, draft, ack_to=actor if ref is not None else None, undo=undo)
+        server.post(room, draft, ack_to=ack_to if ref is not None else None, undo=undo)
 
     def _auto_assign(self) -> None:
         """Give open unassigned conversations, most urgent first, to online agents in turn,
@@ -475,7 +492,7 @@ class SupportDesk:
             agent = self.roster.pick(load, self.config.max_open_per_agent)
             if agent is None:
                 return
-            self._assign(conversation, agent, None, None)
+            self._assign(conversation, agent, None)
             load[agent] = load.get(agent, 0) + 1
 
     def _open_counts(self) -> dict[str, int]:

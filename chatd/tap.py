@@ -306,6 +306,7 @@ def build_server(
     if config.support.enabled:
         desk = SupportDesk(config.support)
         desk.attach(server)
+        server.desk = desk
         if config.support.unattended_after > 0:
             UnattendedWatch(config.support.unattended_after, desk).attach(server)
     editor = TranscriptEditor(store, offload)

@@ -12,6 +12,7 @@ from twisted.internet.testing import StringTransport
 
 from chatd import errors, wire
 from chatd.api import ApiKeys, build_api_site
+from chatd.auth import Identity
 from chatd.backend import Backend
 
 KEY = "k-test-0123456789abcdef"
@@ -281,6 +282,43 @@ def test_resolve_as_a_bot(make_api, enter):
     )
     status, answer = api.call("POST", "/api/rooms/lobby/resolve", {"from": "shopbot"})
     assert (status, answer["error"]["code"]) == (409, "not_support_room")
+
+
+def test_assign_as_a_bot_moves_a_conversation_to_a_connected_agent(
+    make_api, enter, hello, make_connection
+):
+    api = make_api(support={"enabled": True})
+    _s, carol, _j = enter(api.server, "carol", "support-carol")
+    carol_say = wire.Say(room="support-carol", text="help", id="c1")
+    api.server.say(_s, carol_say)
+    api.clock.advance(0)
+    agent = Identity("ann", "ann", frozenset({"agent"}))
+    hello(api.server, make_connection(), "ann", identity=agent)
+    status, body = api.call(
+        "POST", "/api/rooms/support-carol/assign", {"agent": "ann", "from": "shopbot", "id": "x1"}
+    )
+    assert (status, body["id"]) == (200, "x1")
+    event = carol.of_type("assignment")[-1]
+    assert (event["assignee"], event["from"], event["bot"], event["seq"]) == (
+        "ann",
+        "shopbot",
+        True,
+        body["seq"],
+    )
+    assert api.server.desk.conversations["support-carol"].assignee == "ann"
+    status, body = api.call(
+        "POST", "/api/rooms/support-carol/assign", {"agent": None, "from": "shopbot"}
+    )
+    assert status == 200
+    assert api.server.desk.conversations["support-carol"].assignee is None
+    for request, expected in [
+        ({"agent": "bob", "from": "shopbot"}, (404, errors.NOT_FOUND)),  # not connected
+        ({"from": "shopbot"}, (400, "bad_request")),
+        ({"agent": "x y", "from": "shopbot"}, (400, errors.BAD_NAME)),
+        ({"agent": "ann", "from": "stranger"}, (403, errors.FORBIDDEN)),
+    ]:
+        status, answer = api.call("POST", "/api/rooms/support-carol/assign", request)
+        assert (status, answer["error"]["code"]) == expected, request
 
 
 def test_resolve_needs_the_desk(api):
