@@ -335,6 +335,7 @@ class LimitsConfig:
     cheap_per_second: float
     cheap_burst: int
     compression: bool  # offer permessage-deflate (chatd/outgoing.py)
+    listen_backlog: int  # connections the kernel queues before chatd accepts them
 
     @classmethod
     def read(cls, reader: SectionReader) -> LimitsConfig:
@@ -356,6 +357,7 @@ class LimitsConfig:
             cheap_per_second=reader.number("cheap_per_second", 20.0, 0.01, 1e6),
             cheap_burst=reader.integer("cheap_burst", 40, 1, 1_000_000),
             compression=reader.boolean("compression", False),
+            listen_backlog=reader.integer("listen_backlog", 1024, 1, 65535),
         )
 
 

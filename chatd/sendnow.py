@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 from twisted.internet import defer, tcp
 from twisted.internet.interfaces import IStreamServerEndpoint
@@ -245,6 +246,30 @@ class SendNowPort(tcp.Port):
 def _where(port: tcp.Port) -> str:
     address = port.getHost()
     return f"{address.host}:{address.port}"
+
+
+SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+log = Logger()
+
+
+def listen_backlog(wanted: int, somaxconn: Path = SOMAXCONN) -> int:
+    """The backlog listen(2) will give: `wanted`, or less with a warning when the kernel caps
+    it (net.core.somaxconn), since after a restart every client comes back at once and a short
+    queue drops their SYNs (they retry only after a second)."""
+    try:
+        cap = int(somaxconn.read_text())
+    except (OSError, ValueError):
+        return wanted
+    if cap < wanted:
+        log.warn(
+            "[limits] listen_backlog = {wanted}, but the kernel caps it at {cap}"
+            " (sysctl net.core.somaxconn): connections beyond that in one burst wait a second"
+            " to retry. Raise net.core.somaxconn to at least {wanted}",
+            wanted=wanted,
+            cap=cap,
+        )
+        return cap
+    return wanted
 
 
 @implementer(IStreamServerEndpoint)

@@ -364,6 +364,7 @@ def _build(config: Config, reactor) -> ChatService:
     limits = config.limits
     timeout = config.server.shutdown_timeout
     health = HealthResource(server, service.readiness)
+    backlog = sendnow.listen_backlog(limits.listen_backlog)
     for listener in config.listeners:
         context = ListenerContext(
             name=listener.name,
@@ -379,7 +380,7 @@ def _build(config: Config, reactor) -> ChatService:
         factory, site = build_listener(
             context, _url(listener.name, listener.interface, listener.port, "/ws"), health
         )
-        endpoint = sendnow.TCPServerEndpoint(reactor, listener.port, listener.interface)
+        endpoint = sendnow.TCPServerEndpoint(reactor, listener.port, listener.interface, backlog)
         if listener.name == "wss":
             endpoint = sendnow.TLSServerEndpoint(endpoint, tls_factory)
         if config.metrics.enabled and config.metrics.serve_on == listener.name:

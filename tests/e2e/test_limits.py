@@ -9,6 +9,7 @@ import contextlib
 import os
 import resource
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -173,3 +174,16 @@ def test_cheap_frames_over_their_budget_are_refused_but_never_close(make_daemon,
     for number in range(3):
         message, _ack = asker.say("lobby", f"still allowed {number}", f"s-{number}")
         assert other.next_event() == message
+
+
+def test_the_listeners_queue_listen_backlog_connections(make_daemon):
+    """`ss` reports a listening socket's backlog as its Send-Q."""
+    daemon = make_daemon(limits={"listen_backlog": 777})
+    for kind in ("ws", "wss"):
+        listing = subprocess.run(
+            ["ss", "-ltnH", f"sport = :{daemon.ports[kind]}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert listing[0] == "LISTEN" and int(listing[2]) == 777, listing

@@ -239,3 +239,22 @@ def test_stopping_the_port_cancels_its_pending_resume(starved):
     port.socket = listening._real
     port.connectionLost(None)
     assert not [call for call in reactor.getDelayedCalls() if call.active()]
+
+
+def test_a_listen_backlog_the_kernel_allows_is_kept(tmp_path, log_events):
+    somaxconn = tmp_path / "somaxconn"
+    somaxconn.write_text("4096\n")
+    assert sendnow.listen_backlog(1024, somaxconn) == 1024
+    assert not [e for e in log_events if e.get("log_level").name == "warn"]
+
+
+def test_a_listen_backlog_over_somaxconn_is_capped_with_a_warning(tmp_path, log_events):
+    somaxconn = tmp_path / "somaxconn"
+    somaxconn.write_text("128\n")
+    assert sendnow.listen_backlog(1024, somaxconn) == 128
+    [warning] = [e for e in log_events if e.get("log_level").name == "warn"]
+    assert (warning["wanted"], warning["cap"]) == (1024, 128)
+
+
+def test_without_somaxconn_the_backlog_asked_for_is_used(tmp_path):
+    assert sendnow.listen_backlog(777, tmp_path / "absent") == 777
