@@ -19,6 +19,8 @@ from prometheus_client import (
 )
 from twisted.web.resource import Resource
 
+from chatd.gcwatch import CollectorWatch
+
 
 class Metrics:
     def __init__(self):
@@ -107,6 +109,8 @@ class Metrics:
         self.resumes = Counter(
             "chatd_resumes", "Joins with 'since', by outcome.", ["outcome"], registry=registry
         )
+        # Installed by the daemon's service (a process-wide hook), not by every Metrics.
+        self.gc_pauses = CollectorWatch(registry)
 
     def track_certificate_expiry(self, not_after: Callable[[], float]) -> None:
         """Export the served certificate's notAfter (only with wss on: a 0 would alert)."""

@@ -12,6 +12,7 @@ returns a service tree that twistd starts:
 
 from __future__ import annotations
 
+import gc
 import signal
 import socket
 from dataclasses import replace
@@ -93,6 +94,14 @@ class ChatService(MultiService):
 
     def startService(self):
         self.server.start()
+        # What start-up built (configuration, recovered rooms and queue, modules) lives as long
+        # as the daemon: out of the collector's way, full collections walk only what came after.
+        gc.freeze()
+        log.info(
+            "{count} objects from start-up frozen out of garbage collection",
+            count=gc.get_freeze_count(),
+        )
+        self.server.metrics.gc_pauses.install()
         super().startService()
         # After the reactor's own handlers, so that ours are the ones that stay.
         self._reactor.callWhenRunning(self._handle_signals)
@@ -123,6 +132,7 @@ class ChatService(MultiService):
             reload()
 
     def stopService(self):
+        self.server.metrics.gc_pauses.remove()
         stopped = super().stopService()
         stopped.addBoth(lambda _: self.server.shutdown())
         return stopped

@@ -111,6 +111,9 @@ def test_metrics_parse_and_move_with_traffic(make_daemon, clients):
     assert (
         after["chatd_delivered_payload_bytes_total"] > before["chatd_delivered_payload_bytes_total"]
     )
+    # the daemon times its garbage collections (tests/unit/test_gcwatch.py: how)
+    assert after["chatd_gc_longest_pause_seconds"] >= 0
+    assert "objects from start-up frozen out of garbage collection" in daemon.log
 
 
 def test_json_log_lines(tmp_path, server_cert):
