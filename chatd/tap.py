@@ -94,17 +94,21 @@ class ChatService(MultiService):
 
     def startService(self):
         self.server.start()
-        # What start-up built (configuration, recovered rooms and queue, modules) lives as long
-        # as the daemon: out of the collector's way, full collections walk only what came after.
+        super().startService()
+        # After the reactor's own handlers, so that ours are the ones that stay.
+        self._reactor.callWhenRunning(self._handle_signals)
+        self._reactor.callWhenRunning(self._settle_garbage_collection)
+
+    def _settle_garbage_collection(self) -> None:
+        """What start-up built (configuration, recovered rooms and queue, modules) lives as
+        long as the daemon: out of the collector's way, full collections walk only what came
+        after. From now on every collection is timed."""
         gc.freeze()
         log.info(
             "{count} objects from start-up frozen out of garbage collection",
             count=gc.get_freeze_count(),
         )
         self.server.metrics.gc_pauses.install()
-        super().startService()
-        # After the reactor's own handlers, so that ours are the ones that stay.
-        self._reactor.callWhenRunning(self._handle_signals)
 
     def _handle_signals(self) -> None:
         """SIGHUP reloads; SIGTERM and SIGINT stop gracefully and exit 0 (the reactor's own
