@@ -109,6 +109,32 @@ class Metrics:
         self.resumes = Counter(
             "chatd_resumes", "Joins with 'since', by outcome.", ["outcome"], registry=registry
         )
+        # The support desk's KPIs (chatd/support.py keeps them; zero without the desk).
+        self.desk_conversations = Gauge(
+            "chatd_support_conversations",
+            "Conversations in the desk's queue, by state: open, waiting (an unanswered customer"
+            " message), unassigned (open and nobody's), resolved.",
+            ["state"],
+            registry=registry,
+        )
+        self.desk_first_response = Histogram(
+            "chatd_support_first_response_seconds",
+            "From a conversation's opening customer message to the first agent's answer.",
+            buckets=(10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600),
+            registry=registry,
+        )
+        self.desk_resolution = Histogram(
+            "chatd_support_resolution_seconds",
+            "From a conversation's opening customer message to its resolution.",
+            buckets=(60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600, 3 * 86400, 7 * 86400),
+            registry=registry,
+        )
+        self.desk_ratings = Counter(
+            "chatd_support_ratings",
+            "Customers' ratings of resolved conversations, by score (1-5).",
+            ["score"],
+            registry=registry,
+        )
         # Installed by the daemon's service (a process-wide hook), not by every Metrics.
         self.gc_pauses = CollectorWatch(registry)
 

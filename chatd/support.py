@@ -92,6 +92,11 @@ class Conversation:
     agents: list[str] = field(default_factory=list)
     assignee: str | None = None
     assignee_name: str | None = None
+    # The customer message that opened it (first, or after a resolution), whether an agent
+    # has answered since, and the customer's rating of its latest resolution.
+    opened_at: float | None = None
+    answered: bool = False
+    rating: int | None = None
 
     def entry(self) -> dict:
         return {
@@ -104,25 +109,34 @@ class Conversation:
             "agents": self.agents,
             "assignee": self.assignee,
             "assignee_name": self.assignee_name,
+            "rating": self.rating,
             "last": self.last,
         }
 
-    def apply(self, event: Event) -> None:
-        """Follow one committed event of the conversation's room."""
+    def apply(self, event: Event) -> tuple[str, float] | None:
+        """Follow one committed event of the conversation's room; returns a milestone it
+        reached, for the desk's KPIs: ("first_response" | "resolution", seconds since the
+        conversation opened)."""
         record = event.record
+        if event.kind == "rating":
+            self.rating = record.get("score")
+            return None
         if event.kind == "assignment":
             self.assignee = record.get("assignee")
             self.assignee_name = record.get("assignee_name")
             self.updated = event.ts
             return
         if event.kind == "status":
+            was = self.status
             self.status = record.get("status", self.status)
             self.updated = event.ts
             if self.status == "resolved":
                 self.resolved_at, self.waiting_since = event.ts, None
-            return
+                if was != "resolved" and self.opened_at is not None:
+                    return ("resolution", event.ts - self.opened_at)
+            return None
         if event.kind != "message":
-            return
+            return None
         self.updated = event.ts
         self.last = {
             "from": event.sender,
@@ -132,11 +146,17 @@ class Conversation:
         }
         if event.sender == self.customer:
             self.customer_name = record.get("name", self.customer_name)
+            if self.opened_at is None or self.status == "resolved":
+                self.opened_at, self.answered, self.rating = event.ts, False, None
             self.status, self.resolved_at = "open", None
             if self.waiting_since is None:
                 self.waiting_since = event.ts
-        else:
-            self.waiting_since = None
+            return None
+        self.waiting_since = None
+        if not self.answered and self.opened_at is not None and not record.get("bot"):
+            self.answered = True
+            return ("first_response", event.ts - self.opened_at)
+        return None
 
     def sort_key(self) -> tuple:
         """Most urgent first: waiting (longest first), then open, then resolved (latest
@@ -191,9 +211,21 @@ class SupportDesk:
         server.handlers["assign"] = self.assign
         server.handlers["transfer"] = self.transfer
         server.handlers["availability"] = self.availability
+        server.handlers["rate"] = self.rate
         server.welcome_fields.append(self.welcome_fields)
         server.on_session_end.append(self.forget)
         server.on_start.append(self.recover)
+        conversations = server.metrics.desk_conversations
+        for state in ("open", "waiting", "unassigned", "resolved"):
+            conversations.labels(state).set_function(lambda state=state: self._count_in(state))
+
+    def _count_in(self, state: str) -> int:
+        values = self.conversations.values()
+        if state == "waiting":
+            return sum(1 for c in values if c.status == "open" and c.waiting_since is not None)
+        if state == "unassigned":
+            return sum(1 for c in values if c.status == "open" and c.assignee is None)
+        return sum(1 for c in values if c.status == state)
 
     def is_agent(self, session) -> bool:
         return self.agent_role in session.roles
@@ -246,7 +278,7 @@ class SupportDesk:
                 conversation = self.conversations[room.name] = Conversation(
                     room.name, customer, event.record.get("name", customer)
                 )
-            conversation.apply(event)
+            self._count(event, conversation.apply(event))
         if conversation is None:
             return
         conversation.agents = [
@@ -259,6 +291,18 @@ class SupportDesk:
             self._auto_assign()
         elif any(event.kind in ("status", "assignment") for event in events):
             self._auto_assign()  # an agent may have room for another conversation now
+
+    def _count(self, event: Event, milestone: tuple[str, float] | None) -> None:
+        """The desk's KPIs, from live events only (a restart replays none of them)."""
+        metrics = self._server.metrics
+        if milestone is not None:
+            kind, seconds = milestone
+            histogram = (
+                metrics.desk_first_response if kind == "first_response" else metrics.desk_resolution
+            )
+            histogram.observe(max(seconds, 0.0))
+        elif event.kind == "rating":
+            metrics.desk_ratings.labels(str(event.record.get("score"))).inc()
 
     def _tell_watchers(self, conversation: Conversation) -> None:
         frame = wire.encode({"type": "conversation", **conversation.entry()})
@@ -381,6 +425,26 @@ class SupportDesk:
         room = server.directory.visible(session, request.room)
         fields = {"from": session.user, "name": session.name, "status": "resolved"}
         draft = Draft("status", fields, session.user, server.now(), request.ref)
+        server.post(room, draft, ack_to=session if request.ref else None)
+
+    def rate(self, session, request: wire.Rate) -> None:
+        """The customer rates their resolved conversation: a `rating` event in its room (a
+        later rating of the same resolution replaces it in the queue; each is counted)."""
+        conversation = self.conversations.get(request.room)
+        if conversation is None or conversation.customer != session.user:
+            raise ChatError(
+                errors.FORBIDDEN, "only the customer may rate their conversation", request.ref
+            )
+        if conversation.status != "resolved":
+            raise ChatError(
+                errors.FORBIDDEN, "a conversation can be rated once it is resolved", request.ref
+            )
+        server = self._server
+        room = server.joined_room(session, request.room)
+        fields = {"from": session.user, "name": session.name, "score": request.score}
+        if request.comment is not None:
+            fields["comment"] = request.comment
+        draft = Draft("rating", fields, session.user, server.now(), request.ref)
         server.post(room, draft, ack_to=session if request.ref else None)
 
     def assign(self, session, request: wire.Assign) -> bytes | None:

@@ -146,6 +146,15 @@ class Transfer:
 
 
 @dataclass(frozen=True, slots=True)
+class Rate:
+    type: ClassVar[str] = "rate"
+    room: str
+    score: int  # 1-5
+    comment: str | None
+    ref: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Availability:
     type: ClassVar[str] = "availability"
     status: str
@@ -216,6 +225,7 @@ class FrameParser:
             "assign": self._assign,
             "transfer": self._transfer,
             "availability": self._availability,
+            "rate": self._rate,
             "edit": self._edit,
             "delete": self._delete,
             "kick": self._sanction,
@@ -275,19 +285,23 @@ class FrameParser:
         room = _room(obj, ref)
         if ref is None:
             raise ChatError(BAD_ID, "'say' needs a client 'id': 1-64 of A-Z a-z 0-9 _ . : -")
-        text = _field(obj, "text", str, ref)
+        return Say(room=room, text=self._text(obj, "text", ref), id=ref)
+
+    def _text(self, obj: dict, key: str, ref: str | None) -> str:
+        """Words people read (a message, a rating's comment): NFC, not blank, not too long."""
+        text = _field(obj, key, str, ref)
         if _FORBIDDEN_IN_TEXT.search(text):
-            raise ChatError(BAD_TEXT, "text may not contain control characters", ref)
+            raise ChatError(BAD_TEXT, f"{key} may not contain control characters", ref)
         text = unicodedata.normalize("NFC", text)
         if not text.strip():
-            raise ChatError(BAD_TEXT, "text is empty", ref)
+            raise ChatError(BAD_TEXT, f"{key} is empty", ref)
         if len(text) > self.max_text_chars:
             raise ChatError(
-                TEXT_TOO_LONG, f"text is longer than {self.max_text_chars} characters", ref
+                TEXT_TOO_LONG, f"{key} is longer than {self.max_text_chars} characters", ref
             )
         if _invisible(text):  # after the length check, which bounds this loop
-            raise ChatError(BAD_TEXT, "text is empty", ref)
-        return Say(room=room, text=text, id=ref)
+            raise ChatError(BAD_TEXT, f"{key} is empty", ref)
+        return text
 
     def _who(self, obj: dict, ref: str | None) -> Who:
         return Who(room=_room(obj, ref), ref=ref)
@@ -321,6 +335,14 @@ class FrameParser:
         if "agent" not in obj:
             raise ChatError(BAD_FRAME, "'transfer' needs 'agent': a user id, or null", ref)
         return Transfer(room=_room(obj, ref), agent=_agent(obj, ref), ref=ref)
+
+    def _rate(self, obj: dict, ref: str | None) -> Rate:
+        room = _room(obj, ref)
+        score = _integer(obj, "score", ref, minimum=1)
+        if score > 5:
+            raise ChatError(BAD_FRAME, "'score' must be 1 to 5", ref)
+        comment = self._text(obj, "comment", ref) if obj.get("comment") is not None else None
+        return Rate(room=room, score=score, comment=comment, ref=ref)
 
     def _availability(self, obj: dict, ref: str | None) -> Availability:
         status = _field(obj, "status", str, ref)

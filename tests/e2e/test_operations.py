@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -179,3 +180,29 @@ def test_transcript_follow_prints_new_messages_across_a_rotation(make_daemon, cl
         assert sum(text in line for line in lines) == 1, text
     shown = [line for line in lines if "<alice>" in line]
     assert "before follow" in shown[0] and texts[-1] in shown[-1]
+
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "etc" / "grafana" / "chatd-dashboard.json"
+
+
+def test_every_metric_the_grafana_dashboard_queries_exists(make_daemon):
+    """etc/grafana/chatd-dashboard.json, imported as is, shows no empty panel for want of a
+    metric: each name in its queries is a metric family in /metrics (with the desk on)."""
+    daemon = make_daemon(support={"enabled": "yes"})
+    url = f"http://127.0.0.1:{daemon.ports['metrics']}/metrics"
+    with urllib.request.urlopen(url, timeout=RECV_TIMEOUT) as response:
+        families = {
+            family.name for family in text_string_to_metric_families(response.read().decode())
+        }
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = [
+        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
+    ]
+    queried = {name for query in queries for name in re.findall(r"\bchatd_[a-z0-9_]+", query)}
+    assert len(queried) >= 15
+    missing = {
+        name for name in queried if re.sub(r"_(total|bucket|sum|count)$", "", name) not in families
+    }
+    assert missing == set()
+    inputs = {entry["name"] for entry in dashboard["__inputs"]}
+    assert inputs == {"DS_PROMETHEUS"}  # Grafana's import asks for the data source

@@ -194,6 +194,7 @@ def test_a_queue_entry_says_who_waits_since_when_and_what_was_said_last(desk, pe
         "agents": [],
         "assignee": None,
         "assignee_name": None,
+        "rating": None,
         "last": {
             "from": "Cust.1",
             "name": "Customer One",
@@ -624,3 +625,58 @@ def test_only_agents_have_an_availability(desk, person):
         refusal_code(server.handle, customer, wire.Availability(status="away", ref=None))
         == errors.FORBIDDEN
     )
+
+
+# -- ratings and the desk's KPIs ---------------------------------------------------------------
+
+
+def metric(server, name: str, **labels) -> float | None:
+    return server.metrics.registry.get_sample_value(name, labels)
+
+
+def test_a_customer_rates_a_resolved_conversation(desk, person, clock, transcript_dir):
+    server = desk()
+    agent = person(server, "ag", agent=True)
+    customer = person(server, "alice")
+    room = writes(server, customer, "help", clock)
+    rate = wire.Rate(room=room, score=4, comment="quick, thanks", ref="r")
+    assert refusal_code(server.handle, customer, rate) == errors.FORBIDDEN  # not resolved yet
+    resolve(server, agent, room)
+    clock.advance(0)
+    other = person(server, "bob")
+    assert refusal_code(server.handle, other, rate) == errors.FORBIDDEN  # not bob's
+    server.handle(customer, rate)
+    clock.advance(0)
+    assert customer.connection.frames[-1]["type"] == "ack"
+    [rating] = [e for e in transcript_kinds(transcript_dir, room) if e["type"] == "rating"]
+    assert (rating["from"], rating["score"], rating["comment"]) == ("alice", 4, "quick, thanks")
+    [entry] = queue(server, agent)["conversations"]
+    assert entry["rating"] == 4
+    assert metric(server, "chatd_support_ratings_total", score="4") == 1
+    writes(server, customer, "one more thing", clock)  # reopened: a new rating is due
+    assert queue(server, agent)["conversations"][0]["rating"] is None
+
+
+def test_first_response_and_resolution_times_and_conversation_counts(desk, person, clock):
+    server = desk()
+    agent = person(server, "ag", agent=True)
+    customer = person(server, "alice")
+    clock.advance(1000)
+    room = writes(server, customer, "help", clock)
+    join(server, agent, room)
+    assert metric(server, "chatd_support_conversations", state="waiting") == 1
+    assert metric(server, "chatd_support_conversations", state="unassigned") == 1
+    clock.advance(90)
+    say(server, agent, room, "hello, how can I help?")
+    clock.advance(0)
+    assert metric(server, "chatd_support_first_response_seconds_sum") == 90
+    assert metric(server, "chatd_support_conversations", state="waiting") == 0
+    clock.advance(30)
+    say(server, agent, room, "a second answer is no first response")
+    clock.advance(0)
+    assert metric(server, "chatd_support_first_response_seconds_count") == 1
+    resolve(server, agent, room)
+    clock.advance(0)
+    assert metric(server, "chatd_support_resolution_seconds_sum") == 120
+    assert metric(server, "chatd_support_conversations", state="resolved") == 1
+    assert metric(server, "chatd_support_conversations", state="open") == 0

@@ -95,6 +95,9 @@ def test_assign_transfer_and_availability():
     )
     assert parse({"type": "availability", "status": "away"}) == wire.Availability("away", None)
     assert parse({"type": "queue", "view": "mine"}).view == "mine"
+    assert parse({"type": "rate", "room": "support-x", "score": 5, "comment": "Cafe\u0301"}) == (
+        wire.Rate("support-x", 5, "Caf\u00e9", None)
+    )
 
 
 @pytest.mark.parametrize(
@@ -106,6 +109,14 @@ def test_assign_transfer_and_availability():
         ({"type": "transfer", "room": "support-x"}, errors.BAD_FRAME),
         ({"type": "availability", "status": "busy"}, errors.BAD_FRAME),
         ({"type": "availability"}, errors.BAD_FRAME),
+        ({"type": "rate", "room": "support-x", "score": 0}, errors.BAD_FRAME),
+        ({"type": "rate", "room": "support-x", "score": 6}, errors.BAD_FRAME),
+        ({"type": "rate", "room": "support-x", "score": "5"}, errors.BAD_FRAME),
+        ({"type": "rate", "room": "support-x", "score": 5, "comment": " \u200b"}, errors.BAD_TEXT),
+        (
+            {"type": "rate", "room": "support-x", "score": 5, "comment": "x" * 11},
+            errors.TEXT_TOO_LONG,
+        ),
     ],
 )
 def test_malformed_desk_frames(obj, code):
