@@ -488,6 +488,7 @@ class SupportConfig:
     unattended_after: float = 0.0  # 0: no unattended events
     auto_assign: str = "none"  # none | round_robin
     max_open_per_agent: int = 10  # for auto-assignment; 0: no limit
+    canned_file: Path | None = None  # canned responses (chatd/canned.py)
 
     @classmethod
     def read(cls, reader: SectionReader) -> SupportConfig:
@@ -500,6 +501,7 @@ class SupportConfig:
             unattended_after=reader.duration("unattended_after", 0.0, 0.0, 7 * 86400.0),
             auto_assign=reader.choice("auto_assign", "none", ("none", "round_robin")),
             max_open_per_agent=reader.integer("max_open_per_agent", 10, 0, 100_000),
+            canned_file=reader.path("canned_file", None, must_exist=True),
         )
 
 

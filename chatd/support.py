@@ -40,6 +40,7 @@ from twisted.logger import Logger
 
 from chatd import errors, wire
 from chatd.agents import OFFLINE, ONLINE, Roster
+from chatd.canned import CannedFileError, load_canned
 from chatd.config import SupportConfig
 from chatd.errors import ChatError
 from chatd.events import Event, format_ts
@@ -189,8 +190,9 @@ def _parse_cursor(text: str, ref: str | None) -> tuple:
 class SupportDesk:
     _log = Logger()
 
-    def __init__(self, config: SupportConfig):
+    def __init__(self, config: SupportConfig, canned: list[dict[str, str]] = ()):
         self.config = config
+        self.canned = list(canned)  # canned responses for agents (chatd/canned.py)
         self.agent_role = config.agent_role
         self.conversations: dict[str, Conversation] = {}
         self.roster = Roster()
@@ -245,7 +247,28 @@ class SupportDesk:
             agent = self.roster.connected(session.user, session.name)
             if agent.status != before:
                 self._availability_changed(agent)
-        return {"availability": self.roster.status_of(session.user)}
+        return {"availability": self.roster.status_of(session.user), "canned": self.canned}
+
+    def reload_canned(self) -> None:
+        """SIGHUP: read `[support] canned_file` again and send it to the connected agents; a
+        file with a mistake keeps the responses in force."""
+        path = self.config.canned_file
+        try:
+            canned = load_canned(path)
+        except (CannedFileError, OSError) as error:
+            self._log.warn(
+                "[support] canned_file {path}: {error}; keeping the {count} responses in force",
+                path=path,
+                error=error,
+                count=len(self.canned),
+            )
+            return
+        self.canned = canned
+        frame = wire.encode({"type": "canned", "responses": canned})
+        for session in self._agent_sessions:
+            if session.connection is not None:
+                session.connection.send(frame)
+        self._log.info("[support] canned_file: {count} responses", count=len(canned))
 
     # -- the room guard -----------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from chatd.admission import Admission
 from chatd.api import ApiKeys, build_api_site
 from chatd.auth import Revocations, authenticator_for
 from chatd.backend import Backend
+from chatd.canned import CannedFileError, load_canned
 from chatd.config import EMBEDDED_DEFAULTS, Config, ConfigError, load_daemon_config
 from chatd.directory import Directory
 from chatd.erasure import DirectoryBusy, Erasure, lock_directory
@@ -318,7 +319,11 @@ def build_server(
         Revocations(config.auth.revoked_file),
     )
     if config.support.enabled:
-        desk = SupportDesk(config.support)
+        try:
+            canned = load_canned(config.support.canned_file)
+        except (CannedFileError, OSError) as error:
+            raise ConfigError(config.source, "support", "canned_file", str(error)) from None
+        desk = SupportDesk(config.support, canned)
         desk.attach(server)
         server.desk = desk
         if config.support.unattended_after > 0:
@@ -362,6 +367,8 @@ def _build(config: Config, reactor) -> ChatService:
         tls_factory = ReloadableContextFactory(_tls_builder(config), reactor)
         metrics.track_certificate_expiry(lambda: tls_factory.not_after.timestamp())
     service = ChatService(server, reactor, tls_factory, config.transcripts.min_free_space)
+    if server.desk is not None:
+        service.on_reload.append(server.desk.reload_canned)
     trial_roles = {
         name: frozenset({config.support.agent_role}) for name in config.support.trial_agents
     }

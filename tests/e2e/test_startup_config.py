@@ -110,3 +110,11 @@ def test_an_expired_certificate(tmp_path, base, ca):
     base["tls"] = {"certificate": certificate, "key": key}
     output = start_and_fail(tmp_path, base)
     assert "[tls] certificate: expired on 2024-02-29 12:00:00 UTC" in output
+
+
+def test_a_canned_file_with_a_mistake_names_the_line(tmp_path, base):
+    canned = tmp_path / "canned.txt"
+    canned.write_text("# greetings\nhello: Hello! How can I help?\nBad Key: text\n")
+    base["support"] = {"enabled": "yes", "canned_file": canned}
+    output = start_and_fail(tmp_path, base)
+    assert "[support] canned_file: line 3:" in output
