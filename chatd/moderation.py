@@ -11,7 +11,8 @@ that everything served from then on (`joined` history, resume, `history` pages f
 from the files) shows the edited text, or no text and `"redacted": true`. Only then is the
 event posted, and acknowledged once it is durable: an acknowledged delete has left no copy of
 the text in the room's transcript files. A delete also strips the text from the edits of its
-target.
+target. The support agents' notes (notes.py) are edited and deleted the same way; the edit or
+delete event has its target's audience, and a target the user may not see is not found.
 
 Moderators are the roles in `[room:NAME] moderate`, and the support agents in support rooms.
 Bans and mutes are events in the room's transcript (the record of who did what) and entries
