@@ -538,7 +538,10 @@ class ApiConfig:
         )
 
 
-WEBHOOK_EVENTS = ("message", "presence", "conversation", "unattended")
+# `note` (the agents' internal notes) only for an endpoint that names it: a receiver that
+# passes `message` events on to customers must not get notes by default.
+WEBHOOK_EVENTS = ("message", "presence", "conversation", "unattended", "note")
+WEBHOOK_DEFAULT_EVENTS = ("message", "presence", "conversation", "unattended")
 
 
 @dataclass(frozen=True)
@@ -558,7 +561,7 @@ class WebhookEndpoint:
         secret_file = reader.path("secret_file", None, must_exist=True)
         if secret_file is None:
             raise reader.error("secret_file", "is required: the file of the signing secret")
-        events = reader.words("events", WEBHOOK_EVENTS)
+        events = reader.words("events", WEBHOOK_DEFAULT_EVENTS)
         for event in events:
             if event not in WEBHOOK_EVENTS:
                 raise reader.error("events", f"{event!r} is not one of {', '.join(WEBHOOK_EVENTS)}")

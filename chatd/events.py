@@ -1,6 +1,9 @@
 """A room event: its JSON line (a wire frame and a transcript line at once) and what is read
 from it. `Event.from_line` is the one parser of a transcript line; everything that reads
 transcripts (recovery, paging, the support desk, `chatd-transcript`) goes through it.
+
+An event may have an `audience`: a role. Only sessions holding that role receive it, live or
+in any history (`Event.visible_to`); events without one (nearly all) are for every member.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ class Event:
     memory_events` of these, and a dict beside each line was the bulk of the heap (and of the
     garbage collector's work) in the many-rooms bench. `record` decodes it for the readers
     that need fields (the support desk, moderation), which are not on the fan-out path.
+    `audience` is read out of the line once, when the event is made, for the same reason:
+    fan-out and every history path ask each event whether a session may see it.
     """
 
     epoch: str
@@ -42,6 +47,11 @@ class Event:
     sender: str | None
     client_id: str | None
     line: bytes
+    audience: str | None = None  # the role an event is restricted to; None: every member
+
+    def visible_to(self, roles: frozenset[str]) -> bool:
+        """May a session with these roles receive this event (live or in any history)?"""
+        return self.audience is None or self.audience in roles
 
     @property
     def record(self) -> dict[str, Any]:
@@ -67,6 +77,7 @@ class Event:
             raise ValueError("epoch or type is not a string")
         sender = record.get("from", record.get("user"))
         client_id = record.get("id")
+        audience = record.get("audience")
         return cls(
             epoch,
             seq,
@@ -75,4 +86,5 @@ class Event:
             sender if isinstance(sender, str) else None,
             client_id if isinstance(client_id, str) else None,
             line,
+            audience if isinstance(audience, str) else None,
         )

@@ -11,7 +11,8 @@ that everything served from then on (`joined` history, resume, `history` pages f
 from the files) shows the edited text, or no text and `"redacted": true`. Only then is the
 event posted, and acknowledged once it is durable: an acknowledged delete has left no copy of
 the text in the room's transcript files. A delete also strips the text from the edits of its
-target.
+target. The support agents' notes (notes.py) are edited and deleted the same way; the edit or
+delete event has its target's audience, and a target the user may not see is not found.
 
 Moderators are the roles in `[room:NAME] moderate`, and the support agents in support rooms.
 Bans and mutes are events in the room's transcript (the record of who did what) and entries
@@ -32,7 +33,7 @@ from chatd import errors, rewrite, wire
 from chatd.config import RoomsConfig, SupportConfig
 from chatd.errors import ChatError
 from chatd.events import Event, format_ts
-from chatd.redaction import TranscriptEditor, edit, files_from, redact
+from chatd.redaction import TEXT_KINDS, TranscriptEditor, edit, files_from, redact
 from chatd.rooms import Draft, Room, presence_draft
 from chatd.support import customer_of
 
@@ -152,15 +153,17 @@ class Moderation:
 
     # -- edit and delete ---------------------------------------------------------------------
 
-    def _target(self, room: Room, seq: int, ref: str) -> Event:
-        """The message `seq` of the room as it is now (from memory, else the transcript)."""
+    def _target(self, room: Room, seq: int, session, ref: str) -> Event:
+        """The message (or note) `seq` of the room as it is now (from memory, else the
+        transcript). One the session may not see (a note, for a customer) is not found: its
+        existence is not told either."""
         event = room.find(seq)
         if event is None and seq <= room.committed_seq:
             store = self._server.store
             lines = store.events_before(room.name, room.epoch, seq + 1, 1)
             found = Event.from_line(lines[0]) if lines else None
             event = found if found is not None and found.seq == seq else None
-        if event is None or event.kind != "message":
+        if event is None or event.kind not in TEXT_KINDS or not event.visible_to(session.roles):
             raise ChatError(errors.NOT_FOUND, f"there is no message {seq} in {room.name!r}", ref)
         return event
 
@@ -172,7 +175,7 @@ class Moderation:
         if room.seq_of_retry(session.user, request.id, now) is not None:
             self._post(room, "edit", session, request, {"target": request.seq})
             return  # a retry: acknowledged with the seq it already has
-        target = self._target(room, request.seq, request.id)
+        target = self._target(room, request.seq, session, request.id)
         if target.sender != session.user:
             raise ChatError(errors.FORBIDDEN, "only its author may edit a message", request.id)
         if target.record.get("redacted"):
@@ -192,7 +195,7 @@ class Moderation:
         def revised(_outcome):
             self._revise_memory(room, revise, [target.seq])
             fields = {"target": request.seq, "text": request.text}
-            self._post(room, "edit", session, request, fields, now)
+            self._post(room, "edit", session, request, fields, now, target.audience)
 
         done.addCallbacks(revised, self._failed, errbackArgs=(session, request, room))
 
@@ -203,7 +206,7 @@ class Moderation:
         if room.seq_of_retry(session.user, request.id, server.now()) is not None:
             self._post(room, "delete", session, request, fields)
             return
-        target = self._target(room, request.seq, request.id)
+        target = self._target(room, request.seq, session, request.id)
         if target.sender != session.user and not self.is_moderator(session, room.name):
             raise ChatError(
                 errors.FORBIDDEN,
@@ -229,7 +232,7 @@ class Moderation:
                 changed=outcome.changed,
                 files=", ".join(outcome.files) or "no file",
             )
-            self._post(room, "delete", session, request, fields)
+            self._post(room, "delete", session, request, fields, audience=target.audience)
 
         done.addCallbacks(redacted, self._failed, errbackArgs=(session, request, room))
 
@@ -241,10 +244,12 @@ class Moderation:
             if line is not event.line and line is not None:
                 room.revise(Event.from_line(line))
 
-    def _post(self, room, kind, session, request, fields, now=None) -> None:
+    def _post(self, room, kind, session, request, fields, now=None, audience=None) -> None:
+        """Post an edit or delete event; it has its target's audience (an edit of a note
+        carries the note's new text)."""
         server = self._server
         record = {"from": session.user, "name": session.name, "id": request.id, **fields}
-        draft = Draft(kind, record, session.user, now or server.now(), request.id)
+        draft = Draft(kind, record, session.user, now or server.now(), request.id, audience)
         server.post(room, draft, ack_to=session)
 
     def _failed(self, failure, session, request, room) -> None:

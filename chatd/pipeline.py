@@ -7,7 +7,10 @@ acknowledged to its sender, and shown to the observers (the support desk, metric
 therefore never sees, and is never acknowledged, an event that a crash could take back.
 
 A room's events of one batch go to each session together, in one write (one system call, in
-the daemon), the sender's acks after them in the same write.
+the daemon), the sender's acks after them in the same write. They are prepared (framed, and
+compressed) once for all members: an event with an `audience` (a role, events.py) goes only to
+members holding that role, so a batch holding such events is prepared once per distinct
+subset that members may see; a batch without (nearly every one) costs one look at each event.
 
 `LocalSequencer` is today's sequencer: the room's own counter and its JSONL transcript, flushed
 (and fsynced, with `[transcripts] fsync = batch`) once per batch. A sequencer may answer at once
@@ -245,6 +248,10 @@ class Pipeline:
                 settled(room)
 
     def _deliver(self, room: Room, events: list[Event], acks: dict[Any, list[bytes]] | None):
+        for event in events:
+            if event.audience is not None:
+                self._deliver_by_audience(room, events, acks)
+                return
         lines = [event.line for event in events]
         frames = self._prepare(lines)
         for session in room.sessions:
@@ -258,6 +265,35 @@ class Pipeline:
         metrics.events.inc(len(events))
         metrics.deliveries.inc(receivers * len(events))
         metrics.bytes_out.inc(receivers * sum(map(len, lines)))
+
+    def _deliver_by_audience(
+        self, room: Room, events: list[Event], acks: dict[Any, list[bytes]] | None
+    ):
+        """`_deliver` for a batch with restricted events (`Event.audience`): each member gets
+        the events its roles let it see, prepared once per distinct set of those audiences
+        that members hold (a member that may see none of them gets only its acks, if any)."""
+        audiences = frozenset(event.audience for event in events if event.audience is not None)
+        # held audiences -> (prepared frames, how many events, how many bytes)
+        prepared: dict[frozenset[str], tuple[Any, int, int]] = {}
+        deliveries = sent = 0
+        for session in room.sessions:
+            held = audiences & session.roles
+            subset = prepared.get(held)
+            if subset is None:
+                lines = [event.line for event in events if event.visible_to(held)]
+                subset = prepared[held] = (self._prepare(lines), len(lines), sum(map(len, lines)))
+            frames, count, size = subset
+            own = acks.get(session) if acks else None
+            if own is not None:
+                session.connection.send_prepared(frames, own)
+            elif count:
+                session.connection.send_prepared(frames)
+            deliveries += count
+            sent += size
+        metrics = self._metrics
+        metrics.events.inc(len(events))
+        metrics.deliveries.inc(deliveries)
+        metrics.bytes_out.inc(sent)
 
     def shutdown(self) -> None:
         """Commit what is pending and close the sequencer; later posts are not recorded."""

@@ -26,6 +26,8 @@ from chatd.wire import encode
 
 # Attempts at a rewrite that a rotation keeps getting in the way of.
 ATTEMPTS = 5
+# The events whose text can be edited and deleted: messages, and the agents' internal notes.
+TEXT_KINDS = frozenset({"message", "note"})
 
 Offload = Callable[..., Deferred]
 
@@ -65,7 +67,8 @@ def _event(line: bytes) -> Event | None:
 
 
 def redact(epoch: str, target: int) -> rewrite.Revise:
-    """Message `target` loses its text (`"redacted": true`), and so do the edits of it."""
+    """Message (or note) `target` loses its text (`"redacted": true`), and so do the edits of
+    it."""
 
     def revise(line: bytes) -> bytes:
         if not (_mentions(line, b"seq", target) or _mentions(line, b"target", target)):
@@ -74,7 +77,7 @@ def redact(epoch: str, target: int) -> rewrite.Revise:
         if event is None or event.epoch != epoch or "text" not in event.record:
             return line
         record = event.record
-        if (event.seq == target and event.kind == "message") or (
+        if (event.seq == target and event.kind in TEXT_KINDS) or (
             event.kind == "edit" and record.get("target") == target
         ):
             return encode(redacted_record(record))
@@ -84,7 +87,8 @@ def redact(epoch: str, target: int) -> rewrite.Revise:
 
 
 def edit(epoch: str, target: int, text: str, ts: float) -> rewrite.Revise:
-    """Message `target` says `text` now, `"edited"` at `ts` (unless it was deleted)."""
+    """Message (or note) `target` says `text` now, `"edited"` at `ts` (unless it was
+    deleted)."""
 
     def revise(line: bytes) -> bytes:
         if not _mentions(line, b"seq", target):
@@ -93,7 +97,7 @@ def edit(epoch: str, target: int, text: str, ts: float) -> rewrite.Revise:
         if event is None or event.epoch != epoch or event.seq != target:
             return line
         record = event.record
-        if event.kind != "message" or record.get("redacted"):
+        if event.kind not in TEXT_KINDS or record.get("redacted"):
             return line
         return encode({**record, "text": text, "edited": format_ts(ts)})
 
@@ -101,7 +105,7 @@ def edit(epoch: str, target: int, text: str, ts: float) -> rewrite.Revise:
 
 
 def erase_user(user: str) -> rewrite.Revise:
-    """Every message and edit of `user` loses its text."""
+    """Every message, note and edit of `user` loses its text."""
     quoted = encode({"from": user})[1:-1]  # b'"from":"alice"', as the daemon writes it
 
     def revise(line: bytes) -> bytes:
@@ -110,7 +114,7 @@ def erase_user(user: str) -> rewrite.Revise:
         event = _event(line)
         if event is None or event.record.get("from") != user:
             return line
-        if event.kind in ("message", "edit") and "text" in event.record:
+        if (event.kind in TEXT_KINDS or event.kind == "edit") and "text" in event.record:
             return encode(redacted_record(event.record))
         return line
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any
 
 from chatd.events import Event, format_ts
@@ -24,13 +23,15 @@ from chatd.wire import Since, encode
 
 @dataclass(slots=True)
 class Draft:
-    """An event before it has a seq: its type, its own fields, and who caused it."""
+    """An event before it has a seq: its type, its own fields, who caused it, and the role it
+    is restricted to (`audience`; None: every member)."""
 
     kind: str
     fields: dict[str, Any]
     sender: str | None
     ts: float
     client_id: str | None = None
+    audience: str | None = None
 
 
 def message_draft(sender: str, name: str, client_id: str, text: str, ts: float) -> Draft:
@@ -131,6 +132,8 @@ class Room:
             "ts": format_ts(draft.ts),
             **draft.fields,
         }
+        if draft.audience is not None:
+            record["audience"] = draft.audience
         event = Event(
             self.epoch,
             self.last_seq,
@@ -139,6 +142,7 @@ class Room:
             draft.sender,
             draft.client_id,
             encode(record),
+            draft.audience,
         )
         if draft.sender is not None and draft.client_id is not None:
             self._sent_ids[(draft.sender, draft.client_id)] = (event.seq, draft.ts)
@@ -206,33 +210,59 @@ class Room:
 
     # -- history ------------------------------------------------------------------------------
 
-    def replay(self, since: Since | None, latest: int) -> tuple[list[bytes], bool]:
-        """History for a joining client: exactly what it missed, or the latest events."""
+    def replay(
+        self, since: Since | None, latest: int, roles: frozenset[str] | None = None
+    ) -> tuple[list[bytes], bool]:
+        """History for a joining client: exactly what it missed, or the latest events.
+
+        With `roles`, only the events a session with these roles may see (`Event.visible_to`;
+        None: every event, for the server's own readers). The events it may not see leave gaps
+        in the seqs, and a resume across them is still recovered.
+        """
         if (
             since is not None
             and since.epoch == self.epoch
             and self._floor <= since.seq + 1
             and since.seq <= self.committed_seq
         ):
-            missed = [event.line for event in reversed(self._recent) if event.seq > since.seq]
+            missed = []
+            for event in reversed(self._recent):
+                if event.seq <= since.seq:
+                    break
+                if roles is None or event.visible_to(roles):
+                    missed.append(event.line)
             missed.reverse()
             return missed, True
-        return self.latest(latest), False
+        return self.latest(latest, roles), False
 
-    def latest(self, count: int) -> list[bytes]:
+    def latest(self, count: int, roles: frozenset[str] | None = None) -> list[bytes]:
+        """The latest `count` events (that a session with `roles` may see), oldest first."""
+        found: list[bytes] = []
         if count <= 0:
-            return []
-        start = max(len(self._recent) - count, 0)
-        return [event.line for event in islice(self._recent, start, None)]
+            return found
+        for event in reversed(self._recent):
+            if roles is None or event.visible_to(roles):
+                found.append(event.line)
+                if len(found) == count:
+                    break
+        found.reverse()
+        return found
 
-    def before(self, before: int, limit: int) -> list[bytes] | None:
-        """Up to `limit` committed events with seq < `before`, oldest first.
+    def before(
+        self, before: int, limit: int, roles: frozenset[str] | None = None
+    ) -> list[bytes] | None:
+        """Up to `limit` committed events with seq < `before` (that a session with `roles` may
+        see), oldest first.
 
         None when the ring cannot tell (older events may exist only in the transcript).
         """
-        newest_wanted = min(before - 1, self.committed_seq)
-        oldest_wanted = max(newest_wanted - limit + 1, 1)
-        if oldest_wanted < self._floor and self._floor > 1:
+        found: list[bytes] = []
+        for event in reversed(self._recent):
+            if event.seq < before and (roles is None or event.visible_to(roles)):
+                found.append(event.line)
+                if len(found) == limit:
+                    break
+        if len(found) < limit and self._floor > 1:
             return None
-        found = [event.line for event in reversed(self._recent) if event.seq < before]
-        return list(reversed(found[:limit]))
+        found.reverse()
+        return found

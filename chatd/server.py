@@ -213,7 +213,9 @@ class Server:
         session.rooms.add(room.name)
         directory.touch(room)
         if directory.policy(room.name).replay:
-            history, recovered = room.replay(request.since, self._history.replay_events)
+            history, recovered = room.replay(
+                request.since, self._history.replay_events, session.roles
+            )
         else:
             history, recovered = [], False
         if request.since is not None:
@@ -264,9 +266,9 @@ class Server:
         history = self._history
         limit = min(request.limit or history.replay_events, history.page_limit)
         before = request.before if request.before is not None else room.committed_seq + 1
-        events = room.before(before, limit)
+        events = room.before(before, limit, session.roles)
         if events is None:
-            events = self.store.events_before(room.name, room.epoch, before, limit)
+            events = self.store.events_before(room.name, room.epoch, before, limit, session.roles)
         more = bool(events) and Event.from_line(events[0]).seq > 1
         return wire.history(room.name, room.epoch, events, more, request.ref)
 

@@ -41,6 +41,7 @@ from chatd.directory import Directory
 from chatd.erasure import DirectoryBusy, Erasure, lock_directory
 from chatd.metrics import Metrics, MetricsResource
 from chatd.moderation import STATE_FILE, Moderation
+from chatd.notes import InternalNotes
 from chatd.outgoing import Deflater, prepare_frames
 from chatd.pipeline import LocalSequencer, Pipeline
 from chatd.protocol import ChatServerFactory, ListenerContext
@@ -293,8 +294,9 @@ def build_server(
 ) -> Server:
     """The chat server and its parts, as the daemon runs them (the unit tests build theirs
     here too): sessions, the room directory on the transcript store, the local commit
-    pipeline, the support desk when it is on, and moderation, retention and erasure, whose
-    rewrites of transcript files run through `offload` (a thread pool in the daemon)."""
+    pipeline, the support desk and its internal notes when it is on, and moderation,
+    retention and erasure, whose rewrites of transcript files run through `offload` (a thread
+    pool in the daemon)."""
     rotation = Rotation(
         daily=config.transcripts.rotate == "daily", max_bytes=config.transcripts.rotate_size
     )
@@ -326,6 +328,7 @@ def build_server(
         desk = SupportDesk(config.support, canned)
         desk.attach(server)
         server.desk = desk
+        InternalNotes(desk).attach(server)
         if config.support.unattended_after > 0:
             UnattendedWatch(config.support.unattended_after, desk).attach(server)
     editor = TranscriptEditor(store, offload)

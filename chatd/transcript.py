@@ -425,8 +425,11 @@ class TranscriptStore:
             )
         return keep
 
-    def events_before(self, room: str, epoch: str, before: int, limit: int) -> list[bytes]:
-        """Up to `limit` lines of `epoch` with seq < `before`, oldest first, across rotations."""
+    def events_before(
+        self, room: str, epoch: str, before: int, limit: int, roles: frozenset[str] | None = None
+    ) -> list[bytes]:
+        """Up to `limit` lines of `epoch` with seq < `before`, oldest first, across rotations;
+        with `roles`, only those a session with these roles may see (`Event.visible_to`)."""
         self.path_of(room)  # validates the name
         found: list[bytes] = []
         for path in newest_first(self.directory, room):
@@ -439,10 +442,12 @@ class TranscriptStore:
                         continue
                     if event.epoch != epoch:
                         break
-                    if event.seq < before:
+                    if event.seq < before and (roles is None or event.visible_to(roles)):
                         found.append(line)
-                        if len(found) >= limit or event.seq == 1:
+                        if len(found) >= limit:
                             break
+                    if event.seq == 1:
+                        break  # the start of the history
                 else:
                     continue
                 break

@@ -140,9 +140,11 @@ class JSONPrinter:
 def describe(event: TranscriptEvent) -> str:
     """The part of a readable line after the time and room."""
     kind = event.fields["type"]
-    if kind == "message":
-        # Continuation lines of a multi-line text are indented under the first.
-        return f"<{event.user}> {event.text}".replace("\n", "\n         ")
+    if kind in ("message", "note"):
+        # An agents' internal note is marked as such; continuation lines of a multi-line text
+        # are indented under the first.
+        mark = "[note] " if kind == "note" else ""
+        return f"{mark}<{event.user}> {event.text}".replace("\n", "\n         ")
     if kind == "presence":
         action = event.fields.get("event")
         return f"* {event.user} {PRESENCE_VERBS.get(action, action)}"
@@ -209,7 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--dir", "-d", type=Path, metavar="DIR", help="the transcript directory")
     parser.add_argument("--room", "-r", type=room_name, help="only this room (default: all rooms)")
     parser.add_argument("--user", "-u", metavar="NAME", help="only events from or about NAME")
-    parser.add_argument("--type", "-t", choices=("message", "presence"), help="only this type")
+    parser.add_argument(
+        "--type", "-t", choices=("message", "note", "presence"), help="only this type"
+    )
     parser.add_argument(
         "--since",
         type=time_argument,

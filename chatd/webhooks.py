@@ -41,6 +41,7 @@ WEBHOOK_TYPE = {
     "presence": "presence",
     "status": "conversation",
     "unattended": "unattended",
+    "note": "note",
 }
 
 # post(url, body, headers, timeout) -> Deferred firing with the HTTP status code.

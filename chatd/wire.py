@@ -97,6 +97,20 @@ class Say:
 
 
 @dataclass(frozen=True, slots=True)
+class Note:
+    """An agent's internal note in a support conversation: a `say` only agents receive."""
+
+    type: ClassVar[str] = "note"
+    room: str
+    text: str
+    id: str
+
+    @property
+    def ref(self) -> str:
+        return self.id
+
+
+@dataclass(frozen=True, slots=True)
 class Who:
     type: ClassVar[str] = "who"
     room: str
@@ -204,7 +218,7 @@ class Sanction:
 
 MAX_SANCTION_SECONDS = 10 * 366 * 86400
 ClientFrame = Hello | Refresh | Join | Leave | Say | Who | History | Queue | Resolve
-ClientFrame = ClientFrame | Edit | Delete | Sanction
+ClientFrame = ClientFrame | Edit | Delete | Sanction | Note
 
 
 class FrameParser:
@@ -218,6 +232,7 @@ class FrameParser:
             "join": self._join,
             "leave": self._leave,
             "say": self._say,
+            "note": self._note,
             "who": self._who,
             "history": self._history,
             "queue": self._queue,
@@ -302,6 +317,12 @@ class FrameParser:
         if _invisible(text):  # after the length check, which bounds this loop
             raise ChatError(BAD_TEXT, f"{key} is empty", ref)
         return text
+
+    def _note(self, obj: dict, ref: str | None) -> Note:
+        if ref is None:
+            raise ChatError(BAD_ID, "'note' needs a client 'id': 1-64 of A-Z a-z 0-9 _ . : -")
+        say = self._say(obj, ref)  # the same rules for a note's text as for a message's
+        return Note(room=say.room, text=say.text, id=say.id)
 
     def _who(self, obj: dict, ref: str | None) -> Who:
         return Who(room=_room(obj, ref), ref=ref)

@@ -185,3 +185,22 @@ def test_a_reader_that_stops_early_ends_it_quietly(
     process.stdout.close()
     assert process.wait(timeout=10) == 0
     assert process.stderr.read() == b""
+
+
+def test_an_agents_note_is_printed_marked_and_selected_by_its_type(capsysbinary, tmp_path):
+    note = event(
+        "note",
+        "support-carol",
+        2,
+        "2026-11-24T21:18:28.000Z",
+        **{"from": "ann", "id": "n1", "text": "VIP", "audience": "agent"},
+    )
+    said = message("support-carol", 1, "2026-11-24T21:18:27.000Z", "carol", "hello")
+    (tmp_path / "support-carol.jsonl").write_bytes(said + b"\n" + note + b"\n")
+    assert transcript_cli.main(["--dir", str(tmp_path)]) == 0
+    assert capsysbinary.readouterr().out.decode().splitlines()[1:] == [
+        "21:18:27 #support-carol <carol> hello",
+        "21:18:28 #support-carol [note] <ann> VIP",
+    ]
+    assert transcript_cli.main(["--dir", str(tmp_path), "--json", "--type", "note"]) == 0
+    assert capsysbinary.readouterr().out == note + b"\n"

@@ -355,12 +355,13 @@ def test_api_bots_must_be_user_ids(pem_file):
 def test_webhook_endpoints_are_read_in_order(pem_file):
     text = (
         f"[webhook:crm]\nurl = https://crm.example.com/hook\nsecret_file = {pem_file}\n"
-        f"events = message unattended\n"
+        f"events = message unattended note\n"
         f"[webhook:mail]\nurl = http://127.0.0.1:9000/\nsecret_file = {pem_file}\n"
     )
     endpoints = parse_config(text, "test.ini").webhooks.endpoints
+    # Notes (agents only) go only to an endpoint that names them.
     assert [(e.name, e.url, e.events) for e in endpoints] == [
-        ("crm", "https://crm.example.com/hook", ("message", "unattended")),
+        ("crm", "https://crm.example.com/hook", ("message", "unattended", "note")),
         ("mail", "http://127.0.0.1:9000/", ("message", "presence", "conversation", "unattended")),
     ]
 

@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred, fail
 from chatd import wire
 from chatd.auth import Identity
 from chatd.config import WebhookEndpoint
-from chatd.rooms import message_draft
+from chatd.rooms import Draft, message_draft
 from chatd.webhook_state import cursor_path, load_cursors, status_path
 from chatd.webhooks import Sender, WebhookMetrics, Webhooks, sign
 
@@ -155,6 +155,23 @@ def test_unwanted_types_pass_the_cursor(hooks, clock):
     assert receiver.posts == [] and sender.lag == 0
 
 
+@pytest.mark.parametrize("events", [("message",), ("message", "note")])
+def test_notes_go_only_to_endpoints_that_name_them_and_are_marked(hooks, clock, events):
+    server, webhooks, _sender, receiver = hooks(events=events)
+    webhooks.start()
+    room = server.directory.open_for_server("support-carol")
+    fields = {"from": "ann", "name": "ann", "id": "n1", "text": "VIP"}
+    server.post(room, Draft("note", fields, "ann", server.now(), "n1", audience="agent"))
+    post(server, "support-carol", "hello", sender="carol")
+    clock.advance(0)
+    clock.advance(0)
+    delivered = [(item["type"], item["event"].get("audience")) for item in receiver.events()]
+    if "note" in events:
+        assert delivered == [("note", "agent"), ("message", None)]
+    else:
+        assert delivered == [("message", None)]
+
+
 def test_a_failed_post_call_is_a_failure_too(hooks, clock):
     def broken(*_args):
         return fail(ValueError("bad url"))
@@ -252,6 +269,19 @@ def test_unattended_does_not_fire_when_an_agent_answers(desk, clock, make_connec
     clock.advance(0)
     clock.advance(120)
     assert carol.of_type("unattended") == []
+
+
+def test_an_agents_note_is_no_answer(desk, clock, enter):
+    server, carol = desk()
+    agent = Identity("ann", "ann", frozenset({"agent"}), None, None)
+    ann, _c, _j = enter(server, "ann", "support-carol", identity=agent)
+    say(server, "carol", "hello?")
+    clock.advance(30)
+    server.handle(ann, wire.Note(room="support-carol", text="mine", id="n1"))
+    clock.advance(0)
+    clock.advance(60)
+    clock.advance(0)
+    assert len(carol.of_type("unattended")) == 1
 
 
 def test_a_bot_message_is_no_answer(desk, clock):
