@@ -152,7 +152,9 @@ class Pipeline:
     ):
         self._clock = clock
         self._sequencer = sequencer
-        self._prepare = prepare
+        # Frames a room's members share (`outgoing.prepare_frames`, or with compression
+        # `Deflater.outgoing`); ephemeral fan-out (typing, read markers) uses it too.
+        self.prepare = prepare
         self._metrics = metrics
         self.observers: list[Observer] = []
         # Called with each room whose posts of a batch are settled (its pending count fell).
@@ -246,7 +248,7 @@ class Pipeline:
 
     def _deliver(self, room: Room, events: list[Event], acks: dict[Any, list[bytes]] | None):
         lines = [event.line for event in events]
-        frames = self._prepare(lines)
+        frames = self.prepare(lines)
         for session in room.sessions:
             own = acks.get(session) if acks else None
             if own is None:

@@ -49,6 +49,7 @@ from chatd.sessions import SessionRegistry
 from chatd.support import SupportDesk
 from chatd.tls import ReloadableContextFactory
 from chatd.transcript import Rotation, TranscriptStore, new_epoch
+from chatd.typing_indicators import TypingIndicators
 from chatd.unattended import UnattendedWatch
 from chatd.web import HealthResource, access_log_line, build_site
 from chatd.webhooks import Webhooks, treq_post
@@ -317,6 +318,7 @@ def build_server(
     server.retention.attach(server)
     server.erasure = Erasure(editor)
     server.erasure.attach(server)
+    TypingIndicators(config.rooms.typing_timeout).attach(server)
     return server
 
 
