@@ -111,7 +111,7 @@ class LocalSequencer:
             return failures
         self._failed_batches += 1
         for room, error in failures:
-            cause = _cause(error)
+            cause = failure_cause(error)
             self._metrics.transcript_write_failures.labels(cause).inc()
             if cause != self.failing:
                 self.failing = cause
@@ -128,7 +128,7 @@ class LocalSequencer:
         self._store.close()
 
 
-def _cause(error: OSError) -> str:
+def failure_cause(error: OSError) -> str:
     """ENOSPC, EACCES, ...: what an operator looks up; the exception's name without one."""
     return (
         errno.errorcode.get(error.errno, type(error).__name__)

@@ -42,6 +42,7 @@ from chatd.moderation import STATE_FILE, Moderation
 from chatd.outgoing import Deflater, prepare_frames
 from chatd.pipeline import LocalSequencer, Pipeline
 from chatd.protocol import ChatServerFactory, ListenerContext
+from chatd.read_markers import ReadMarkers
 from chatd.redaction import TranscriptEditor, at_once
 from chatd.retention import Retention
 from chatd.server import Server
@@ -319,6 +320,8 @@ def build_server(
     server.erasure = Erasure(editor)
     server.erasure.attach(server)
     TypingIndicators(config.rooms.typing_timeout).attach(server)
+    server.read_markers = ReadMarkers(store.directory, config.transcripts.fsync == "batch")
+    server.read_markers.attach(server)
     return server
 
 
