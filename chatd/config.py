@@ -334,6 +334,8 @@ class LimitsConfig:
     slow_consumer_grace: float
     cheap_per_second: float
     cheap_burst: int
+    typing_per_second: float  # typing indicators' own budget (chatd/typing.py)
+    typing_burst: int
     compression: bool  # offer permessage-deflate (chatd/outgoing.py)
     listen_backlog: int  # connections the kernel queues before chatd accepts them
 
@@ -356,6 +358,8 @@ class LimitsConfig:
             slow_consumer_grace=reader.duration("slow_consumer_grace", 5.0, 0.0, 3600.0),
             cheap_per_second=reader.number("cheap_per_second", 20.0, 0.01, 1e6),
             cheap_burst=reader.integer("cheap_burst", 40, 1, 1_000_000),
+            typing_per_second=reader.number("typing_per_second", 2.0, 0.01, 1e6),
+            typing_burst=reader.integer("typing_burst", 5, 1, 1_000_000),
             compression=reader.boolean("compression", False),
             listen_backlog=reader.integer("listen_backlog", 1024, 1, 65535),
         )
@@ -438,6 +442,7 @@ class RoomsConfig:
     idle_unload: float = 600.0
     creations_per_user: int = 30
     edit_window: float = 900.0
+    typing_timeout: float = 5.0  # a typing indicator not renewed ends by itself
 
     @classmethod
     def read(cls, reader: SectionReader, declared: dict[str, RoomPolicy]) -> RoomsConfig:
@@ -448,6 +453,7 @@ class RoomsConfig:
             idle_unload=reader.duration("idle_unload", 600.0, 0.0, 7 * 86400.0),
             creations_per_user=reader.integer("creations_per_user", 30, 1, 1_000_000),
             edit_window=reader.duration("edit_window", 900.0, 0.0, 7 * 86400.0),
+            typing_timeout=reader.duration("typing_timeout", 5.0, 0.1, 300.0),
         )
 
     def policy(self, room: str) -> RoomPolicy:

@@ -1,4 +1,5 @@
-"""Erasure: every message of a user, in every room, loses its text (and so do their edits).
+"""Erasure: every message of a user, in every room, loses its text (and so do their edits),
+and the user's read markers are dropped (chatd/read_markers.py).
 
 `chatd-transcript erase --user ID` is safe while the daemon runs, because it never writes a
 file the daemon may be writing: the daemon holds an exclusive lock on `.chatd.lock` in the
@@ -32,6 +33,7 @@ from chatd import rewrite
 from chatd.config import ConfigError, load_daemon_config
 from chatd.events import Event
 from chatd.names import USER_ID
+from chatd.read_markers import JOURNAL, without_user
 from chatd.redaction import TranscriptEditor, erase_user
 from chatd.transcript import room_names, segment_paths
 
@@ -57,7 +59,7 @@ def lock_directory(directory: Path) -> int:
 
 
 def new_report(user: str) -> dict:
-    return {"user": user, "rooms": {}, "events": 0}
+    return {"user": user, "rooms": {}, "events": 0, "read_markers": 0}
 
 
 def _record(report: dict, room: str, files: list[str], changed: int) -> None:
@@ -78,6 +80,8 @@ def erase_files(directory: Path, user: str) -> dict:
                 files.append(path.name)
                 changed += done.changed
         _record(report, room, files, changed)
+    dropped = rewrite.rewrite(directory / JOURNAL, without_user(user))
+    report["read_markers"] = dropped.dropped if dropped is not None else 0
     return report
 
 
@@ -121,11 +125,13 @@ class Erasure:
                     if line is not event.line:
                         loaded.revise(Event.from_line(line))
             _record(report, room, outcome.files, outcome.changed)
+        report["read_markers"] = self._server.read_markers.erase(user)
         self._log.info(
-            "erased {user}: {events} event(s) in {rooms} room(s)",
+            "erased {user}: {events} event(s) in {rooms} room(s), {markers} read marker(s)",
             user=user,
             events=report["events"],
             rooms=len(report["rooms"]),
+            markers=report["read_markers"],
         )
         return report
 
@@ -233,4 +239,5 @@ def main(argv: list[str]) -> int:
     print(f"erased {args.user}: {report['events']} event(s) redacted, by {by}")
     for room, what in sorted(report["rooms"].items()):
         print(f"  {room}: {what['events']} event(s) in {', '.join(what['files'])}")
+    print(f"and {report['read_markers']} read marker(s) dropped")
     return 0

@@ -114,7 +114,7 @@ class LocalSequencer:
             return failures
         self._failed_batches += 1
         for room, error in failures:
-            cause = _cause(error)
+            cause = failure_cause(error)
             self._metrics.transcript_write_failures.labels(cause).inc()
             if cause != self.failing:
                 self.failing = cause
@@ -131,7 +131,7 @@ class LocalSequencer:
         self._store.close()
 
 
-def _cause(error: OSError) -> str:
+def failure_cause(error: OSError) -> str:
     """ENOSPC, EACCES, ...: what an operator looks up; the exception's name without one."""
     return (
         errno.errorcode.get(error.errno, type(error).__name__)
@@ -155,7 +155,9 @@ class Pipeline:
     ):
         self._clock = clock
         self._sequencer = sequencer
-        self._prepare = prepare
+        # Frames a room's members share (`outgoing.prepare_frames`, or with compression
+        # `Deflater.outgoing`); ephemeral fan-out (typing, read markers) uses it too.
+        self.prepare = prepare
         self._metrics = metrics
         self.observers: list[Observer] = []
         # Called with each room whose posts of a batch are settled (its pending count fell).
@@ -253,7 +255,7 @@ class Pipeline:
                 self._deliver_by_audience(room, events, acks)
                 return
         lines = [event.line for event in events]
-        frames = self._prepare(lines)
+        frames = self.prepare(lines)
         for session in room.sessions:
             own = acks.get(session) if acks else None
             if own is None:
@@ -281,7 +283,7 @@ class Pipeline:
             subset = prepared.get(held)
             if subset is None:
                 lines = [event.line for event in events if event.visible_to(held)]
-                subset = prepared[held] = (self._prepare(lines), len(lines), sum(map(len, lines)))
+                subset = prepared[held] = (self.prepare(lines), len(lines), sum(map(len, lines)))
             frames, count, size = subset
             own = acks.get(session) if acks else None
             if own is not None:

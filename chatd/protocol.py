@@ -26,7 +26,7 @@ from chatd.errors import ChatError
 from chatd.keepalive import Keepalive
 from chatd.origins import OriginPolicy
 from chatd.outgoing import Deflater, Outgoing, deflate_acceptor, negotiated_window, prepare_frames
-from chatd.ratelimit import FrameBudget
+from chatd.ratelimit import TYPING_FRAMES, FrameBudget
 from chatd.server import Server
 from chatd.sessions import Session
 
@@ -251,9 +251,12 @@ class ChatServerProtocol(WebSocketServerProtocol):
         self.reply(wire.error(code, message, ref))
 
     def _over_budget(self, frame) -> None:
-        """A frame over its budget is dropped with `rate_limited`. Only frames that cost the
+        """A frame over its budget is dropped with `rate_limited` (a typing indicator without
+        a word: an error per keystroke would be a flood of our own). Only frames that cost the
         server (says, joins, anything unreadable) count toward closing a flood: a client is
         never closed for typing indicators or lookups it sends too fast."""
+        if frame is not None and frame.type in TYPING_FRAMES:
+            return
         budget = self._budget
         limits = self.factory.context.limits
         if budget.strike(frame.type if frame is not None else None):

@@ -5,9 +5,13 @@ from __future__ import annotations
 from chatd.config import LimitsConfig
 
 # Frames that cost the server little and that a client may rightly send in quick runs
-# (lookups, a token refresh; typing indicators and read markers belong here too): they have a
-# budget of their own, and going over it never closes the connection.
-CHEAP_FRAMES = frozenset({"who", "queue", "refresh"})
+# (lookups, a token refresh, read markers): they have a budget of their own, and going over it
+# never closes the connection.
+CHEAP_FRAMES = frozenset({"who", "queue", "refresh", "read"})
+# Typing indicators: a budget of their own again, so that a client that sends one per
+# keystroke neither spends the budget of its lookups nor floods the room. Over it they are
+# dropped without a reply: the indicator is advisory and ends by itself.
+TYPING_FRAMES = frozenset({"typing"})
 
 
 class TokenBucket:
@@ -40,21 +44,23 @@ class TokenBucket:
 
 class FrameBudget:
     """One connection's budgets: every frame before it is read (so that unreadable frames
-    cost something too), then costly frames (`say`, `join`, ...) and cheap ones apart.
+    cost something too), then costly frames (`say`, `join`, ...), cheap ones and typing
+    indicators apart.
 
     Costly frames over budget are strikes: `flood_close_after` of them in a row close the
-    connection. Cheap frames over budget are only refused.
+    connection. Cheap frames and typing indicators over budget are only refused.
     """
 
     def __init__(self, limits: LimitsConfig, now: float):
         self._limits = limits
         self._all = TokenBucket(
-            limits.messages_per_second + limits.cheap_per_second,
-            limits.message_burst + limits.cheap_burst,
+            limits.messages_per_second + limits.cheap_per_second + limits.typing_per_second,
+            limits.message_burst + limits.cheap_burst + limits.typing_burst,
             now,
         )
         self._costly = TokenBucket(limits.messages_per_second, limits.message_burst, now)
         self._cheap = TokenBucket(limits.cheap_per_second, limits.cheap_burst, now)
+        self._typing = TokenBucket(limits.typing_per_second, limits.typing_burst, now)
         self._strikes = 0
 
     def admit(self, now: float) -> bool:
@@ -63,12 +69,17 @@ class FrameBudget:
 
     def take(self, kind: str, now: float) -> bool:
         """The frame's own budget, once its type is known."""
-        if kind not in CHEAP_FRAMES:
+        if kind in TYPING_FRAMES:
+            bucket = self._typing
+        elif kind in CHEAP_FRAMES:
+            bucket = self._cheap
+        else:
             return self._costly.take(now)
-        if self._cheap.take(now):
+        if bucket.take(now):
             return True
-        # A refused cheap frame is never a strike; nor may it use up the shared budget, or a
-        # client that only looks things up too fast would soon fail `admit` and be closed.
+        # A refused cheap or typing frame is never a strike; nor may it use up the shared
+        # budget, or a client that only looks things up (or types) too fast would soon fail
+        # `admit` and be closed.
         self._all.give_back()
         return False
 
@@ -78,7 +89,7 @@ class FrameBudget:
 
     def strike(self, kind: str | None) -> bool:
         """A frame over budget; True when the flood has gone on long enough to close."""
-        if kind in CHEAP_FRAMES:
+        if kind in CHEAP_FRAMES or kind in TYPING_FRAMES:
             return False
         self._strikes += 1
         return self._strikes >= self._limits.flood_close_after
@@ -86,5 +97,7 @@ class FrameBudget:
     def rate_of(self, kind: str | None) -> float:
         limits = self._limits
         if kind is None:
-            return limits.messages_per_second + limits.cheap_per_second
+            return limits.messages_per_second + limits.cheap_per_second + limits.typing_per_second
+        if kind in TYPING_FRAMES:
+            return limits.typing_per_second
         return limits.cheap_per_second if kind in CHEAP_FRAMES else limits.messages_per_second

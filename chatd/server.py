@@ -3,8 +3,9 @@
 The protocol hands every welcomed request here (`handle`), with the session that sent it; the
 answer is the reply frame to send, if any. Sessions (sessions.py), rooms in memory and their
 permissions (directory.py) and the commit pipeline (pipeline.py) are its parts; extensions such
-as the support desk attach through its hooks (`handlers`, `welcome_fields`, `on_session_end`,
-`on_start`), the directory's guards and the pipeline's observers, never through branches here.
+as the support desk attach through its hooks (`handlers`, `welcome_fields`, `joined_fields`,
+`on_session_end`, `on_start`, `on_shutdown`), the directory's guards and the pipeline's
+observers, never through branches here.
 """
 
 from __future__ import annotations
@@ -64,8 +65,10 @@ class Server:
             "history": self.history,
         }
         self.welcome_fields: list[Callable[[Session], dict]] = []
+        self.joined_fields: list[Callable[[Session, Room], dict]] = []
         self.on_session_end: list[Callable[[Session], None]] = []
         self.on_start: list[Callable[[], None]] = []
+        self.on_shutdown: list[Callable[[], None]] = []
         self._sweep_call = None
         pipeline.settled.append(directory.touch)
         metrics.users.set_function(lambda: sessions.user_count)
@@ -91,6 +94,8 @@ class Server:
         """Commit what is pending and close the transcripts; later events are not recorded."""
         if self._sweep_call is not None and self._sweep_call.active():
             self._sweep_call.cancel()
+        for hook in self.on_shutdown:
+            hook()
         self.pipeline.shutdown()
 
     @property
@@ -220,6 +225,9 @@ class Server:
             history, recovered = [], False
         if request.since is not None:
             self.metrics.resumes.labels("recovered" if recovered else "not_recovered").inc()
+        extra = {}
+        for fields in self.joined_fields:
+            extra.update(fields(session, room))
         return wire.joined(
             room.name,
             room.epoch,
@@ -228,6 +236,7 @@ class Server:
             history,
             recovered,
             request.ref,
+            extra,
         )
 
     def _join_failed(self, session: Session, room: Room, ref: str | None) -> None:

@@ -34,6 +34,7 @@ import base64
 import binascii
 import os
 import re
+from collections import deque
 from dataclasses import dataclass, field
 
 from twisted.logger import Logger
@@ -49,6 +50,8 @@ from chatd.rooms import Draft, Room
 from chatd.transcript import SUFFIX, rotated_index
 
 PREFIX = "support-"
+# Unread counts stop at this many customer messages ("99+" for a client).
+UNREAD_COUNTED = 100
 MAX_SCAN_EVENTS = 500
 QUEUE_PAGE = 50
 QUEUE_PAGE_MAX = 200
@@ -98,6 +101,9 @@ class Conversation:
     opened_at: float | None = None
     answered: bool = False
     rating: int | None = None
+    # The seqs of the customer's latest messages, for each agent's unread count (read markers).
+    epoch: str | None = None
+    customer_seqs: deque = field(default_factory=lambda: deque(maxlen=UNREAD_COUNTED))
 
     def entry(self) -> dict:
         return {
@@ -119,6 +125,9 @@ class Conversation:
         reached, for the desk's KPIs: ("first_response" | "resolution", seconds since the
         conversation opened)."""
         record = event.record
+        if event.epoch != self.epoch:
+            self.epoch = event.epoch
+            self.customer_seqs.clear()
         if event.kind == "rating":
             self.rating = record.get("score")
             return None
@@ -146,6 +155,7 @@ class Conversation:
             "ts": record.get("ts"),
         }
         if event.sender == self.customer:
+            self.customer_seqs.append(event.seq)
             self.customer_name = record.get("name", self.customer_name)
             if self.opened_at is None or self.status == "resolved":
                 self.opened_at, self.answered, self.rating = event.ts, False, None
@@ -328,9 +338,18 @@ class SupportDesk:
             metrics.desk_ratings.labels(str(event.record.get("score"))).inc()
 
     def _tell_watchers(self, conversation: Conversation) -> None:
-        frame = wire.encode({"type": "conversation", **conversation.entry()})
         for watcher in self._watchers:
-            watcher.connection.send(frame)
+            entry = self._entry_for(conversation, watcher.user)
+            watcher.connection.send(wire.encode({"type": "conversation", **entry}))
+
+    def _entry_for(self, conversation: Conversation, agent: str) -> dict:
+        """A queue entry as this agent sees it: with the customer messages they have not read
+        (by their read marker in the room, chatd/read_markers.py)."""
+        read = 0
+        if conversation.epoch is not None:
+            read = self._server.read_markers.of(conversation.room, agent, conversation.epoch)
+        unread = sum(1 for seq in conversation.customer_seqs if seq > read)
+        return {**conversation.entry(), "unread": unread}
 
     def recover(self) -> None:
         """Rebuild the queue from the transcripts of the support rooms (a bounded scan)."""
@@ -434,7 +453,8 @@ class SupportDesk:
             "next": _cursor(page[-1].sort_key()) if more else None,
             "availability": self._agent_entries(),
         }
-        return wire.with_events(head, "conversations", [wire.encode(c.entry()) for c in page])
+        entries = [wire.encode(self._entry_for(c, session.user)) for c in page]
+        return wire.with_events(head, "conversations", entries)
 
     def resolve(self, session, request: wire.Resolve) -> None:
         """An agent marks a conversation resolved: a `status` event in its room."""

@@ -45,6 +45,7 @@ from chatd.notes import InternalNotes
 from chatd.outgoing import Deflater, prepare_frames
 from chatd.pipeline import LocalSequencer, Pipeline
 from chatd.protocol import ChatServerFactory, ListenerContext
+from chatd.read_markers import ReadMarkers
 from chatd.redaction import TranscriptEditor, at_once
 from chatd.retention import Retention
 from chatd.server import Server
@@ -52,6 +53,7 @@ from chatd.sessions import SessionRegistry
 from chatd.support import SupportDesk
 from chatd.tls import ReloadableContextFactory
 from chatd.transcript import Rotation, TranscriptStore, new_epoch
+from chatd.typing_indicators import TypingIndicators
 from chatd.unattended import UnattendedWatch
 from chatd.web import HealthResource, access_log_line, build_site
 from chatd.webhooks import Webhooks, treq_post
@@ -340,6 +342,9 @@ def build_server(
     server.retention.attach(server)
     server.erasure = Erasure(editor)
     server.erasure.attach(server)
+    TypingIndicators(config.rooms.typing_timeout).attach(server)
+    server.read_markers = ReadMarkers(store.directory, config.transcripts.fsync == "batch")
+    server.read_markers.attach(server)
     return server
 
 

@@ -216,9 +216,30 @@ class Sanction:
     ref: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """A member starts (`typing` true, renewed every few seconds) or stops typing in `room`."""
+
+    type: ClassVar[str] = "typing"
+    room: str
+    typing: bool
+    ref: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """The user has read `room` up to and including event `seq`."""
+
+    type: ClassVar[str] = "read"
+    room: str
+    seq: int
+    ref: str | None
+
+
 MAX_SANCTION_SECONDS = 10 * 366 * 86400
 ClientFrame = Hello | Refresh | Join | Leave | Say | Who | History | Queue | Resolve
-ClientFrame = ClientFrame | Edit | Delete | Sanction | Note
+ClientFrame = ClientFrame | Edit | Delete | Sanction | Note | Typing | Read
+ClientFrame = ClientFrame | Assign | Transfer | Availability | Rate
 
 
 class FrameParser:
@@ -246,6 +267,8 @@ class FrameParser:
             "kick": self._sanction,
             "ban": self._sanction,
             "mute": self._sanction,
+            "typing": self._typing,
+            "read": self._read,
         }
 
     def parse(self, payload: bytes) -> ClientFrame:
@@ -398,6 +421,13 @@ class FrameParser:
                 )
         return Sanction(type=obj["type"], room=room, user=user, duration=duration, ref=ref)
 
+    def _typing(self, obj: dict, ref: str | None) -> Typing:
+        room = _room(obj, ref)
+        return Typing(room=room, typing=_field(obj, "typing", bool, ref), ref=ref)
+
+    def _read(self, obj: dict, ref: str | None) -> Read:
+        return Read(room=_room(obj, ref), seq=_integer(obj, "seq", ref, minimum=0), ref=ref)
+
 
 def _token(obj: dict, ref: str | None) -> str:
     token = _field(obj, "token", str, ref)
@@ -496,8 +526,10 @@ def joined(
     history: list[bytes],
     recovered: bool,
     ref: str | None,
+    extra: dict | None = None,
 ) -> bytes:
-    """`members` lists the user ids, `names` maps each to the display name others see."""
+    """`members` lists the user ids, `names` maps each to the display name others see;
+    `extra` holds the fields extensions add (the members' read markers)."""
     head = {
         "type": "joined",
         "room": room,
@@ -507,6 +539,7 @@ def joined(
         "names": names,
         "recovered": recovered,
         "ref": ref,
+        **(extra or {}),
     }
     return with_events(head, "history", history)
 
@@ -527,6 +560,14 @@ def refreshed(expires_at: float | None, ref: str | None) -> bytes:
 def history(room: str, epoch: str, events: list[bytes], more: bool, ref: str | None) -> bytes:
     head = {"type": "history", "room": room, "epoch": epoch, "more": more, "ref": ref}
     return with_events(head, "events", events)
+
+
+def typing(room: str, user: str, name: str, is_typing: bool) -> bytes:
+    return encode({"type": "typing", "room": room, "user": user, "name": name, "typing": is_typing})
+
+
+def read_marker(room: str, user: str, seq: int) -> bytes:
+    return encode({"type": "read", "room": room, "user": user, "seq": seq})
 
 
 def ack(client_id: str, seq: int) -> bytes:

@@ -45,6 +45,7 @@ def test_two_users_chat(daemon, clients, kind):
         "names": {"alice": "alice"},
         "recovered": False,
         "ref": None,
+        "read": {},
         "history": [],
     }
     assert_presence(
@@ -62,6 +63,7 @@ def test_two_users_chat(daemon, clients, kind):
         "names": {"alice": "alice", "bob": "bob"},
         "recovered": False,
         "ref": "j-1",
+        "read": {},
         "history": [alice.received[-1]],
     }
     # Both members get bob's presence event, the same bytes.

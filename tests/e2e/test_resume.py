@@ -55,6 +55,7 @@ def test_restart_keeps_seq_and_history(daemon, clients):
         "names": {"carol": "carol"},
         "recovered": False,
         "ref": None,
+        "read": {},
         "history": before,
     }
     assert_presence(
@@ -115,6 +116,7 @@ def test_resume_gets_exactly_the_missed_events(daemon, clients):
         "names": {"bob": "bob", "alice": "alice"},
         "recovered": True,
         "ref": None,
+        "read": {},
         "history": missed,
     }
     assert_contiguous(missed, first=seen + 1)
@@ -165,6 +167,7 @@ def test_resume_that_cannot_be_served_gets_the_latest_events(make_daemon, client
         "names": {"bob": "bob", "alice": "alice"},
         "recovered": False,
         "ref": None,
+        "read": {},
         "history": latest,
     }
     # Another epoch: its seq numbers mean nothing here.

@@ -55,6 +55,8 @@ def budget(**limits) -> FrameBudget:
         "message_burst": 3,
         "cheap_per_second": 4.0,
         "cheap_burst": 5,
+        "typing_per_second": 1.0,
+        "typing_burst": 2,
         "flood_close_after": 3,
         **limits,
     }
@@ -91,7 +93,8 @@ def test_a_frame_within_budget_forgives_the_strikes():
 
 def test_rate_of_names_the_budget_a_frame_went_over():
     frames = budget()
-    assert (frames.rate_of("who"), frames.rate_of("say"), frames.rate_of(None)) == (4.0, 2.0, 6.0)
+    rates = [frames.rate_of(kind) for kind in ("who", "say", "typing", None)]
+    assert rates == [4.0, 2.0, 1.0, 7.0]
 
 
 def test_a_creation_budget_bucket_is_full_again_after_its_refill_time():

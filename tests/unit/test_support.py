@@ -195,6 +195,7 @@ def test_a_queue_entry_says_who_waits_since_when_and_what_was_said_last(desk, pe
         "assignee": None,
         "assignee_name": None,
         "rating": None,
+        "unread": 2,
         "last": {
             "from": "Cust.1",
             "name": "Customer One",
@@ -680,3 +681,22 @@ def test_first_response_and_resolution_times_and_conversation_counts(desk, perso
     assert metric(server, "chatd_support_resolution_seconds_sum") == 120
     assert metric(server, "chatd_support_conversations", state="resolved") == 1
     assert metric(server, "chatd_support_conversations", state="open") == 0
+
+
+def test_each_agent_sees_the_customer_messages_they_have_not_read(desk, person, clock):
+    server = desk()
+    ann, bob = person(server, "ann", agent=True), person(server, "bob", agent=True)
+    customer = person(server, "alice")
+    room = writes(server, customer, "one", clock)
+    writes(server, customer, "two", clock)
+    writes(server, customer, "three", clock)
+    join(server, ann, room)
+    seqs = [e["seq"] for e in customer.connection.of_type("message")]
+    server.handle(ann, wire.Read(room=room, seq=seqs[1], ref=None))
+    clock.advance(0)
+    [for_ann] = queue(server, ann)["conversations"]
+    [for_bob] = queue(server, bob)["conversations"]
+    assert (for_ann["unread"], for_bob["unread"]) == (1, 3)
+    writes(server, customer, "four", clock)  # the live update carries each one's own count
+    assert ann.connection.of_type("conversation")[-1]["unread"] == 2
+    assert bob.connection.of_type("conversation")[-1]["unread"] == 4
