@@ -110,8 +110,16 @@ def make_daemon(
             sections.setdefault(section, {}).update(values)
         config = write_ini(directory / "chatd.ini", sections)
         daemon = Daemon(directory, config, transcripts, client_ssl, twistd)
-        if str(sections.get("api", {}).get("enabled", "no")) in ("yes", "True", "true", "1"):
+        enabled = ("yes", "True", "true", "1")
+        if str(sections.get("api", {}).get("enabled", "no")) in enabled:
             daemon.listeners.add("api")
+        metrics = sections["metrics"]
+        if (
+            str(metrics.get("enabled", "yes")) in enabled
+            and metrics.get("serve_on", "local") == "local"
+        ):
+            # Tests read daemon.ports["metrics"]: wait for that listener too.
+            daemon.listeners.add("metrics")
         daemons.append(daemon)
         return daemon.start() if start else daemon
 
