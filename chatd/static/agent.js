@@ -1,12 +1,19 @@
 // The agents' page (/agent): the live queue of support conversations, and the conversations
 // this agent has opened (joined), with replies.
 //
-// After every welcome (so after each reconnection too), and when the status filter changes, it
-// sends {"type":"queue"}: the reply is the first page of the queue (more pages on "Load more",
-// with `before` = the previous reply's `next`), and from then on each change comes as a
-// "conversation" frame. A resolved conversation stays in the list (greyed, at the end) until the
-// queue is next loaded after the server's [support] resolved_ttl: then the server leaves it out.
+// After every welcome (so after each reconnection too), and when a filter changes (status:
+// all/open/resolved; assignment, the queue's `view`: all/mine/unassigned), it sends
+// {"type":"queue"}: the reply is the first page of the queue (more pages on "Load more", with
+// `before` = the previous reply's `next`), and from then on each change comes as a
+// "conversation" frame (for every conversation: the page applies the filters itself). A resolved
+// conversation stays in the list (greyed, at the end) until the queue is next loaded after the
+// server's [support] resolved_ttl: then the server leaves it out.
 // Customers' and agents' display names are shown, but rooms and people are told apart by id.
+//
+// Assignment: "Claim" sends `assign` (the server answers `conflict` when another agent got there
+// first), the conversation's head transfers it with `transfer`. The agents and their
+// availability come with each queue reply and then as "agent" frames; this agent's own is in
+// welcome and in the answer to the `availability` it sends from the header.
 
 import { ChatConnection } from "./connection.js";
 import { session } from "./login.js";
@@ -15,13 +22,20 @@ import { $, composer, describeRemoval, el, formatWait, MessageList, nameElement,
 // How urgent each phase is: waiting for an answer, answered (still open), resolved.
 const PHASE_ORDER = { waiting: 0, answered: 1, resolved: 2 };
 const QUEUE_PAGE = 50;
+const AVAILABILITY_WORDS = { online: "Online", away: "Away", offline: "Offline" };
 const view = {
   desk: $("#desk"),
   queue: $("#queue"),
   queueCount: $("#queue-count"),
   queueEmpty: $("#queue-empty"),
   queueMore: $("#queue-more"),
-  filter: $("#queue-filter"),
+  statusFilter: $("#queue-filter"),
+  assignmentFilter: $("#queue-view"),
+  agentList: $("#agent-list"),
+  availabilityBox: $(".availability"),
+  availability: $("#availability"),
+  transfer: $("#transfer"),
+  transferTo: $("#transfer-to"),
   resolve: $("#resolve"),
   title: $("#room-title"),
   sub: $("#room-sub"),
@@ -37,11 +51,19 @@ const notice = new Notice($("#notice"));
 const scroller = new Scroller($("#scroller"));
 let status = null;
 let connection = null;
-let conversations = new Map(); // room -> the queue's entry for it
-let filter = "all"; // the queue's status filter: all | open | resolved
+let conversations = new Map(); // room -> the queue's entry for it, for those the filters let through
+let latestEntries = new Map(); // room -> the latest entry seen for it, filtered out or not (the head)
+let statusFilter = "all"; // all | open | resolved
+let assignmentFilter = "all"; // the queue's `view`: all | mine | unassigned
 let next = null; // the cursor for the queue's next page, when there is one
 const names = new Map(); // user id -> display name, as last seen in a room's frames
+let agents = new Map(); // user id -> {user, name, status}: every agent the server has seen
+let availability = null; // this agent's own, as the server last said: online | away
+const claims = new Map(); // the id of an `assign` we sent -> its room
+const lostClaims = new Set(); // rooms claimed first by someone our queue entry does not show yet
+let transferChoice = null; // the agent picked in the transfer select; null: the assignee
 let resolves = 0;
+let requests = 0; // for the ids of assign, transfer and availability requests
 const opened = new Map(); // room -> {list: MessageList, more}
 let current = null;
 
@@ -50,38 +72,74 @@ function start(credentials) {
   connection = new ChatConnection(credentials);
   status = status || new StatusBar($("#status"), () => connection.retryNow());
   conversations = new Map();
+  latestEntries = new Map();
+  agents = new Map();
+  claims.clear();
+  lostClaims.clear();
   opened.clear();
   show(null);
+  renderAgents();
   view.desk.hidden = false;
   view.toggle.hidden = false;
 
   connection.addEventListener("status", (event) => {
     status.show(event.detail);
+    view.availability.disabled = !connection.welcome;
     renderPending(current);
   });
   connection.addEventListener("welcome", ({ detail }) => {
     $("#me").textContent = detail.name || detail.user;
+    view.availabilityBox.hidden = typeof detail.availability !== "string";
+    renderAvailability(detail.availability);
     loadQueue();
   });
   connection.addEventListener("fatal", () => {
     view.desk.hidden = true;
     view.toggle.hidden = true;
+    view.availabilityBox.hidden = true;
   });
   connection.addEventListener("frame", ({ detail: frame }) => {
     if (frame.type === "queue") {
-      if (frame.status !== filter) return; // an answer for the filter before the last change
+      // An answer to a request made before the filters last changed: not what is asked for now.
+      if (frame.status !== statusFilter || frame.view !== assignmentFilter) return;
       // The first page replaces the list; a next page adds to it.
       if (frame.ref !== "queue-more") conversations = new Map();
-      for (const entry of frame.conversations) conversations.set(entry.room, entry);
+      for (const entry of frame.conversations) {
+        conversations.set(entry.room, entry);
+        latestEntries.set(entry.room, entry);
+      }
       next = frame.more ? frame.next : null;
+      if (Array.isArray(frame.availability)) {
+        agents = new Map();
+        for (const agent of frame.availability) updateAgent(agent);
+      }
       renderQueue();
       renderHead();
+      renderAgents();
     } else if (frame.type === "conversation") {
-      // A live change; one that no longer matches the filter leaves the list.
+      // A live change; one that no longer matches the filters leaves the list.
+      const before = latestEntries.get(frame.room);
+      latestEntries.set(frame.room, frame);
       if (matches(frame)) conversations.set(frame.room, frame);
       else conversations.delete(frame.room);
+      if (lostClaims.has(frame.room) && frame.assignee && frame.assignee !== connection.user) {
+        lostClaims.delete(frame.room);
+        notice.show(claimedFirst(frame));
+      }
       renderQueue();
-      if (frame.room === current) renderHead();
+      if (frame.room === current) {
+        if (frame.assignee !== before?.assignee) transferChoice = null;
+        renderHead();
+      }
+    } else if (frame.type === "agent") {
+      updateAgent(frame);
+      if (frame.user === connection.user) renderAvailability(frame.status);
+      renderAgents();
+      renderHead();
+    } else if (frame.type === "availability" && frame.user === connection.user) {
+      renderAvailability(frame.status);
+    } else if (frame.type === "ack") {
+      claims.delete(frame.id);
     }
   });
   connection.addEventListener("members", ({ detail }) => {
@@ -117,6 +175,13 @@ function start(credentials) {
     if (current === detail.room) show(null);
   });
   connection.addEventListener("problem", ({ detail }) => {
+    const claimed = claims.get(detail.ref);
+    claims.delete(detail.ref);
+    if (claimed !== undefined && detail.code === "conflict") {
+      claimLost(claimed);
+      return;
+    }
+    if (detail.ref?.startsWith("availability-")) renderAvailability(availability); // unchanged
     if (detail.ref === "queue" && detail.code === "forbidden") notice.show(`This page is for support agents. The server said: ${detail.message}`, { sticky: true });
     else notice.show(detail.message);
   });
@@ -125,13 +190,23 @@ function start(credentials) {
 }
 
 function loadQueue(more = false) {
-  const frame = { type: "queue", status: filter, limit: QUEUE_PAGE, id: more ? "queue-more" : "queue" };
+  const frame = { type: "queue", status: statusFilter, view: assignmentFilter, limit: QUEUE_PAGE, id: more ? "queue-more" : "queue" };
   if (more) frame.before = next;
   connection.send(frame);
 }
 
 function matches(entry) {
-  return filter === "all" || entry.status === filter;
+  if (statusFilter !== "all" && entry.status !== statusFilter) return false;
+  if (assignmentFilter === "mine") return entry.assignee === connection.user;
+  if (assignmentFilter === "unassigned") return !entry.assignee;
+  return true;
+}
+
+function emptyQueueText() {
+  const status = statusFilter === "all" ? "" : `${statusFilter} `;
+  if (assignmentFilter === "mine") return `No ${status}conversations assigned to you.`;
+  if (assignmentFilter === "unassigned") return `No unassigned ${status}conversations.`;
+  return status ? `No ${status}conversations.` : "No conversations yet.";
 }
 
 function phase(entry) {
@@ -162,20 +237,98 @@ function agentNames(entry) {
   return (entry.agents || []).map((id) => names.get(id) || id).join(", ");
 }
 
+// "You", or the assignee's display name; null when the conversation is unassigned.
+function assigneeName(entry) {
+  if (!entry.assignee) return null;
+  if (entry.assignee === connection.user) return "You";
+  return entry.assignee_name || names.get(entry.assignee) || entry.assignee;
+}
+
+function claim(room) {
+  if (!connection?.welcome) return;
+  const id = `assign-${++requests}`;
+  claims.set(id, room);
+  connection.send({ type: "assign", room, id });
+}
+
+// Our `assign` got `conflict`: say who was first, once our entry for the room knows.
+function claimLost(room) {
+  const entry = latestEntries.get(room);
+  if (entry?.assignee && entry.assignee !== connection.user) {
+    notice.show(claimedFirst(entry));
+  } else {
+    lostClaims.add(room);
+    notice.show(`Conversation with ${customerName(entry, room)}: another agent claimed it first.`);
+  }
+}
+
+function claimedFirst(entry) {
+  return `Conversation with ${customerName(entry)}: ${assigneeName(entry)} claimed it first.`;
+}
+
+function updateAgent({ user, name, status: agentStatus }) {
+  agents.set(user, { user, name: name || user, status: agentStatus });
+  if (name) names.set(user, name);
+}
+
+function agentsByName() {
+  return [...agents.values()].sort((a, b) => a.name.localeCompare(b.name) || a.user.localeCompare(b.user));
+}
+
+function renderAgents() {
+  view.agentList.replaceChildren(
+    ...agentsByName().map((agent) =>
+      el(
+        "li",
+        { class: "agent", dataset: { status: agent.status } },
+        el("span", { class: "dot", "aria-hidden": "true" }),
+        nameElement("span", { class: "agent-name" }, agent.user === connection?.user ? `${agent.name} (you)` : agent.name, agent.user),
+        el("span", { class: "agent-status" }, AVAILABILITY_WORDS[agent.status] ?? agent.status),
+      ),
+    ),
+  );
+}
+
+function renderAvailability(chosen) {
+  availability = chosen;
+  if (chosen in AVAILABILITY_WORDS) view.availability.value = chosen;
+}
+
+// Who the conversation shown may go to: nobody (""), this agent, the other agents not offline.
+function renderTransfer() {
+  const entry = latestEntries.get(current);
+  view.transfer.hidden = !opened.has(current) || !entry;
+  if (view.transfer.hidden) return;
+  const me = connection.user;
+  const candidates = agentsByName()
+    .filter((agent) => agent.status !== "offline")
+    .sort((a, b) => (b.user === me) - (a.user === me));
+  view.transferTo.replaceChildren(
+    el("option", { value: "" }, "Nobody"),
+    ...candidates.map((agent) =>
+      el("option", { value: agent.user }, `${agent.user === me ? "You" : agent.name}${agent.status === "away" ? " (away)" : ""}`),
+    ),
+  );
+  const wanted = transferChoice ?? entry.assignee ?? "";
+  view.transferTo.value = candidates.some((agent) => agent.user === wanted) ? wanted : "";
+  view.transfer.querySelector("button").disabled = view.transferTo.value === (entry.assignee ?? "");
+}
+
 function renderQueue() {
   const entries = [...conversations.values()].sort(urgency);
   const waiting = entries.filter((entry) => phase(entry) === "waiting").length;
   view.queueCount.textContent = entries.length ? `(${waiting} waiting)` : "";
   view.queueEmpty.hidden = entries.length > 0;
-  view.queueEmpty.textContent = filter === "all" ? "No conversations yet." : `No ${filter} conversations.`;
+  view.queueEmpty.textContent = emptyQueueText();
   view.queueMore.hidden = next === null;
-  // The list is rebuilt on every change: keep the keyboard focus on the same conversation.
-  const focused = view.queue.contains(document.activeElement) ? document.activeElement.dataset.room : null;
+  // The list is rebuilt on every change: keep the keyboard focus on the same conversation (on
+  // its Claim button if it was there and still is).
+  const active = view.queue.contains(document.activeElement) ? document.activeElement : null;
   view.queue.replaceChildren(
     ...entries.map((entry) =>
       el(
         "li",
-        {},
+        { class: "queue-entry" },
         el(
           "button",
           {
@@ -189,11 +342,35 @@ function renderQueue() {
           el("span", { class: `pill ${phase(entry)}` }, statusText(entry)),
           el("span", { class: "last" }, entry.last ? `${entry.last.name || entry.last.from}: ${entry.last.text}` : "No message yet"),
           entry.agents?.length ? el("span", { class: "agents" }, `With ${agentNames(entry)}`) : null,
+          el(
+            "span",
+            { class: "assignment" },
+            entry.assignee ? el("span", { class: "assignee-label" }, "Assigned to") : null,
+            el("span", { class: "assignee" }, assigneeName(entry) ?? "Unassigned"),
+          ),
         ),
+        // Only open conversations need someone to take them.
+        !entry.assignee && entry.status === "open"
+          ? el(
+              "button",
+              {
+                type: "button",
+                class: "claim",
+                dataset: { room: entry.room },
+                "aria-label": `Claim the conversation with ${customerName(entry)}`,
+                onclick: () => claim(entry.room),
+              },
+              "Claim",
+            )
+          : null,
       ),
     ),
   );
-  if (focused) view.queue.querySelector(`[data-room="${CSS.escape(focused)}"]`)?.focus();
+  if (active) {
+    const room = `[data-room="${CSS.escape(active.dataset.room)}"]`;
+    const claimButton = active.classList.contains("claim") ? view.queue.querySelector(`.claim${room}`) : null;
+    (claimButton ?? view.queue.querySelector(`.queue-item${room}`))?.focus();
+  }
 }
 
 function open(name) {
@@ -201,7 +378,7 @@ function open(name) {
     const list = new MessageList({
       me: () => connection.user ?? "you",
       myName: () => connection.name ?? "you",
-      label: `Messages with ${customerName(conversations.get(name), name)}`,
+      label: `Messages with ${customerName(latestEntries.get(name), name)}`,
     });
     opened.set(name, { list, more: false });
     connection.join(name);
@@ -214,6 +391,7 @@ function open(name) {
 
 function show(name) {
   current = name;
+  transferChoice = null;
   const room = opened.get(name);
   view.empty.hidden = Boolean(room);
   view.leave.hidden = !room;
@@ -230,15 +408,18 @@ function show(name) {
 }
 
 function renderHead() {
-  const entry = conversations.get(current);
+  const entry = latestEntries.get(current);
   const customer = customerName(entry, current);
   view.title.textContent = current ? customer : "Support desk";
   view.title.title = entry && customer !== entry.customer ? entry.customer : "";
-  view.sub.textContent = entry ? `${statusText(entry)}${entry.agents?.length ? ` · with ${agentNames(entry)}` : ""}` : "";
+  const assignee = entry && assigneeName(entry);
+  const assigned = assignee ? `assigned to ${assignee === "You" ? "you" : assignee}` : "unassigned";
+  view.sub.textContent = entry ? `${statusText(entry)}${entry.agents?.length ? ` · with ${agentNames(entry)}` : ""} · ${assigned}` : "";
   view.text.placeholder = current ? `Reply to ${customer}` : "Pick a conversation";
   // Resolving is for an open conversation; the button comes back when the customer writes.
   view.resolve.hidden = !opened.has(current) || entry?.status !== "open";
   view.resolve.disabled = false;
+  renderTransfer();
 }
 
 function renderOlder() {
@@ -273,12 +454,34 @@ view.resolve.addEventListener("click", () => {
   connection.send({ type: "resolve", room: current, id: `resolve-${++resolves}` });
 });
 
-view.filter.addEventListener("change", () => {
-  filter = view.filter.value;
+function filtersChanged() {
+  statusFilter = view.statusFilter.value;
+  assignmentFilter = view.assignmentFilter.value;
   conversations = new Map();
   next = null;
   renderQueue();
   if (connection?.welcome) loadQueue();
+}
+
+view.statusFilter.addEventListener("change", filtersChanged);
+view.assignmentFilter.addEventListener("change", filtersChanged);
+
+view.transferTo.addEventListener("change", () => {
+  transferChoice = view.transferTo.value;
+  renderTransfer();
+});
+
+// The head shows the new assignee once the server's `conversation` update arrives.
+view.transfer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (!current || !connection?.welcome) return;
+  connection.send({ type: "transfer", room: current, agent: view.transferTo.value || null, id: `transfer-${++requests}` });
+});
+
+// The select shows the choice at once; an error from the server puts it back.
+view.availability.addEventListener("change", () => {
+  if (!connection?.welcome) return;
+  connection.send({ type: "availability", status: view.availability.value, id: `availability-${++requests}` });
 });
 
 view.queueMore.addEventListener("click", () => next !== null && connection?.welcome && loadQueue(true));

@@ -3,7 +3,9 @@
 // The server names the conversation room in welcome (`support_room`); every other member of
 // that room is a support agent, so a presence join from anyone else is "an agent joined".
 // When an agent resolves the conversation a `status` event arrives in the room: the page says
-// so, and the customer can simply write again (that opens the conversation again).
+// so, and the customer can simply write again (that opens the conversation again). An
+// `assignment` event names the agent handling it. Whether any agent is online comes in welcome
+// (`agents_online`) and then in `agents` notices; the customer may write either way.
 
 import { ChatConnection } from "./connection.js";
 import { session } from "./login.js";
@@ -12,6 +14,7 @@ import { $, composer, describeRemoval, displayName, MessageList, Notice, Scrolle
 const notice = new Notice($("#notice"));
 const scroller = new Scroller($("#scroller"));
 const banner = $("#banner");
+const agentsOnline = $("#agents-online");
 const older = $("#older");
 let status = null;
 let connection = null;
@@ -33,6 +36,8 @@ function start(credentials) {
       event.status === "resolved"
         ? `${displayName(event)} marked your conversation as resolved. Need more help? Just write here.`
         : `${displayName(event)} marked your conversation as ${event.status}`,
+    // Handing the conversation back to the queue is the desk's business: no line for that.
+    describeAssignment: (event) => (event.assignee ? `${event.assignee_name || event.assignee} is handling your conversation` : null),
   });
   $("#current").replaceChildren(list.node);
   $("#support").hidden = false;
@@ -47,6 +52,7 @@ function start(credentials) {
   });
   connection.addEventListener("welcome", ({ detail }) => {
     $("#me").textContent = detail.name || detail.user;
+    renderAgentsOnline(detail.agents_online);
     if (!detail.support_room) {
       notice.show("The support desk is not open on this server.", { sticky: true });
       banner.textContent = "The support desk is not open on this server.";
@@ -79,6 +85,9 @@ function start(credentials) {
     renderPending();
   });
   connection.addEventListener("problem", ({ detail }) => notice.show(detail.message));
+  connection.addEventListener("frame", ({ detail: frame }) => {
+    if (frame.type === "agents") renderAgentsOnline(frame.online);
+  });
   connection.start();
   return connection;
 }
@@ -90,6 +99,15 @@ function renderBanner(members, names) {
   banner.textContent = agents.length
     ? `Support agent${agents.length > 1 ? "s" : ""} ${who} ${agents.length > 1 ? "are" : "is"} here to help.`
     : "You are in the queue: an agent will answer here as soon as possible. You can write your question now.";
+}
+
+// online: true or false; anything else (a server without the field) hides the line.
+function renderAgentsOnline(online) {
+  agentsOnline.hidden = typeof online !== "boolean";
+  agentsOnline.classList.toggle("online", online === true);
+  agentsOnline.textContent = online
+    ? "An agent is online"
+    : "No agent is online right now — leave a message and we'll answer as soon as we can";
 }
 
 function renderPending() {

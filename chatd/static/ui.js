@@ -70,6 +70,16 @@ export function describeModeration(event) {
   return `${event.user} was ${what} by ${by} until ${formatTime(event.until)}`;
 }
 
+// An `assignment` event (docs/protocol.md, "Assignment") as a line for the agents: who gave the
+// conversation to whom; `auto` ones were the server's round-robin, with no `from`.
+function describeAssignmentForAgents(event) {
+  const assignee = event.assignee_name || event.assignee;
+  if (event.auto) return `Assigned to ${assignee} automatically`;
+  const by = displayName(event);
+  if (!event.assignee) return `${by} put the conversation back in the queue`;
+  return event.assignee === event.from ? `${by} took the conversation` : `${by} assigned the conversation to ${assignee}`;
+}
+
 // Why the server ended our membership of a room (connection.js's "removed"), for people.
 export function describeRemoval({ reason, by }, where) {
   if (reason === "kick") return `You were removed from ${where}${by ? ` by ${by}` : ""}.`;
@@ -89,12 +99,14 @@ function botBadge(event) {
 // does not know (and `unattended`, which is for the desk's queue) are not shown at all; `edit`
 // and `delete` change the message they target instead of adding a line.
 export class MessageList {
-  constructor({ me, myName, describePresence, describeStatus, label }) {
+  constructor({ me, myName, describePresence, describeStatus, describeAssignment, label }) {
     this.me = me; // () => our user id
     this.myName = myName || me; // () => our display name
     this.describePresence = describePresence || ((event) => `${displayName(event)} ${event.event === "join" ? "joined" : "left"}`);
     // `status` events: an agent resolved a support conversation.
     this.describeStatus = describeStatus || ((event) => `${displayName(event)} marked the conversation as ${event.status}`);
+    // `assignment` events: who handles a support conversation; null for a line not to show.
+    this.describeAssignment = describeAssignment || describeAssignmentForAgents;
     // role=log: screen readers announce what is appended, politely.
     this.events = el("ol", { class: "events", role: "log", "aria-live": "polite", "aria-label": label });
     this.pending = el("ol", { class: "events pending", "aria-label": "Not sent yet" });
@@ -156,6 +168,18 @@ export class MessageList {
         "li",
         { class: `event ${kind}`, dataset: { seq: event.seq } },
         event.type === "status" ? botBadge(event) : null,
+        el("span", { class: "presence-text" }, text),
+        " ",
+        timeElement(event.ts),
+      );
+    }
+    if (event.type === "assignment") {
+      const text = this.describeAssignment(event);
+      if (!text) return null;
+      return el(
+        "li",
+        { class: "event assignment", dataset: { seq: event.seq } },
+        botBadge(event),
         el("span", { class: "presence-text" }, text),
         " ",
         timeElement(event.ts),

@@ -243,13 +243,18 @@ def test_a_fresh_token_in_session_storage_keeps_the_session_past_the_old_ones_ex
 
 
 def test_the_queue_pages_with_load_more(desk, new_tab, clients, expect):
-    """The page asks for 50 conversations; with `more`, "Load more" asks for the rest."""
+    """The page asks for 50 conversations; with `more`, "Load more" asks for the rest, with
+    the status and assignment filters both."""
     for number in range(52):
         customer = clients(desk.url("ws"))
         room = customer.hello(f"c{number:02}")["support_room"]
         customer.join(room)
         customer.say(room, f"question {number}", "q")
         customer.close()
+    other_agent = clients(desk.url("ws"))
+    other_agent.hello("agent2")
+    other_agent.send({"type": "assign", "room": "support-c00", "id": "a-1"})
+    other_agent.expect(type="ack", id="a-1")
     agent = new_tab(desk.http_url("ws", "/agent"))
     sign_in(agent, "agent1")
     items = agent.page.locator(".queue-item")
@@ -262,6 +267,15 @@ def test_the_queue_pages_with_load_more(desk, new_tab, clients, expect):
     first, last = items.first.locator(".customer"), items.last.locator(".customer")
     expect(first).to_have_text("c00")
     expect(last).to_have_text("c51")
+    # Open and unassigned: c00 (agent2's) is left out, on both pages.
+    agent.page.get_by_label("Show").select_option("open")
+    agent.page.get_by_label("Assigned").select_option("unassigned")
+    expect(first).to_have_text("c01")
+    expect(items).to_have_count(50)
+    agent.page.get_by_role("button", name="Load more").click()
+    expect(items).to_have_count(51)
+    expect(last).to_have_text("c51")
+    expect(agent.page.get_by_role("button", name="Load more")).to_be_hidden()
 
 
 def test_a_customer_cannot_join_another_customers_room(desk, clients):
