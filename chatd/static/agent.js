@@ -14,10 +14,32 @@
 // first), the conversation's head transfers it with `transfer`. The agents and their
 // availability come with each queue reply and then as "agent" frames; this agent's own is in
 // welcome and in the answer to the `availability` it sends from the header.
+//
+// In the conversation shown: who is typing (`typing` frames; ours go out as we type replies,
+// never notes), our read marker (`read`, while the page is visible; each queue entry's
+// `unread` badge, zeroed here when we send it), internal notes (the "Note" toggle posts a
+// `note`, which only agents see), canned responses ("/key", canned.js) and the customer's
+// `rating` once the conversation is resolved.
 
+import { CannedPicker } from "./canned.js";
 import { ChatConnection } from "./connection.js";
 import { session } from "./login.js";
-import { $, composer, describeRemoval, el, formatWait, MessageList, nameElement, Notice, Scroller, StatusBar, sayIn } from "./ui.js";
+import {
+  $,
+  composer,
+  describeRemoval,
+  el,
+  formatWait,
+  MessageList,
+  nameElement,
+  Notice,
+  ReadMarker,
+  Scroller,
+  StatusBar,
+  sayIn,
+  TypingSignal,
+  Typists,
+} from "./ui.js";
 
 // How urgent each phase is: waiting for an answer, answered (still open), resolved.
 const PHASE_ORDER = { waiting: 0, answered: 1, resolved: 2 };
@@ -44,6 +66,10 @@ const view = {
   older: $("#older"),
   leave: $("#leave"),
   text: $("#text"),
+  composerForm: $("#composer"),
+  send: $("#composer [type=submit]"),
+  noteMode: $("#note-mode"),
+  typing: $("#typing"),
   sidebar: $("#sidebar"),
   toggle: $("#toggle-sidebar"),
 };
@@ -64,8 +90,11 @@ const lostClaims = new Set(); // rooms claimed first by someone our queue entry 
 let transferChoice = null; // the agent picked in the transfer select; null: the assignee
 let resolves = 0;
 let requests = 0; // for the ids of assign, transfer and availability requests
-const opened = new Map(); // room -> {list: MessageList, more}
+const opened = new Map(); // room -> {list: MessageList, more, typists: Typists, marker: ReadMarker}
 let current = null;
+let writingNote = false; // the composer posts an internal note instead of a reply
+const typing = new TypingSignal((room, isTyping) => connection.sendNow({ type: "typing", room, typing: isTyping }));
+const canned = new CannedPicker(view.text, $("#canned"));
 
 function start(credentials) {
   connection?.stop();
@@ -76,7 +105,9 @@ function start(credentials) {
   agents = new Map();
   claims.clear();
   lostClaims.clear();
+  for (const room of opened.values()) room.marker.stop();
   opened.clear();
+  typing.ended();
   show(null);
   renderAgents();
   view.desk.hidden = false;
@@ -85,12 +116,19 @@ function start(credentials) {
   connection.addEventListener("status", (event) => {
     status.show(event.detail);
     view.availability.disabled = !connection.welcome;
+    // After a reconnection nobody is typing, until they say so again.
+    if (event.detail.state !== "online") {
+      for (const room of opened.values()) room.typists.clear();
+      typing.ended();
+      renderTyping();
+    }
     renderPending(current);
   });
   connection.addEventListener("welcome", ({ detail }) => {
     $("#me").textContent = detail.name || detail.user;
     view.availabilityBox.hidden = typeof detail.availability !== "string";
     renderAvailability(detail.availability);
+    canned.setResponses(detail.canned);
     loadQueue();
   });
   connection.addEventListener("fatal", () => {
@@ -117,7 +155,9 @@ function start(credentials) {
       renderHead();
       renderAgents();
     } else if (frame.type === "conversation") {
-      // A live change; one that no longer matches the filters leaves the list.
+      // A live change; one that no longer matches the filters leaves the list. Our read
+      // marker may be on its way: what we have read already is not unread.
+      if (opened.get(frame.room)?.marker.upToDate()) frame.unread = 0;
       const before = latestEntries.get(frame.room);
       latestEntries.set(frame.room, frame);
       if (matches(frame)) conversations.set(frame.room, frame);
@@ -140,6 +180,17 @@ function start(credentials) {
       renderAvailability(frame.status);
     } else if (frame.type === "ack") {
       claims.delete(frame.id);
+    } else if (frame.type === "canned") {
+      canned.setResponses(frame.responses);
+    } else if (frame.type === "typing" && opened.has(frame.room) && frame.user !== connection.user) {
+      opened.get(frame.room).typists.update(frame);
+      if (frame.room === current) renderTyping();
+    } else if (frame.type === "read" && opened.has(frame.room) && frame.user === connection.user) {
+      opened.get(frame.room).marker.confirmed(frame.seq);
+    } else if (frame.type === "joined" && opened.has(frame.room)) {
+      const { marker } = opened.get(frame.room);
+      marker.confirmed(frame.read?.[connection.user] ?? 0);
+      marker.flush();
     }
   });
   connection.addEventListener("members", ({ detail }) => {
@@ -152,9 +203,11 @@ function start(credentials) {
     room.more = detail.more;
     whenShown(detail.room, () => room.list.reset(detail.events), true);
     renderOlder();
+    markShown(detail.room);
   });
   connection.addEventListener("events", ({ detail }) => {
     whenShown(detail.room, () => opened.get(detail.room).list.append(detail.events));
+    markShown(detail.room);
   });
   connection.addEventListener("older", ({ detail }) => {
     const room = opened.get(detail.room);
@@ -166,13 +219,11 @@ function start(credentials) {
   connection.addEventListener("pending", ({ detail }) => renderPending(detail.room));
   connection.addEventListener("joinfailed", ({ detail }) => {
     notice.show(`Cannot open the conversation ${detail.room}: ${detail.message}`);
-    opened.delete(detail.room);
-    if (current === detail.room) show(null);
+    closeConversation(detail.room);
   });
   connection.addEventListener("removed", ({ detail }) => {
     notice.show(describeRemoval(detail, `the conversation ${detail.room}`), { sticky: true });
-    opened.delete(detail.room);
-    if (current === detail.room) show(null);
+    closeConversation(detail.room);
   });
   connection.addEventListener("problem", ({ detail }) => {
     const claimed = claims.get(detail.ref);
@@ -338,9 +389,15 @@ function renderQueue() {
             "aria-current": entry.room === current ? "true" : false,
             onclick: () => open(entry.room),
           },
-          nameElement("span", { class: "customer" }, customerName(entry), entry.customer),
+          el(
+            "span",
+            { class: "customer-line" },
+            nameElement("span", { class: "customer" }, customerName(entry), entry.customer),
+            entry.unread ? el("span", { class: "badge unread", "aria-label": `${entry.unread} unread` }, String(entry.unread)) : null,
+          ),
           el("span", { class: `pill ${phase(entry)}` }, statusText(entry)),
           el("span", { class: "last" }, entry.last ? `${entry.last.name || entry.last.from}: ${entry.last.text}` : "No message yet"),
+          entry.rating ? el("span", { class: "entry-rating" }, `Rated ${entry.rating}/5`) : null,
           entry.agents?.length ? el("span", { class: "agents" }, `With ${agentNames(entry)}`) : null,
           el(
             "span",
@@ -379,8 +436,13 @@ function open(name) {
       me: () => connection.user ?? "you",
       myName: () => connection.name ?? "you",
       label: `Messages with ${customerName(latestEntries.get(name), name)}`,
+      showNotes: true,
     });
-    opened.set(name, { list, more: false });
+    const marker = new ReadMarker(
+      (seq) => markRead(name, seq),
+      () => document.visibilityState === "visible" && current === name && connection.isJoined(name),
+    );
+    opened.set(name, { list, more: false, typists: new Typists(), marker });
     connection.join(name);
   }
   show(name);
@@ -389,7 +451,34 @@ function open(name) {
   view.text.focus();
 }
 
+// The conversation is gone (left, refused, closed by the server).
+function closeConversation(name) {
+  opened.get(name)?.marker.stop();
+  opened.delete(name);
+  if (current === name) show(null);
+}
+
+// We told the server what we have read: the entry's badge goes, without waiting for the queue.
+function markRead(name, seq) {
+  if (!connection.sendNow({ type: "read", room: name, seq })) return false;
+  const entry = latestEntries.get(name);
+  if (entry?.unread) {
+    entry.unread = 0;
+    renderQueue();
+  }
+  return true;
+}
+
+function markShown(name) {
+  const joined = connection.rooms.get(name);
+  if (joined) opened.get(name)?.marker.shown(joined.epoch, joined.seq);
+}
+
 function show(name) {
+  if (name !== current) {
+    typing.stop();
+    setWritingNote(false);
+  }
   current = name;
   transferChoice = null;
   const room = opened.get(name);
@@ -405,6 +494,22 @@ function show(name) {
   renderHead();
   renderOlder();
   renderQueue();
+  renderTyping();
+  room?.marker.flush();
+}
+
+function renderTyping() {
+  view.typing.textContent = opened.get(current)?.typists.describe() ?? "";
+}
+
+// The composer writes an internal note (only agents see it) or a reply to the customer.
+function setWritingNote(note) {
+  writingNote = note;
+  view.noteMode.setAttribute("aria-pressed", String(note));
+  view.composerForm.classList.toggle("writing-note", note);
+  view.send.textContent = note ? "Add note" : "Send";
+  if (note) typing.stop(); // a note is nothing the customer should see coming
+  renderHead();
 }
 
 function renderHead() {
@@ -415,7 +520,8 @@ function renderHead() {
   const assignee = entry && assigneeName(entry);
   const assigned = assignee ? `assigned to ${assignee === "You" ? "you" : assignee}` : "unassigned";
   view.sub.textContent = entry ? `${statusText(entry)}${entry.agents?.length ? ` · with ${agentNames(entry)}` : ""} · ${assigned}` : "";
-  view.text.placeholder = current ? `Reply to ${customer}` : "Pick a conversation";
+  if (!current) view.text.placeholder = "Pick a conversation";
+  else view.text.placeholder = writingNote ? "Internal note — customers don't see this" : `Reply to ${customer}`;
   // Resolving is for an open conversation; the button comes back when the customer writes.
   view.resolve.hidden = !opened.has(current) || entry?.status !== "open";
   view.resolve.disabled = false;
@@ -440,8 +546,7 @@ function whenShown(name, change, force = false) {
 view.leave.addEventListener("click", () => {
   if (!current) return;
   connection.leave(current);
-  opened.delete(current);
-  show(null);
+  closeConversation(current);
 });
 
 view.older.addEventListener("click", () => connection.loadOlder(current));
@@ -496,7 +601,23 @@ view.toggle.addEventListener("click", () => {
   view.toggle.setAttribute("aria-expanded", String(isOpen));
 });
 
-composer($("#composer"), view.text, (text) => sayIn(connection, notice, current, text));
+view.noteMode.addEventListener("click", () => {
+  setWritingNote(!writingNote);
+  view.text.focus();
+});
+
+document.addEventListener("visibilitychange", () => opened.get(current)?.marker.flush());
+
+view.text.addEventListener("input", () => typing.changed(writingNote ? null : current, view.text.value));
+view.text.addEventListener("focus", () => typing.focused());
+view.text.addEventListener("blur", () => typing.blurred());
+
+// After the canned responses' picker, which takes Enter while its list is open.
+composer(view.composerForm, view.text, (text) => {
+  if (!sayIn(connection, notice, current, text, writingNote ? "note" : "say")) return false;
+  if (!writingNote) typing.ended(); // the server ends the indicator when the message is accepted
+  return true;
+});
 
 // "Waiting 4 min" ages while nothing happens: repaint the queue now and then.
 setInterval(() => conversations.size && renderQueue(), 30000);

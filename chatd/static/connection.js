@@ -32,7 +32,8 @@
 //   older    {room, events, more}: earlier events, from "load earlier"
 //   members  {room, members, names}: the room's members now (user ids), and names: {id: display
 //            name} (display names are for showing only: identity is always the id)
-//   pending  {room}: the room's unacknowledged messages changed (see pendingIn)
+//   pending  {room}: the room's unacknowledged messages (and agents' notes) changed (see
+//            pendingIn)
 //   joinfailed {room, code, message}: a join was refused; the room is dropped
 //   removed  {room, reason, by}: the server ended our membership itself (an unsolicited
 //            `left`: the room was closed, or a moderator kicked or banned us: reason "kick" |
@@ -117,7 +118,7 @@ export class ChatConnection extends EventTarget {
     this.user = null; // our user id, from the last welcome
     this.name = null; // our display name, from the last welcome
     this.rooms = new Map(); // name -> {epoch, seq, oldest, more, members: Set, joined}
-    this.pending = new Map(); // say id -> {id, room, text}, in the order they were said
+    this.pending = new Map(); // say id -> the say (or note) frame, in the order they were said
     this.stopped = false;
     this.attempt = 0;
     this.everWelcomed = false;
@@ -268,12 +269,36 @@ export class ChatConnection extends EventTarget {
 
   // Queue a message; it is sent now if we are connected, else after the next welcome.
   say(room, text) {
+    return this.post("say", room, text);
+  }
+
+  // A support agent's internal note: like a message (pending until acknowledged, resent with
+  // its id), but the server shows it to agents only.
+  note(room, text) {
+    return this.post("note", room, text);
+  }
+
+  post(type, room, text) {
     this.counter += 1;
-    const say = { type: "say", room, text, id: `m-${this.idTag}-${this.counter}` };
+    const say = { type, room, text, id: `m-${this.idTag}-${this.counter}` };
     this.pending.set(say.id, say);
     if (this.welcome) this.send(say);
     this.emit("pending", { room });
     return say.id;
+  }
+
+  // Whether the server has us in the room now: typing and read frames for a room not joined
+  // are refused (not_joined), so the pages send them only then.
+  isJoined(name) {
+    return Boolean(this.welcome && this.rooms.get(name)?.joined);
+  }
+
+  // Frames that matter only now (typing, read markers): sent if we are in the room, else
+  // dropped; returns whether it was sent.
+  sendNow(frame) {
+    if (!this.isJoined(frame.room)) return false;
+    this.send(frame);
+    return true;
   }
 
   pendingIn(room) {
@@ -345,7 +370,8 @@ export class ChatConnection extends EventTarget {
   }
 
   settle(event) {
-    if (event.type === "message" && event.from === this.user && this.pending.delete(event.id)) {
+    const posted = event.type === "message" || event.type === "note";
+    if (posted && event.from === this.user && this.pending.delete(event.id)) {
       this.emit("pending", { room: event.room });
     }
   }

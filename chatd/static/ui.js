@@ -94,12 +94,21 @@ function botBadge(event) {
   return event.bot === true ? el("span", { class: "bot-badge", title: "Posted automatically" }, "bot") : null;
 }
 
+// A `rating` event (docs/protocol.md, "Rating"): "alice rated 4/5: quick and kind".
+function describeRatingForAgents(event) {
+  return `${displayName(event)} rated ${event.score}/5${event.comment ? `: ${event.comment}` : ""}`;
+}
+
+const NOTE_LABEL = "Internal note — customers don't see this";
+
 // One room's events and its messages not yet acknowledged, in a scrolling container.
 // Events come already de-duplicated and in order from the connection. Event types this list
 // does not know (and `unattended`, which is for the desk's queue) are not shown at all; `edit`
-// and `delete` change the message they target instead of adding a line.
+// and `delete` change the message they target instead of adding a line. Agents' internal notes
+// are shown only by a list made with showNotes (the desk's): any other list leaves them out,
+// should one ever reach it.
 export class MessageList {
-  constructor({ me, myName, describePresence, describeStatus, describeAssignment, label }) {
+  constructor({ me, myName, describePresence, describeStatus, describeAssignment, describeRating, label, showNotes = false }) {
     this.me = me; // () => our user id
     this.myName = myName || me; // () => our display name
     this.describePresence = describePresence || ((event) => `${displayName(event)} ${event.event === "join" ? "joined" : "left"}`);
@@ -107,11 +116,15 @@ export class MessageList {
     this.describeStatus = describeStatus || ((event) => `${displayName(event)} marked the conversation as ${event.status}`);
     // `assignment` events: who handles a support conversation; null for a line not to show.
     this.describeAssignment = describeAssignment || describeAssignmentForAgents;
+    // `rating` events: the customer rated the resolved conversation.
+    this.describeRating = describeRating || describeRatingForAgents;
+    this.showNotes = showNotes;
     // role=log: screen readers announce what is appended, politely.
     this.events = el("ol", { class: "events", role: "log", "aria-live": "polite", "aria-label": label });
     this.pending = el("ol", { class: "events pending", "aria-label": "Not sent yet" });
     this.node = el("div", { class: "message-list" }, this.events, this.pending);
     this.messages = new Map(); // seq -> the message's <li>, for edits and deletions
+    this.seenMark = el("p", { class: "seen" }, "Seen");
   }
 
   reset(events) {
@@ -144,18 +157,32 @@ export class MessageList {
     this.events.prepend(fragment);
   }
 
-  // says: [{id, text}], in the order they were said.
+  // says: [{type, id, text}] (type "say" or "note"), in the order they were said.
   setPending(says, online) {
     this.pending.replaceChildren(
       ...says.map((say) =>
         el(
           "li",
-          { class: "event message mine unsent", dataset: { id: say.id } },
-          el("div", { class: "meta" }, el("span", { class: "from" }, this.myName()), el("span", { class: "state" }, online ? "sending…" : "waiting for the connection…")),
+          { class: `event message mine unsent${say.type === "note" ? " note" : ""}`, dataset: { id: say.id } },
+          el(
+            "div",
+            { class: "meta" },
+            el("span", { class: "from" }, this.myName()),
+            say.type === "note" ? el("span", { class: "note-label" }, NOTE_LABEL) : null,
+            el("span", { class: "state" }, online ? "sending…" : "waiting for the connection…"),
+          ),
           el("div", { class: "text" }, say.text),
         ),
       ),
     );
+  }
+
+  // "Seen" under our latest message when `seq` (the furthest read marker of the others) is at
+  // or past it; call again whenever either changes.
+  showSeen(seq) {
+    const latest = [...this.events.querySelectorAll(".message.mine")].at(-1);
+    if (latest && Number(latest.dataset.seq) <= seq) latest.append(this.seenMark);
+    else this.seenMark.remove();
   }
 
   // The <li> for an event, or null for one that shows nothing (an edit or a deletion changes
@@ -194,10 +221,20 @@ export class MessageList {
         timeElement(event.ts),
       );
     }
+    if (event.type === "rating") {
+      return el(
+        "li",
+        { class: "event rating", dataset: { seq: event.seq } },
+        el("span", { class: "presence-text" }, this.describeRating(event)),
+        " ",
+        timeElement(event.ts),
+      );
+    }
     if (event.type === "edit" || event.type === "delete") {
       this.change(event);
       return null;
     }
+    if (event.type === "note") return this.showNotes ? this.renderNote(event) : null;
     if (event.type !== "message") return null; // a kind this page does not know: nothing to show
     const mine = event.from === this.me();
     // Consecutive messages from one sender within a few minutes share one header.
@@ -212,6 +249,26 @@ export class MessageList {
         dataset: { seq: event.seq, from: event.from, ts: event.ts },
       },
       el("div", { class: "meta" }, nameElement("span", { class: "from" }, displayName(event), event.from), botBadge(event), timeElement(event.ts)),
+      el("div", { class: "text" }, event.text ?? ""),
+    );
+    if (event.redacted) markDeleted(item);
+    else if (event.edited) markEdited(item, event.text, event.edited);
+    this.messages.set(event.seq, item);
+    return item;
+  }
+
+  // A note stands out from the conversation, and starts no group of messages (no data-from).
+  renderNote(event) {
+    const item = el(
+      "li",
+      { class: `event message note${event.from === this.me() ? " mine" : ""}`, dataset: { seq: event.seq } },
+      el(
+        "div",
+        { class: "meta" },
+        nameElement("span", { class: "from" }, displayName(event), event.from),
+        el("span", { class: "note-label" }, NOTE_LABEL),
+        timeElement(event.ts),
+      ),
       el("div", { class: "text" }, event.text ?? ""),
     );
     if (event.redacted) markDeleted(item);
@@ -277,6 +334,7 @@ export class Scroller {
 // -- the composer ---------------------------------------------------------------------------
 
 // Enter sends, Shift+Enter starts a new line; onSend(text) returns true if it took the text.
+// A keydown handler added before this one may take a key first (preventDefault).
 export function composer(form, textarea, onSend) {
   const grow = () => {
     textarea.style.height = "auto";
@@ -294,7 +352,7 @@ export function composer(form, textarea, onSend) {
   };
   textarea.addEventListener("keydown", (event) => {
     // isComposing: Enter that confirms an IME composition is not a send.
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing && !event.defaultPrevented) {
       event.preventDefault();
       submit();
     }
@@ -311,17 +369,156 @@ export function textLength(text) {
   return [...text.normalize("NFC")].length;
 }
 
-// The composer's onSend for a page with one current room: says the text there, unless there
-// is no room or the text is over the server's max_text_chars (then explains, in the notice).
-export function sayIn(connection, notice, room, text) {
+// The composer's onSend for a page with one current room: says the text there (or, with
+// type "note", posts it as an agent's internal note), unless there is no room or the text is
+// over the server's max_text_chars (then explains, in the notice).
+export function sayIn(connection, notice, room, text, type = "say") {
   if (!room) return false;
   const limit = connection.welcome?.max_text_chars;
   if (limit && textLength(text) > limit) {
-    notice.show(`That message is ${textLength(text)} characters long; the limit is ${limit}.`);
+    notice.show(`That ${type === "note" ? "note" : "message"} is ${textLength(text)} characters long; the limit is ${limit}.`);
     return false;
   }
-  connection.say(room, text);
+  connection.post(type, room, text);
   return true;
+}
+
+// -- typing indicators and read markers (docs/protocol.md, "typing" and "read") -------------
+
+// The server drops an indicator not renewed for [rooms] typing_timeout (5 s by default):
+// renew well before.
+const TYPING_RENEW_MS = 3000;
+// A composer that lost the focus for this long ends the indicator (clicking Send or a canned
+// response is no reason to).
+const TYPING_BLUR_MS = 2000;
+
+// Tells a room that we are typing: typing true at the first keystroke, again at most every
+// TYPING_RENEW_MS while typing goes on, false when the composer is emptied or left.
+// send(room, typing) returns whether the frame went out.
+export class TypingSignal {
+  constructor(send) {
+    this.send = send;
+    this.room = null; // the room told we are typing, if any
+    this.sentAt = 0;
+    this.blurTimer = null;
+  }
+
+  // The composer for `room` now holds `text` (after a keystroke, a paste...).
+  changed(room, text) {
+    clearTimeout(this.blurTimer);
+    if (room !== this.room) this.stop();
+    if (!room || !text.trim()) {
+      this.stop();
+      return;
+    }
+    if (this.room === room && Date.now() - this.sentAt < TYPING_RENEW_MS) return;
+    if (this.send(room, true)) {
+      this.room = room;
+      this.sentAt = Date.now();
+    }
+  }
+
+  blurred() {
+    clearTimeout(this.blurTimer);
+    if (this.room !== null) this.blurTimer = setTimeout(() => this.stop(), TYPING_BLUR_MS);
+  }
+
+  focused() {
+    clearTimeout(this.blurTimer);
+  }
+
+  stop() {
+    clearTimeout(this.blurTimer);
+    if (this.room !== null) this.send(this.room, false);
+    this.room = null;
+  }
+
+  // The server ended the indicator itself (our message was accepted, the connection ended).
+  ended() {
+    clearTimeout(this.blurTimer);
+    this.room = null;
+  }
+}
+
+// Who is typing in a room, from the `typing` frames of the others: user id -> display name.
+export class Typists {
+  constructor() {
+    this.names = new Map();
+  }
+
+  update(frame) {
+    if (frame.typing === true) this.names.set(frame.user, frame.name || frame.user);
+    else this.names.delete(frame.user);
+  }
+
+  clear() {
+    this.names.clear();
+  }
+
+  // "alice is typing…", "alice and bob are typing…", or "" when nobody is.
+  describe() {
+    const names = [...this.names.values()];
+    if (!names.length) return "";
+    if (names.length === 1) return `${names[0]} is typing…`;
+    return `${names.slice(0, -1).join(", ")} and ${names.at(-1)} are typing…`;
+  }
+}
+
+const READ_EVERY_MS = 1000;
+
+// Our read marker in one room: send(seq) tells the server (returns whether it went out),
+// reading() says whether the person sees the conversation now (the page visible, the room
+// shown). At most one `read` a second, and never for a seq below one already sent or stored.
+export class ReadMarker {
+  constructor(send, reading) {
+    this.send = send;
+    this.reading = reading;
+    this.epoch = null;
+    this.latest = 0; // the latest event shown
+    this.sent = 0; // the highest seq sent, or confirmed by the server
+    this.sentAt = 0;
+    this.timer = null;
+  }
+
+  // The room shows events up to `seq` of `epoch` (a new epoch starts the markers afresh).
+  shown(epoch, seq) {
+    if (epoch !== this.epoch) {
+      this.epoch = epoch;
+      this.latest = this.sent = 0;
+    }
+    this.latest = Math.max(this.latest, seq);
+    this.flush();
+  }
+
+  // The server says our user's marker (from any of its sessions) is at `seq`.
+  confirmed(seq) {
+    this.sent = Math.max(this.sent, seq);
+  }
+
+  // Whether the server has a marker at the latest event shown, or gets one within a second.
+  upToDate() {
+    return this.latest > 0 && (this.sent >= this.latest || this.timer !== null);
+  }
+
+  // Send the marker if the person sees the latest events and the server does not have it yet.
+  flush() {
+    if (this.timer !== null || !this.reading() || this.latest <= this.sent) return;
+    const wait = this.sentAt + READ_EVERY_MS - Date.now();
+    if (wait > 0) {
+      this.timer = setTimeout(() => {
+        this.timer = null;
+        this.flush();
+      }, wait);
+    } else if (this.send(this.latest)) {
+      this.sent = this.latest;
+      this.sentAt = Date.now();
+    }
+  }
+
+  stop() {
+    clearTimeout(this.timer);
+    this.timer = null;
+  }
 }
 
 // -- connection status and notices ----------------------------------------------------------
