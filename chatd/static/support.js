@@ -9,6 +9,7 @@
 
 import { ChatConnection } from "./connection.js";
 import { session } from "./login.js";
+import { embedded, profileForm, visitorSession } from "./visitor.js";
 import { $, composer, describeRemoval, displayName, MessageList, Notice, Scroller, StatusBar, sayIn } from "./ui.js";
 
 const notice = new Notice($("#notice"));
@@ -119,4 +120,9 @@ older.addEventListener("click", () => room && connection.loadOlder(room));
 
 composer($("#composer"), $("#text"), (text) => sayIn(connection, notice, room, text));
 
-session($("#login"), start);
+if (embedded()) {
+  profileForm($("#profile"), () => connection);
+  visitorSession(start, notice);
+} else {
+  session($("#login"), start);
+}
