@@ -28,6 +28,9 @@ class Identity:
     roles: frozenset[str]
     expires_at: float | None = None  # the token's exp plus the leeway; None: never
     token_id: str | None = None  # the token's jti, if it has one
+    # A user secret the authenticator has proved (an anonymous visitor's, chatd/visitors.py):
+    # the session registry hands it out in welcome instead of one of its own.
+    secret: str | None = None
 
 
 class OpenAuthenticator:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatd.names import ROOM_NAME, ROOM_RULE, USER_ID, USER_RULE
+from chatd.origins import normalise
 
 
 class ConfigError(Exception):
@@ -495,11 +496,27 @@ class SupportConfig:
     auto_assign: str = "none"  # none | round_robin
     max_open_per_agent: int = 10  # for auto-assignment; 0: no limit
     canned_file: Path | None = None  # canned responses (chatd/canned.py)
+    visitors: str = "token"  # token | anonymous (chatd/visitors.py)
+    embed_origins: tuple[str, ...] = ()  # sites that may frame /support?embed=1 (widget.js)
 
     @classmethod
     def read(cls, reader: SectionReader) -> SupportConfig:
+        embed_origins = reader.words("embed_origins", ())
+        for origin in embed_origins:
+            if embed_origin(origin) is None:
+                raise reader.error(
+                    "embed_origins",
+                    f"{origin!r} is not an origin like https://www.example.com or"
+                    " http://localhost:8000 (a scheme, a host and maybe a port; no path)",
+                )
+        enabled = reader.boolean("enabled", False)
+        visitors = reader.choice("visitors", "token", ("token", "anonymous"))
+        if not enabled and visitors != "token":
+            raise reader.error("visitors", "anonymous visitors need enabled = yes")
+        if not enabled and embed_origins:
+            raise reader.error("embed_origins", "embedding the support page needs enabled = yes")
         return cls(
-            enabled=reader.boolean("enabled", False),
+            enabled=enabled,
             agent_role=reader.text("agent_role", "agent"),
             trial_agents=reader.words("trial_agents", ()),
             customers_join_public=reader.boolean("customers_join_public", False),
@@ -508,7 +525,21 @@ class SupportConfig:
             auto_assign=reader.choice("auto_assign", "none", ("none", "round_robin")),
             max_open_per_agent=reader.integer("max_open_per_agent", 10, 0, 100_000),
             canned_file=reader.path("canned_file", None, must_exist=True),
+            visitors=visitors,
+            embed_origins=tuple(embed_origin(origin) for origin in embed_origins),
         )
+
+
+def embed_origin(text: str) -> str | None:
+    """An origin as a CSP source (`https://www.example.com`, `http://localhost:8000`): lower
+    case, the port only when it is not the scheme's default; None if `text` is no http(s)
+    origin (a path, a wildcard, a user ...)."""
+    normal = normalise(text)
+    if normal is None or "*" in text:
+        return None
+    without_port, _colon, port = normal.rpartition(":")
+    default = "443" if normal.startswith("https:") else "80"
+    return without_port if port == default else normal
 
 
 @dataclass(frozen=True)

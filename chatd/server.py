@@ -145,6 +145,14 @@ class Server:
         self._watch_expiry(session)
         return wire.refreshed(session.expires_at, ref)
 
+    def rename(self, user: str, name: str) -> None:
+        """The user's display name is `name` from now on, on every session and in every room
+        they are in (what `who` and `joined` list)."""
+        for session in self.sessions.of_user(user):
+            session.name = name
+            for room in session.rooms:
+                self.directory.rooms[room].members[session.user].name = name
+
     def _watch_expiry(self, session: Session) -> None:
         self._forget_expiry(session)
         if session.expires_at is not None:

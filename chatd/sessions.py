@@ -120,9 +120,12 @@ class SessionRegistry:
             earlier.connection = connection
             earlier.resume_secret = self._make_secret()
             _refresh(earlier, identity)
-            return Opened(earlier, replaced, user.secret if self.open_mode else None)
+            return Opened(earlier, replaced, self._secret_for(user, identity))
         if user is not None and user.sessions:
-            if self.open_mode and not (secret and hmac.compare_digest(secret, user.secret)):
+            proved = identity.secret is not None or (
+                secret and hmac.compare_digest(secret, user.secret)
+            )
+            if self.open_mode and not proved:
                 raise ChatError(errors.NAME_TAKEN, f"the name {identity.user!r} is in use")
             if len(user.sessions) >= self.max_per_user:
                 raise ChatError(
@@ -131,7 +134,7 @@ class SessionRegistry:
                     " or resume it",
                 )
         if user is None:
-            user = self._users[key] = User(key, self._make_secret())
+            user = self._users[key] = User(key, identity.secret or self._make_secret())
         elif user.sessions and self.open_mode:
             # The name as its first session spelled it: `aLICE` joining `Alice` is Alice.
             first = _first(user)
@@ -147,7 +150,11 @@ class SessionRegistry:
         _refresh(session, identity)
         user.sessions[session.id] = session
         self._sessions[session.id] = session
-        return Opened(session, None, user.secret if self.open_mode else None)
+        return Opened(session, None, self._secret_for(user, identity))
+
+    def _secret_for(self, user: User, identity: Identity) -> str | None:
+        """The user secret welcome carries: open mode's, or the one the identity proved."""
+        return user.secret if self.open_mode or identity.secret is not None else None
 
     def _resumable(self, user: User | None, resume: str | None) -> Session | None:
         if user is None or not resume:

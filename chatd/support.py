@@ -104,9 +104,16 @@ class Conversation:
     # The seqs of the customer's latest messages, for each agent's unread count (read markers).
     epoch: str | None = None
     customer_seqs: deque = field(default_factory=lambda: deque(maxlen=UNREAD_COUNTED))
+    # From the customer's latest `profile` event: the name then stays the entry's name, even
+    # if the customer later writes under another (a visitor who came back after a restart).
+    customer_email: str | None = None
+    profiled: bool = False
 
     def entry(self) -> dict:
+        # `customer_email` only once the customer left one (a profile).
+        email = {} if self.customer_email is None else {"customer_email": self.customer_email}
         return {
+            **email,
             "room": self.room,
             "customer": self.customer,
             "customer_name": self.customer_name,
@@ -130,6 +137,11 @@ class Conversation:
             self.customer_seqs.clear()
         if event.kind == "rating":
             self.rating = record.get("score")
+            return None
+        if event.kind == "profile":
+            self.customer_name = record.get("name", self.customer_name)
+            self.customer_email = record.get("email", self.customer_email)
+            self.profiled = True
             return None
         if event.kind == "assignment":
             self.assignee = record.get("assignee")
@@ -156,7 +168,8 @@ class Conversation:
         }
         if event.sender == self.customer:
             self.customer_seqs.append(event.seq)
-            self.customer_name = record.get("name", self.customer_name)
+            if not self.profiled:
+                self.customer_name = record.get("name", self.customer_name)
             if self.opened_at is None or self.status == "resolved":
                 self.opened_at, self.answered, self.rating = event.ts, False, None
             self.status, self.resolved_at = "open", None
@@ -224,6 +237,7 @@ class SupportDesk:
         server.handlers["transfer"] = self.transfer
         server.handlers["availability"] = self.availability
         server.handlers["rate"] = self.rate
+        server.handlers["profile"] = self.profile
         server.welcome_fields.append(self.welcome_fields)
         server.on_session_end.append(self.forget)
         server.on_start.append(self.recover)
@@ -247,8 +261,14 @@ class SupportDesk:
         are counted (an agent is online from their first)."""
         if not self.is_agent(session):
             self._customer_sessions[session] = None
+            room = support_room_of(session.user)
+            conversation = self.conversations.get(room)
+            if conversation is not None and conversation.profiled:
+                # The name the customer gave (a returning visitor's hello carries none).
+                session.name = conversation.customer_name
             return {
-                "support_room": support_room_of(session.user),
+                "name": session.name,
+                "support_room": room,
                 "agents_online": self.roster.any_online(),
             }
         if session not in self._agent_sessions:
@@ -311,6 +331,10 @@ class SupportDesk:
                 conversation = self.conversations[room.name] = Conversation(
                     room.name, customer, event.record.get("name", customer)
                 )
+                # A profile left before the first message (the widget asks first).
+                for earlier in room.events():
+                    if earlier.kind == "profile" and earlier.seq < event.seq:
+                        conversation.apply(earlier)
             self._count(event, conversation.apply(event))
         if conversation is None:
             return
@@ -396,11 +420,16 @@ class SupportDesk:
             if resolved and assigned and event.kind == "message" and event.sender == customer:
                 break
         conversation = None
+        profiles = []  # left before the first message within reach
         for event in reversed(newest_first):
             if conversation is None:
+                if event.kind == "profile":
+                    profiles.append(event)
                 if event.kind != "message" or event.sender != customer:
                     continue
                 conversation = Conversation(name, customer, event.record.get("name", customer))
+                for profile in profiles:
+                    conversation.apply(profile)
             conversation.apply(event)
         if conversation is None and resolved:
             # Resolved, and no customer message within reach: only presence or agents' words.
@@ -489,6 +518,21 @@ class SupportDesk:
             fields["comment"] = request.comment
         draft = Draft("rating", fields, session.user, server.now(), request.ref)
         server.post(room, draft, ack_to=session if request.ref else None)
+
+    def profile(self, session, request: wire.Profile) -> None:
+        """The customer gives a name and email for the agents: a `profile` event in their
+        conversation; the name is their display name from now on, on every session."""
+        if self.is_agent(session):
+            raise ChatError(errors.FORBIDDEN, "only customers leave a profile", request.ref)
+        server = self._server
+        room = server.joined_room(session, support_room_of(session.user))
+        name = request.name or session.name
+        fields = {"from": session.user, "name": name}
+        if request.email is not None:
+            fields["email"] = request.email
+        draft = Draft("profile", fields, session.user, server.now(), request.ref)
+        server.post(room, draft, ack_to=session if request.ref else None)
+        server.rename(session.user, name)
 
     def assign(self, session, request: wire.Assign) -> bytes | None:
         """Claim an unassigned conversation, or give it to a named agent; `conflict` if

@@ -55,6 +55,7 @@ from chatd.tls import ReloadableContextFactory
 from chatd.transcript import Rotation, TranscriptStore, new_epoch
 from chatd.typing_indicators import TypingIndicators
 from chatd.unattended import UnattendedWatch
+from chatd.visitors import KEY_FILE, VisitorGate, Visitors, load_or_create_key
 from chatd.web import HealthResource, access_log_line, build_site
 from chatd.webhooks import Webhooks, treq_post
 
@@ -348,10 +349,14 @@ def build_server(
     return server
 
 
-def build_listener(context: ListenerContext, url: str, health: HealthResource):
+def build_listener(
+    context: ListenerContext, url: str, health: HealthResource, embed_origins: tuple[str, ...] = ()
+):
     """One chat listener's WebSocket factory and the web site in front of it."""
     factory = ChatServerFactory(url, context)
-    site = build_site(factory, health, context.limits.handshake_timeout, context.clock)
+    site = build_site(
+        factory, health, context.limits.handshake_timeout, context.clock, embed_origins
+    )
     return factory, site
 
 
@@ -387,7 +392,9 @@ def _build(config: Config, reactor) -> ChatService:
             role=config.support.agent_role,
             names=", ".join(config.support.trial_agents),
         )
-    authenticator = authenticator_for(config.auth, config.source, trial_roles)
+    authenticator = VisitorGate(
+        authenticator_for(config.auth, config.source, trial_roles), _visitors(config)
+    )
     admission = Admission(config.limits.max_connections, config.limits.max_connections_per_ip)
     parser = wire.FrameParser(max_text_chars=config.limits.max_text_chars)
     limits = config.limits
@@ -407,7 +414,10 @@ def _build(config: Config, reactor) -> ChatService:
             deflater=deflater,
         )
         factory, site = build_listener(
-            context, _url(listener.name, listener.interface, listener.port, "/ws"), health
+            context,
+            _url(listener.name, listener.interface, listener.port, "/ws"),
+            health,
+            config.support.embed_origins,
         )
         endpoint = sendnow.TCPServerEndpoint(reactor, listener.port, listener.interface, backlog)
         if listener.name == "wss":
@@ -482,6 +492,24 @@ def _add_api(config: Config, server: Server, parser, service: ChatService, react
     ListenerService(
         "api", endpoint, site, None, where, config.server.shutdown_timeout, reactor, path="/api"
     ).setServiceParent(service)
+
+
+def _visitors(config: Config) -> Visitors | None:
+    """With `[support] visitors = anonymous`, visitor identities under the daemon's key (kept
+    in the transcript directory: deleting it forgets every visitor)."""
+    if config.support.visitors != "anonymous":
+        return None
+    try:
+        key = load_or_create_key(config.transcripts.directory)
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            config.source, "support", "visitors", f"cannot use the visitor key: {error}"
+        ) from None
+    log.info(
+        "anonymous visitors: their secrets are signed with {path}",
+        path=str(config.transcripts.directory / KEY_FILE),
+    )
+    return Visitors(key)
 
 
 def _tls_builder(config: Config):

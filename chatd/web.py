@@ -109,10 +109,11 @@ class StaticFile(File):
     (clickjacking), and nosniff keeps a browser from running a file as another type.
     """
 
-    POLICY = (
+    POLICY_BEFORE_FRAMING = (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
-        " connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        " connect-src 'self'; base-uri 'none'; form-action 'none'; "
     )
+    POLICY = POLICY_BEFORE_FRAMING + "frame-ancestors 'none'"
 
     def getChild(self, path: bytes, request):
         # File would hand a NUL to os.stat (ValueError: a 500 and a critical traceback per
@@ -134,6 +135,23 @@ class StaticFile(File):
         request.setHeader(b"cache-control", b"no-cache")
 
 
+class SupportPage(StaticFile):
+    """/support: framed by nobody, except in embedded mode (`?embed=1`, the widget's drawer)
+    by the sites of `[support] embed_origins` (none: nobody, as every other page)."""
+
+    def __init__(self, path: str, embed_origins: tuple[str, ...] = ()):
+        super().__init__(path)
+        self.embed_origins = embed_origins
+
+    def render(self, request):
+        self.protect(request)
+        if self.embed_origins and request.args.get(b"embed") == [b"1"]:
+            ancestors = " ".join(self.embed_origins)
+            policy = self.POLICY_BEFORE_FRAMING + f"frame-ancestors {ancestors}"
+            request.setHeader(b"content-security-policy", policy.encode())
+        return File.render(self, request)
+
+
 def _is_utf8(data: bytes) -> bool:
     try:
         data.decode("utf-8")
@@ -152,13 +170,22 @@ class _NoSuchFile(Resource):
         return notFound().render(request)
 
 
-def build_site(websocket_factory, health: HealthResource, handshake_timeout: float, clock) -> Site:
+def build_site(
+    websocket_factory,
+    health: HealthResource,
+    handshake_timeout: float,
+    clock,
+    embed_origins: tuple[str, ...] = (),
+) -> Site:
     # The browser client (chatd/static, package data): "/" is index.html, the chat, and the
     # support desk's pages answer at clean URLs too. chatd/static holds index.html and no
     # subdirectory, so File never renders a directory listing; other paths are 404.
+    # /widget.js (the chat button other sites include) is 404 unless some site may embed.
     static = Path(__file__).parent / "static"
     root = StaticFile(str(static))
-    root.putChild(b"support", StaticFile(str(static / "support.html")))
+    root.putChild(b"support", SupportPage(str(static / "support.html"), embed_origins))
+    if not embed_origins:
+        root.putChild(b"widget.js", _NoSuchFile())
     root.putChild(b"agent", StaticFile(str(static / "agent.html")))
     root.putChild(b"ws", WebSocketResource(websocket_factory))
     root.putChild(b"healthz", health)

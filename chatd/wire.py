@@ -41,6 +41,13 @@ _INVISIBLE = frozenset(
 _MAX_SEQ = 2**53 - 1  # the largest integer every JSON client can represent exactly
 MAX_TOKEN_CHARS = 8192
 MAX_SECRET_CHARS = 128
+MAX_DISPLAY_NAME_CHARS = 64
+MAX_EMAIL_CHARS = 254  # RFC 5321's limit on a path, less its angle brackets
+# The HTML standard's "valid e-mail address", with a dot required in the domain.
+_EMAIL = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+"
+)
 QUEUE_STATUSES = ("all", "open", "resolved")
 QUEUE_VIEWS = ("all", "mine", "unassigned")
 AVAILABILITIES = ("online", "away")
@@ -60,6 +67,7 @@ class Hello:
     token: str | None = None
     secret: str | None = None  # open mode: the user's secret, to join its sessions
     resume: str | None = None  # a session's resume secret, to take that session over
+    visitor: bool = False  # an anonymous visitor (chatd/visitors.py); `name` when returning
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +177,16 @@ class Rate:
 
 
 @dataclass(frozen=True, slots=True)
+class Profile:
+    """A customer's name and email for the agents (either may be left out, not both)."""
+
+    type: ClassVar[str] = "profile"
+    name: str | None
+    email: str | None
+    ref: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Availability:
     type: ClassVar[str] = "availability"
     status: str
@@ -239,7 +257,7 @@ class Read:
 MAX_SANCTION_SECONDS = 10 * 366 * 86400
 ClientFrame = Hello | Refresh | Join | Leave | Say | Who | History | Queue | Resolve
 ClientFrame = ClientFrame | Edit | Delete | Sanction | Note | Typing | Read
-ClientFrame = ClientFrame | Assign | Transfer | Availability | Rate
+ClientFrame = ClientFrame | Assign | Transfer | Availability | Rate | Profile
 
 
 class FrameParser:
@@ -262,6 +280,7 @@ class FrameParser:
             "transfer": self._transfer,
             "availability": self._availability,
             "rate": self._rate,
+            "profile": self._profile,
             "edit": self._edit,
             "delete": self._delete,
             "kick": self._sanction,
@@ -289,8 +308,11 @@ class FrameParser:
         return parse(obj, ref)
 
     def _hello(self, obj: dict, ref: str | None) -> Hello:
-        """`name` (open mode) and/or `token` (token mode); the authenticator picks."""
-        if "name" not in obj and "token" not in obj:
+        """`name` (open mode) and/or `token` (token mode), or `visitor: true` (an anonymous
+        visitor, with the `name` and `secret` it was given when it returns); the
+        authenticator picks."""
+        visitor = _field(obj, "visitor", bool, ref) if "visitor" in obj else False
+        if "name" not in obj and "token" not in obj and not visitor:
             raise ChatError(BAD_FRAME, "hello needs a 'name' (or a 'token')", ref)
         name = _field(obj, "name", str, ref) if "name" in obj else None
         if name is not None and not names.USER_ID.fullmatch(name):
@@ -298,7 +320,7 @@ class FrameParser:
         token = _token(obj, ref) if "token" in obj else None
         secret = _secret(obj, "secret", ref)
         resume = _secret(obj, "resume", ref)
-        return Hello(name=name, ref=ref, token=token, secret=secret, resume=resume)
+        return Hello(name=name, ref=ref, token=token, secret=secret, resume=resume, visitor=visitor)
 
     def _refresh(self, obj: dict, ref: str | None) -> Refresh:
         return Refresh(token=_token(obj, ref), ref=ref)
@@ -388,6 +410,23 @@ class FrameParser:
         comment = self._text(obj, "comment", ref) if obj.get("comment") is not None else None
         return Rate(room=room, score=score, comment=comment, ref=ref)
 
+    def _profile(self, obj: dict, ref: str | None) -> Profile:
+        name = self._display_name(obj, ref) if obj.get("name") is not None else None
+        email = _email(obj, ref) if obj.get("email") is not None else None
+        if name is None and email is None:
+            raise ChatError(BAD_FRAME, "'profile' needs a 'name', an 'email' or both", ref)
+        return Profile(name=name, email=email, ref=ref)
+
+    def _display_name(self, obj: dict, ref: str | None) -> str:
+        """A name others read: the rules of text, on one line, and as long as a token's name
+        may be (chatd/auth.py)."""
+        name = self._text(obj, "name", ref)
+        if "\n" in name or "\t" in name:
+            raise ChatError(BAD_NAME, "a name is one line", ref)
+        if len(name) > MAX_DISPLAY_NAME_CHARS:
+            raise ChatError(BAD_NAME, f"a name is at most {MAX_DISPLAY_NAME_CHARS} characters", ref)
+        return name.strip()
+
     def _availability(self, obj: dict, ref: str | None) -> Availability:
         status = _field(obj, "status", str, ref)
         if status not in AVAILABILITIES:
@@ -443,6 +482,13 @@ def _secret(obj: dict, key: str, ref: str | None) -> str | None:
     if len(value) > MAX_SECRET_CHARS:
         raise ChatError(BAD_FRAME, f"'{key}' is longer than {MAX_SECRET_CHARS}", ref)
     return value
+
+
+def _email(obj: dict, ref: str | None) -> str:
+    email = _field(obj, "email", str, ref).strip()
+    if len(email) > MAX_EMAIL_CHARS or not _EMAIL.fullmatch(email):
+        raise ChatError(BAD_FRAME, "'email' is not an email address like ann@example.com", ref)
+    return email
 
 
 def _agent(obj: dict, ref: str | None) -> str | None:

@@ -82,10 +82,12 @@ export function socketUrl(loc = window.location) {
   return (loc.protocol === "https:" ? "wss://" : "ws://") + loc.host + "/ws";
 }
 
-// Web storage can be unavailable (disabled, or a sandboxed frame): then we do without.
+// Web storage can be unavailable (disabled, a sandboxed frame, a frame in another site when
+// the browser blocks third-party storage: then even naming it throws): then we do without.
+// `storage` is "localStorage" or "sessionStorage".
 function stored(storage, key) {
   try {
-    return storage.getItem(key);
+    return window[storage].getItem(key);
   } catch {
     return null;
   }
@@ -93,8 +95,8 @@ function stored(storage, key) {
 
 function store(storage, key, value) {
   try {
-    if (value) storage.setItem(key, value);
-    else storage.removeItem(key);
+    if (value) window[storage].setItem(key, value);
+    else window[storage].removeItem(key);
   } catch {
     // nothing to keep it in: this tab works, it just cannot be resumed after a reload
   }
@@ -191,9 +193,9 @@ export class ChatConnection extends EventTarget {
   hello() {
     const frame = { type: "hello", ...this.credentials };
     // Read at every hello: another tab may have stored a newer user secret meanwhile.
-    const secret = this.credentials.name && stored(localStorage, this.secretKey());
+    const secret = this.credentials.name && stored("localStorage", this.secretKey());
     if (secret) frame.secret = secret;
-    const resume = stored(sessionStorage, RESUME_KEY);
+    const resume = stored("sessionStorage", RESUME_KEY);
     if (resume) frame.resume = resume;
     return frame;
   }
@@ -214,12 +216,12 @@ export class ChatConnection extends EventTarget {
       // Only the current socket gets here (see open()): a newer connection of this tab
       // replaces the old one with the same code, but by then the old one is not this.ws. So
       // someone else holds this session now (a duplicated tab copies sessionStorage, say).
-      store(sessionStorage, RESUME_KEY, null);
+      store("sessionStorage", RESUME_KEY, null);
       this.stop("this session was taken over by another window or tab", true);
       return;
     }
     if (close.code === CLOSE_REVOKED) {
-      store(sessionStorage, RESUME_KEY, null);
+      store("sessionStorage", RESUME_KEY, null);
       this.stop("your access was revoked");
       return;
     }
@@ -393,8 +395,8 @@ export class ChatConnection extends EventTarget {
     this.welcome = frame;
     this.user = frame.user;
     this.name = frame.name || frame.user;
-    store(sessionStorage, RESUME_KEY, frame.resume);
-    if (frame.secret && this.credentials.name) store(localStorage, this.secretKey(), frame.secret);
+    store("sessionStorage", RESUME_KEY, frame.resume);
+    if (frame.secret && this.credentials.name) store("localStorage", this.secretKey(), frame.secret);
     this.everWelcomed = true;
     this.welcomedAt = Date.now();
     this.offlineReason = null;

@@ -14,6 +14,7 @@
 
 import { ChatConnection } from "./connection.js";
 import { session } from "./login.js";
+import { embedded, profileForm, visitorSession } from "./visitor.js";
 import { $, composer, describeRemoval, displayName, MessageList, Notice, ReadMarker, Scroller, StatusBar, sayIn, TypingSignal, Typists } from "./ui.js";
 
 const notice = new Notice($("#notice"));
@@ -271,4 +272,9 @@ composer($("#composer"), textBox, (text) => {
   return true;
 });
 
-session($("#login"), start);
+if (embedded()) {
+  profileForm($("#profile"), () => connection);
+  visitorSession(start, notice);
+} else {
+  session($("#login"), start);
+}
