@@ -14,3 +14,12 @@ def test_ruff_check_is_clean():
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_test_modules_have_unique_names():
+    """The test directories have no __init__.py: pytest imports each test file by its bare
+    name, so two files of one name break the collection of the whole suite."""
+    seen: dict[str, Path] = {}
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        assert path.name not in seen, f"{path} has the name of {seen[path.name]}"
+        seen[path.name] = path
