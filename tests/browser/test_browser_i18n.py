@@ -133,6 +133,10 @@ def test_lang_in_the_address_and_data_lang_override_an_english_browser(
     expect(support.page.locator("#login h1")).to_have_text("联系我们的客服")
     expect(support.page.locator("#login [type=submit]")).to_have_text("开始咨询")
 
+    chat = new_tab(daemon.http_url("ws", "/?lang=zh"))
+    expect(chat.page.locator("html")).to_have_attribute("lang", "zh-CN")
+    expect(chat.page.locator("#login h1")).to_have_text("欢迎使用 chatd")
+
     english = new_tab(daemon.http_url("ws", "/support"))
     expect(english.page.locator("html")).to_have_attribute("lang", "en")
     expect(english.page.locator("#login h1")).to_have_text("Chat with our support team")

@@ -66,6 +66,28 @@ export default {
   loadEarlier: "Load earlier messages",
   you: "you",
 
+  // -- the chat (index.html, app.js) ---------------------------------------------------------
+  rooms: "Rooms",
+  chatLoginTitle: "Welcome to chatd",
+  chatLoginIntro: "Pick a name to start chatting.",
+  chatTokenHint: "If your organisation gave you a token, paste it here. It is kept for this tab only and never put in a web address.",
+  startChatting: "Start chatting",
+  roomsAndMembers: "Rooms and members",
+  joinARoom: "Join a room",
+  roomName: "room name",
+  join: "Join",
+  members: "Members",
+  membersOfRoom: "Members of this room",
+  noRoom: "No room",
+  leaveRoom: "Leave room",
+  joinToStart: "Join a room to start chatting.",
+  message: "Message",
+  cannotJoin: "Cannot join #{room}: {message}",
+  messagesIn: "Messages in #{room}",
+  messageRoom: "Message #{room}",
+  joinToChat: "Join a room to chat",
+  youSuffix: " (you)",
+
   // -- the visitor's page (support.html, support.js, visitor.js) ---------------------------
   supportPageTitle: "Support · chatd",
   skipToMessageBox: "Skip to the message box",

@@ -63,6 +63,28 @@ export default {
   loadEarlier: "加载更早的消息",
   you: "您",
 
+  // -- the chat (index.html, app.js) ---------------------------------------------------------
+  rooms: "聊天室",
+  chatLoginTitle: "欢迎使用 chatd",
+  chatLoginIntro: "起个名字就可以开始聊天。",
+  chatTokenHint: "如果您的组织给了您访问令牌，请粘贴在这里。它只保存在当前标签页中，不会出现在网址里。",
+  startChatting: "开始聊天",
+  roomsAndMembers: "聊天室和成员",
+  joinARoom: "加入聊天室",
+  roomName: "聊天室名称",
+  join: "加入",
+  members: "成员",
+  membersOfRoom: "本聊天室的成员",
+  noRoom: "未加入聊天室",
+  leaveRoom: "退出聊天室",
+  joinToStart: "加入一个聊天室即可开始聊天。",
+  message: "消息",
+  cannotJoin: "无法加入 #{room}：{message}",
+  messagesIn: "#{room} 中的消息",
+  messageRoom: "发消息到 #{room}",
+  joinToChat: "加入聊天室后即可聊天",
+  youSuffix: "（您）",
+
   // -- the visitor's page (support.html, support.js, visitor.js) ---------------------------
   supportPageTitle: "在线客服 · chatd",
   skipToMessageBox: "跳到输入框",
