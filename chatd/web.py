@@ -126,6 +126,9 @@ class StaticFile(File):
         self.protect(request)
         return super().render(request)
 
+    def directoryListing(self):
+        return _NoSuchFile()
+
     @classmethod
     def protect(cls, request) -> None:
         request.setHeader(b"content-security-policy", cls.POLICY.encode())
@@ -150,6 +153,16 @@ class SupportPage(StaticFile):
             policy = self.POLICY_BEFORE_FRAMING + f"frame-ancestors {ancestors}"
             request.setHeader(b"content-security-policy", policy.encode())
         return File.render(self, request)
+
+
+class Catalogues(StaticFile):
+    """/i18n/: the pages' texts, one module per language. widget.js imports them from the
+    sites that include it, and a module from another origin needs CORS: they are public texts,
+    so any origin may read them."""
+
+    def render(self, request):
+        request.setHeader(b"access-control-allow-origin", b"*")
+        return super().render(request)
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -178,8 +191,8 @@ def build_site(
     embed_origins: tuple[str, ...] = (),
 ) -> Site:
     # The browser client (chatd/static, package data): "/" is index.html, the chat, and the
-    # support desk's pages answer at clean URLs too. chatd/static holds index.html and no
-    # subdirectory, so File never renders a directory listing; other paths are 404.
+    # support desk's pages answer at clean URLs too. A directory (/i18n/, the texts) is 404,
+    # never a listing; other paths that name no file are 404 too.
     # /widget.js (the chat button other sites include) is 404 unless some site may embed.
     static = Path(__file__).parent / "static"
     root = StaticFile(str(static))
@@ -187,6 +200,7 @@ def build_site(
     if not embed_origins:
         root.putChild(b"widget.js", _NoSuchFile())
     root.putChild(b"agent", StaticFile(str(static / "agent.html")))
+    root.putChild(b"i18n", Catalogues(str(static / "i18n")))
     root.putChild(b"ws", WebSocketResource(websocket_factory))
     root.putChild(b"healthz", health)
     site = Site(root, timeout=handshake_timeout, reactor=clock, logFormatter=access_log_line)

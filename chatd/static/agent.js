@@ -24,6 +24,7 @@
 import { CannedPicker } from "./canned.js";
 import { ChatConnection } from "./connection.js";
 import { session } from "./login.js";
+import { t } from "./texts.js";
 import {
   $,
   composer,
@@ -44,7 +45,7 @@ import {
 // How urgent each phase is: waiting for an answer, answered (still open), resolved.
 const PHASE_ORDER = { waiting: 0, answered: 1, resolved: 2 };
 const QUEUE_PAGE = 50;
-const AVAILABILITY_WORDS = { online: "Online", away: "Away", offline: "Offline" };
+const AVAILABILITY_WORDS = { online: t("online"), away: t("away"), offline: t("offlineStatus") };
 const view = {
   desk: $("#desk"),
   queue: $("#queue"),
@@ -218,11 +219,11 @@ function start(credentials) {
   });
   connection.addEventListener("pending", ({ detail }) => renderPending(detail.room));
   connection.addEventListener("joinfailed", ({ detail }) => {
-    notice.show(`Cannot open the conversation ${detail.room}: ${detail.message}`);
+    notice.show(t("cannotOpenConversation", { room: detail.room, message: detail.message }));
     closeConversation(detail.room);
   });
   connection.addEventListener("removed", ({ detail }) => {
-    notice.show(describeRemoval(detail, `the conversation ${detail.room}`), { sticky: true });
+    notice.show(describeRemoval(detail, t("theConversation", { room: detail.room })), { sticky: true });
     closeConversation(detail.room);
   });
   connection.addEventListener("problem", ({ detail }) => {
@@ -233,7 +234,7 @@ function start(credentials) {
       return;
     }
     if (detail.ref?.startsWith("availability-")) renderAvailability(availability); // unchanged
-    if (detail.ref === "queue" && detail.code === "forbidden") notice.show(`This page is for support agents. The server said: ${detail.message}`, { sticky: true });
+    if (detail.ref === "queue" && detail.code === "forbidden") notice.show(t("agentsOnly", { message: detail.message }), { sticky: true });
     else notice.show(detail.message);
   });
   connection.start();
@@ -254,10 +255,10 @@ function matches(entry) {
 }
 
 function emptyQueueText() {
-  const status = statusFilter === "all" ? "" : `${statusFilter} `;
-  if (assignmentFilter === "mine") return `No ${status}conversations assigned to you.`;
-  if (assignmentFilter === "unassigned") return `No unassigned ${status}conversations.`;
-  return status ? `No ${status}conversations.` : "No conversations yet.";
+  const status = { all: "", open: "Open", resolved: "Resolved" }[statusFilter];
+  if (assignmentFilter === "mine") return t(`noneMine${status}`);
+  if (assignmentFilter === "unassigned") return t(`noneUnassigned${status}`);
+  return status ? t(`none${status}`) : t("noConversationsYet");
 }
 
 function phase(entry) {
@@ -276,8 +277,8 @@ function urgency(a, b) {
 
 function statusText(entry) {
   const now = phase(entry);
-  if (now === "waiting") return `Waiting ${formatWait(entry.waiting_since)}`;
-  return now === "resolved" ? "Resolved" : "Answered";
+  if (now === "waiting") return t("waitingFor", { wait: formatWait(entry.waiting_since) });
+  return t(now === "resolved" ? "resolved" : "answered");
 }
 
 function customerName(entry, room) {
@@ -291,7 +292,7 @@ function agentNames(entry) {
 // "You", or the assignee's display name; null when the conversation is unassigned.
 function assigneeName(entry) {
   if (!entry.assignee) return null;
-  if (entry.assignee === connection.user) return "You";
+  if (entry.assignee === connection.user) return t("youAssignee");
   return entry.assignee_name || names.get(entry.assignee) || entry.assignee;
 }
 
@@ -309,12 +310,12 @@ function claimLost(room) {
     notice.show(claimedFirst(entry));
   } else {
     lostClaims.add(room);
-    notice.show(`Conversation with ${customerName(entry, room)}: another agent claimed it first.`);
+    notice.show(t("claimedFirstByOther", { customer: customerName(entry, room) }));
   }
 }
 
 function claimedFirst(entry) {
-  return `Conversation with ${customerName(entry)}: ${assigneeName(entry)} claimed it first.`;
+  return t("claimedFirst", { customer: customerName(entry), assignee: assigneeName(entry) });
 }
 
 function updateAgent({ user, name, status: agentStatus }) {
@@ -333,7 +334,7 @@ function renderAgents() {
         "li",
         { class: "agent", dataset: { status: agent.status } },
         el("span", { class: "dot", "aria-hidden": "true" }),
-        nameElement("span", { class: "agent-name" }, agent.user === connection?.user ? `${agent.name} (you)` : agent.name, agent.user),
+        nameElement("span", { class: "agent-name" }, agent.user === connection?.user ? t("agentYou", { name: agent.name }) : agent.name, agent.user),
         el("span", { class: "agent-status" }, AVAILABILITY_WORDS[agent.status] ?? agent.status),
       ),
     ),
@@ -355,10 +356,11 @@ function renderTransfer() {
     .filter((agent) => agent.status !== "offline")
     .sort((a, b) => (b.user === me) - (a.user === me));
   view.transferTo.replaceChildren(
-    el("option", { value: "" }, "Nobody"),
-    ...candidates.map((agent) =>
-      el("option", { value: agent.user }, `${agent.user === me ? "You" : agent.name}${agent.status === "away" ? " (away)" : ""}`),
-    ),
+    el("option", { value: "" }, t("nobody")),
+    ...candidates.map((agent) => {
+      const name = agent.user === me ? t("youAssignee") : agent.name;
+      return el("option", { value: agent.user }, agent.status === "away" ? t("agentAway", { name }) : name);
+    }),
   );
   const wanted = transferChoice ?? entry.assignee ?? "";
   view.transferTo.value = candidates.some((agent) => agent.user === wanted) ? wanted : "";
@@ -368,7 +370,7 @@ function renderTransfer() {
 function renderQueue() {
   const entries = [...conversations.values()].sort(urgency);
   const waiting = entries.filter((entry) => phase(entry) === "waiting").length;
-  view.queueCount.textContent = entries.length ? `(${waiting} waiting)` : "";
+  view.queueCount.textContent = entries.length ? t("waitingCount", { waiting }) : "";
   view.queueEmpty.hidden = entries.length > 0;
   view.queueEmpty.textContent = emptyQueueText();
   view.queueMore.hidden = next === null;
@@ -393,17 +395,17 @@ function renderQueue() {
             "span",
             { class: "customer-line" },
             nameElement("span", { class: "customer" }, customerName(entry), entry.customer),
-            entry.unread ? el("span", { class: "badge unread", "aria-label": `${entry.unread} unread` }, String(entry.unread)) : null,
+            entry.unread ? el("span", { class: "badge unread", "aria-label": t("unreadCount", { count: entry.unread }) }, String(entry.unread)) : null,
           ),
           el("span", { class: `pill ${phase(entry)}` }, statusText(entry)),
-          el("span", { class: "last" }, entry.last ? `${entry.last.name || entry.last.from}: ${entry.last.text}` : "No message yet"),
-          entry.rating ? el("span", { class: "entry-rating" }, `Rated ${entry.rating}/5`) : null,
-          entry.agents?.length ? el("span", { class: "agents" }, `With ${agentNames(entry)}`) : null,
+          el("span", { class: "last" }, entry.last ? `${entry.last.name || entry.last.from}: ${entry.last.text}` : t("noMessageYet")),
+          entry.rating ? el("span", { class: "entry-rating" }, t("ratedScore", { score: entry.rating })) : null,
+          entry.agents?.length ? el("span", { class: "agents" }, t("withAgents", { names: agentNames(entry) })) : null,
           el(
             "span",
             { class: "assignment" },
-            entry.assignee ? el("span", { class: "assignee-label" }, "Assigned to") : null,
-            el("span", { class: "assignee" }, assigneeName(entry) ?? "Unassigned"),
+            entry.assignee ? el("span", { class: "assignee-label" }, t("assignedTo")) : null,
+            el("span", { class: "assignee" }, assigneeName(entry) ?? t("unassigned")),
           ),
         ),
         // Only open conversations need someone to take them.
@@ -414,10 +416,10 @@ function renderQueue() {
                 type: "button",
                 class: "claim",
                 dataset: { room: entry.room },
-                "aria-label": `Claim the conversation with ${customerName(entry)}`,
+                "aria-label": t("claimConversation", { customer: customerName(entry) }),
                 onclick: () => claim(entry.room),
               },
-              "Claim",
+              t("claim"),
             )
           : null,
       ),
@@ -433,9 +435,9 @@ function renderQueue() {
 function open(name) {
   if (!opened.has(name)) {
     const list = new MessageList({
-      me: () => connection.user ?? "you",
-      myName: () => connection.name ?? "you",
-      label: `Messages with ${customerName(latestEntries.get(name), name)}`,
+      me: () => connection.user ?? t("you"),
+      myName: () => connection.name ?? t("you"),
+      label: t("messagesWith", { customer: customerName(latestEntries.get(name), name) }),
       showNotes: true,
     });
     const marker = new ReadMarker(
@@ -507,7 +509,7 @@ function setWritingNote(note) {
   writingNote = note;
   view.noteMode.setAttribute("aria-pressed", String(note));
   view.composerForm.classList.toggle("writing-note", note);
-  view.send.textContent = note ? "Add note" : "Send";
+  view.send.textContent = t(note ? "addNote" : "send");
   if (note) typing.stop(); // a note is nothing the customer should see coming
   renderHead();
 }
@@ -515,13 +517,13 @@ function setWritingNote(note) {
 function renderHead() {
   const entry = latestEntries.get(current);
   const customer = customerName(entry, current);
-  view.title.textContent = current ? customer : "Support desk";
+  view.title.textContent = current ? customer : t("supportDesk");
   view.title.title = entry && customer !== entry.customer ? entry.customer : "";
-  const assignee = entry && assigneeName(entry);
-  const assigned = assignee ? `assigned to ${assignee === "You" ? "you" : assignee}` : "unassigned";
-  view.sub.textContent = entry ? `${statusText(entry)}${entry.agents?.length ? ` · with ${agentNames(entry)}` : ""} · ${assigned}` : "";
-  if (!current) view.text.placeholder = "Pick a conversation";
-  else view.text.placeholder = writingNote ? "Internal note — customers don't see this" : `Reply to ${customer}`;
+  let assigned = t("headUnassigned");
+  if (entry?.assignee) assigned = entry.assignee === connection.user ? t("headAssignedToYou") : t("headAssignedTo", { name: assigneeName(entry) });
+  view.sub.textContent = entry ? `${statusText(entry)}${entry.agents?.length ? t("headWith", { names: agentNames(entry) }) : ""} · ${assigned}` : "";
+  if (!current) view.text.placeholder = t("pickConversation");
+  else view.text.placeholder = writingNote ? t("noteLabel") : t("replyTo", { customer });
   // Resolving is for an open conversation; the button comes back when the customer writes.
   view.resolve.hidden = !opened.has(current) || entry?.status !== "open";
   view.resolve.disabled = false;

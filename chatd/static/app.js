@@ -2,6 +2,7 @@
 
 import { ChatConnection } from "./connection.js";
 import { session } from "./login.js";
+import { t } from "./texts.js";
 import { $, composer, describeRemoval, el, MessageList, nameElement, Notice, Scroller, StatusBar, sayIn } from "./ui.js";
 
 const ROOMS_KEY = "chatd.rooms";
@@ -91,7 +92,7 @@ function start(credentials) {
   });
   connection.addEventListener("pending", ({ detail }) => renderPending(detail.room));
   connection.addEventListener("joinfailed", ({ detail }) => {
-    notice.show(`Cannot join #${detail.room}: ${detail.message}`);
+    notice.show(t("cannotJoin", { room: detail.room, message: detail.message }));
     drop(detail.room);
   });
   // Closed by the server, kicked or banned: the room goes (and is not joined again on reload).
@@ -121,7 +122,7 @@ function fromHash() {
 // Join a room (if not yet) and keep its list.
 function open(name) {
   if (!rooms.has(name)) {
-    const list = new MessageList({ me: () => connection.user ?? "you", myName: () => connection.name ?? "you", label: `Messages in #${name}` });
+    const list = new MessageList({ me: () => connection.user ?? t("you"), myName: () => connection.name ?? t("you"), label: t("messagesIn", { room: name }) });
     rooms.set(name, { list, members: [], names: {}, unread: 0, more: false });
     connection.join(name);
     saveRooms();
@@ -142,8 +143,8 @@ function show(name) {
   view.empty.hidden = Boolean(room);
   view.leave.hidden = !room;
   view.text.disabled = !room;
-  view.title.textContent = room ? `#${current}` : "No room";
-  view.text.placeholder = room ? `Message #${current}` : "Join a room to chat";
+  view.title.textContent = room ? `#${current}` : t("noRoom");
+  view.text.placeholder = room ? t("messageRoom", { room: current }) : t("joinToChat");
   if (room) {
     room.unread = 0;
     history.replaceState(null, "", `#${current}`);
@@ -182,7 +183,7 @@ function renderRoomList() {
             },
           },
           el("span", { class: "room-name" }, `#${name}`),
-          room.unread ? el("span", { class: "badge", "aria-label": `${room.unread} unread` }, String(room.unread)) : null,
+          room.unread ? el("span", { class: "badge", "aria-label": t("unreadCount", { count: room.unread }) }, String(room.unread)) : null,
         ),
       ),
     ),
@@ -205,7 +206,7 @@ function renderMembers() {
           { class: "member", dataset: { user: id } },
           el("span", { class: "dot", "aria-hidden": "true" }),
           nameElement("span", {}, name, id),
-          id === me ? el("span", { class: "you" }, " (you)") : null,
+          id === me ? el("span", { class: "you" }, t("youSuffix")) : null,
         ),
       ),
   );

@@ -41,6 +41,8 @@
 //   problem  {code, message, ref}: an error frame about something else, in words
 //   frame    every frame received, after the above (for the support desk's own frames)
 
+import { t } from "./texts.js";
+
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 // A connection that lived this long starts the next backoff from the beginning again; one
@@ -217,17 +219,17 @@ export class ChatConnection extends EventTarget {
       // replaces the old one with the same code, but by then the old one is not this.ws. So
       // someone else holds this session now (a duplicated tab copies sessionStorage, say).
       store("sessionStorage", RESUME_KEY, null);
-      this.stop("this session was taken over by another window or tab", true);
+      this.stop(t("takenOver"), true);
       return;
     }
     if (close.code === CLOSE_REVOKED) {
       store("sessionStorage", RESUME_KEY, null);
-      this.stop("your access was revoked");
+      this.stop(t("accessRevoked"));
       return;
     }
     if (close.code === CLOSE_TOKEN_EXPIRED) {
       this.stop();
-      this.emit("fatal", { code: "token_expired", message: "Your session has expired: please sign in again." });
+      this.emit("fatal", { code: "token_expired", message: t("sessionExpired") });
       return;
     }
     if (lived >= STABLE_AFTER_MS) this.attempt = 0;
@@ -240,8 +242,8 @@ export class ChatConnection extends EventTarget {
     if (wasWelcomed || !this.offlineReason) {
       this.offlineReason =
         close.code === 1001
-          ? "the server is restarting"
-          : close.reason || (wasWelcomed ? "the connection was lost" : "cannot reach the server");
+          ? t("serverRestarting")
+          : close.reason || t(wasWelcomed ? "connectionLost" : "serverUnreachable");
     }
     const reason = this.offlineReason;
     this.retryTimer = setTimeout(() => this.open(), delay);
@@ -494,7 +496,7 @@ export class ChatConnection extends EventTarget {
     if (say && SAY_REFUSALS.has(frame.code)) {
       this.pending.delete(say.id);
       this.emit("pending", { room: say.room });
-      this.emit("problem", { code: frame.code, message: `Not sent: ${frame.message}`, ref: frame.ref });
+      this.emit("problem", { code: frame.code, message: t("notSent", { message: frame.message }), ref: frame.ref });
       return;
     }
     const joinRoom = frame.ref ? this.joinRefs.get(frame.ref) : undefined;

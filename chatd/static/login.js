@@ -11,6 +11,8 @@
 // frame and uses it from then on, so the session outlives the old token's expiry instead of
 // being closed with 4001. (A `storage` event would not do: it fires only in *other* tabs.)
 
+import { t } from "./texts.js";
+
 const TOKEN_POLL_MS = 5000;
 const TOKEN_KEY = "chatd.token";
 const NAME_KEY = "chatd.name";
@@ -51,8 +53,8 @@ export function signIn(form, { error = "" } = {}) {
         done({ name });
       } else {
         errorLine.textContent = name
-          ? "A name is 1 to 32 letters, digits, '_', '.' or '-', starting with a letter or digit."
-          : "Please enter a name.";
+          ? t("badName")
+          : t("nameMissing");
         nameInput.focus();
       }
     };

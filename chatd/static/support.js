@@ -14,6 +14,7 @@
 
 import { ChatConnection } from "./connection.js";
 import { session } from "./login.js";
+import { t } from "./texts.js";
 import { embedded, profileForm, visitorSession } from "./visitor.js";
 import { $, composer, describeRemoval, displayName, MessageList, Notice, ReadMarker, Scroller, StatusBar, sayIn, TypingSignal, Typists } from "./ui.js";
 
@@ -60,19 +61,17 @@ function start(credentials) {
     (seq) => connection.sendNow({ type: "read", room, seq }),
     () => document.visibilityState === "visible" && connection.isJoined(room),
   );
-  const me = () => connection.user ?? "you";
+  const me = () => connection.user ?? t("you");
   list = new MessageList({
     me,
-    myName: () => connection.name ?? "you",
-    label: "Messages in your conversation",
-    describePresence: (event) => `Support agent ${displayName(event)} ${event.event === "join" ? "joined" : "left"} the conversation`,
+    myName: () => connection.name ?? t("you"),
+    label: t("messagesInYourConversation"),
+    describePresence: (event) => t(event.event === "join" ? "agentJoined" : "agentLeft", { name: displayName(event) }),
     describeStatus: (event) =>
-      event.status === "resolved"
-        ? `${displayName(event)} marked your conversation as resolved. Need more help? Just write here.`
-        : `${displayName(event)} marked your conversation as ${event.status}`,
+      t(event.status === "resolved" ? "resolvedForYou" : "markedYourConversation", { name: displayName(event), status: event.status }),
     // Handing the conversation back to the queue is the desk's business: no line for that.
-    describeAssignment: (event) => (event.assignee ? `${event.assignee_name || event.assignee} is handling your conversation` : null),
-    describeRating: (event) => `You rated this conversation ${event.score}/5`,
+    describeAssignment: (event) => (event.assignee ? t("handlingYourConversation", { name: event.assignee_name || event.assignee }) : null),
+    describeRating: (event) => t("youRated", { score: event.score }),
   });
   $("#current").replaceChildren(list.node);
   $("#support").hidden = false;
@@ -107,8 +106,8 @@ function start(credentials) {
     $("#me").textContent = detail.name || detail.user;
     renderAgentsOnline(detail.agents_online);
     if (!detail.support_room) {
-      notice.show("The support desk is not open on this server.", { sticky: true });
-      banner.textContent = "The support desk is not open on this server.";
+      notice.show(t("deskNotOpen"), { sticky: true });
+      banner.textContent = t("deskNotOpen");
       return;
     }
     room = detail.support_room;
@@ -136,13 +135,13 @@ function start(credentials) {
   });
   connection.addEventListener("members", ({ detail }) => renderBanner(detail.members, detail.names));
   connection.addEventListener("pending", renderPending);
-  connection.addEventListener("joinfailed", ({ detail }) => notice.show(`Cannot open your conversation: ${detail.message}`, { sticky: true }));
+  connection.addEventListener("joinfailed", ({ detail }) => notice.show(t("cannotOpenYourConversation", { message: detail.message }), { sticky: true }));
   // The conversation was closed by the server, or an agent removed us: say so; writing is
   // off until the page is loaded again.
   connection.addEventListener("removed", ({ detail }) => {
     if (detail.room !== room) return;
     room = null;
-    notice.show(describeRemoval(detail, "your conversation"), { sticky: true });
+    notice.show(describeRemoval(detail, t("yourConversation")), { sticky: true });
     renderPending();
   });
   connection.addEventListener("problem", ({ detail }) => {
@@ -178,19 +177,14 @@ function start(credentials) {
 function renderBanner(members, names) {
   const agents = members.filter((id) => id !== connection.user).map((id) => names[id] || id);
   banner.classList.toggle("agent-here", agents.length > 0);
-  const who = agents.length > 1 ? `${agents.slice(0, -1).join(", ")} and ${agents.at(-1)}` : agents[0];
-  banner.textContent = agents.length
-    ? `Support agent${agents.length > 1 ? "s" : ""} ${who} ${agents.length > 1 ? "are" : "is"} here to help.`
-    : "You are in the queue: an agent will answer here as soon as possible. You can write your question now.";
+  banner.textContent = agents.length ? t("agentsHere", { names: agents }) : t("inQueue");
 }
 
 // online: true or false; anything else (a server without the field) hides the line.
 function renderAgentsOnline(online) {
   agentsOnline.hidden = typeof online !== "boolean";
   agentsOnline.classList.toggle("online", online === true);
-  agentsOnline.textContent = online
-    ? "An agent is online"
-    : "No agent is online right now — leave a message and we'll answer as soon as we can";
+  agentsOnline.textContent = t(online ? "agentOnline" : "noAgentOnline");
 }
 
 function renderTyping() {
@@ -232,7 +226,7 @@ function renderRating() {
   }
   rating.comment.disabled = rateRequest !== null;
   rating.submit.disabled = !score || rateRequest !== null;
-  rating.submit.textContent = rateRequest === null ? "Send rating" : "Sending…";
+  rating.submit.textContent = t(rateRequest === null ? "sendRating" : "sendingRating");
 }
 
 function renderPending() {

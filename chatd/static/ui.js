@@ -1,6 +1,9 @@
 // Rendering shared by the pages. Whatever users or the server wrote goes into the page as
 // text only (text nodes, textContent, plain attributes), never as HTML: a message reading
-// <img src=x onerror=alert(1)> is shown as exactly those characters.
+// <img src=x onerror=alert(1)> is shown as exactly those characters. Texts of our own come
+// from the page's language's catalogue (texts.js).
+
+import { t } from "./texts.js";
 
 // el("li", {class: "x", onclick: f}, "text", childNode, ...): an element; strings are text.
 export function el(tag, props = {}, ...children) {
@@ -37,11 +40,11 @@ export function formatTime(ts, now = new Date()) {
 // "just now", "4 min", "1 h 20 min", "2 d"
 export function formatWait(since, now = Date.now()) {
   const minutes = Math.floor((now - new Date(since).getTime()) / 60000);
-  if (minutes < 1) return "just now";
-  if (minutes < 60) return `${minutes} min`;
+  if (minutes < 1) return t("justNow");
+  if (minutes < 60) return t("minutes", { minutes });
   const hours = Math.floor(minutes / 60);
-  if (hours < 24) return minutes % 60 ? `${hours} h ${minutes % 60} min` : `${hours} h`;
-  return `${Math.floor(hours / 24)} d`;
+  if (hours < 24) return minutes % 60 ? t("hoursMinutes", { hours, minutes: minutes % 60 }) : t("hours", { hours });
+  return t("days", { days: Math.floor(hours / 24) });
 }
 
 // -- the message list -----------------------------------------------------------------------
@@ -64,42 +67,42 @@ export function nameElement(tag, props, name, id) {
 // moderator's).
 export function describeModeration(event) {
   const by = displayName(event);
-  if (event.type === "kick") return `${event.user} was removed by ${by}`;
-  const what = event.type === "ban" ? "banned" : "muted";
-  if (!event.until) return `${by} lifted the ${event.type} on ${event.user}`;
-  return `${event.user} was ${what} by ${by} until ${formatTime(event.until)}`;
+  const user = event.user;
+  if (event.type === "kick") return t("kicked", { user, by });
+  const ban = event.type === "ban";
+  if (!event.until) return t(ban ? "banLifted" : "muteLifted", { user, by });
+  return t(ban ? "bannedUntil" : "mutedUntil", { user, by, until: formatTime(event.until) });
 }
 
 // An `assignment` event (docs/protocol.md, "Assignment") as a line for the agents: who gave the
 // conversation to whom; `auto` ones were the server's round-robin, with no `from`.
 function describeAssignmentForAgents(event) {
   const assignee = event.assignee_name || event.assignee;
-  if (event.auto) return `Assigned to ${assignee} automatically`;
+  if (event.auto) return t("assignedAutomatically", { assignee });
   const by = displayName(event);
-  if (!event.assignee) return `${by} put the conversation back in the queue`;
-  return event.assignee === event.from ? `${by} took the conversation` : `${by} assigned the conversation to ${assignee}`;
+  if (!event.assignee) return t("backInQueue", { by });
+  return event.assignee === event.from ? t("tookConversation", { by }) : t("assignedConversation", { by, assignee });
 }
 
 // Why the server ended our membership of a room (connection.js's "removed"), for people.
 export function describeRemoval({ reason, by }, where) {
-  if (reason === "kick") return `You were removed from ${where}${by ? ` by ${by}` : ""}.`;
-  if (reason === "ban") return `You were banned from ${where}${by ? ` by ${by}` : ""}.`;
-  return `${where} was closed by the server.`;
+  if (reason === "kick") return by ? t("removedFromBy", { where, by }) : t("removedFrom", { where });
+  if (reason === "ban") return by ? t("bannedFromBy", { where, by }) : t("bannedFrom", { where });
+  return t("closedByServer", { where });
 }
 
 const MODERATION = new Set(["kick", "ban", "mute"]);
 
 // A "bot" badge for what the website's backend posted as a bot ("bot": true).
 function botBadge(event) {
-  return event.bot === true ? el("span", { class: "bot-badge", title: "Posted automatically" }, "bot") : null;
+  return event.bot === true ? el("span", { class: "bot-badge", title: t("botTitle") }, t("bot")) : null;
 }
 
 // A `rating` event (docs/protocol.md, "Rating"): "alice rated 4/5: quick and kind".
 function describeRatingForAgents(event) {
-  return `${displayName(event)} rated ${event.score}/5${event.comment ? `: ${event.comment}` : ""}`;
+  const [name, score, comment] = [displayName(event), event.score, event.comment];
+  return comment ? t("ratedWithComment", { name, score, comment }) : t("rated", { name, score });
 }
-
-const NOTE_LABEL = "Internal note — customers don't see this";
 
 // One room's events and its messages not yet acknowledged, in a scrolling container.
 // Events come already de-duplicated and in order from the connection. Event types this list
@@ -111,9 +114,11 @@ export class MessageList {
   constructor({ me, myName, describePresence, describeStatus, describeAssignment, describeRating, label, showNotes = false }) {
     this.me = me; // () => our user id
     this.myName = myName || me; // () => our display name
-    this.describePresence = describePresence || ((event) => `${displayName(event)} ${event.event === "join" ? "joined" : "left"}`);
+    this.describePresence = describePresence || ((event) => t(event.event === "join" ? "joined" : "left", { name: displayName(event) }));
     // `status` events: an agent resolved a support conversation.
-    this.describeStatus = describeStatus || ((event) => `${displayName(event)} marked the conversation as ${event.status}`);
+    this.describeStatus =
+      describeStatus ||
+      ((event) => t(event.status === "resolved" ? "markedResolved" : "markedConversation", { name: displayName(event), status: event.status }));
     // `assignment` events: who handles a support conversation; null for a line not to show.
     this.describeAssignment = describeAssignment || describeAssignmentForAgents;
     // `rating` events: the customer rated the resolved conversation.
@@ -121,10 +126,10 @@ export class MessageList {
     this.showNotes = showNotes;
     // role=log: screen readers announce what is appended, politely.
     this.events = el("ol", { class: "events", role: "log", "aria-live": "polite", "aria-label": label });
-    this.pending = el("ol", { class: "events pending", "aria-label": "Not sent yet" });
+    this.pending = el("ol", { class: "events pending", "aria-label": t("notSentYet") });
     this.node = el("div", { class: "message-list" }, this.events, this.pending);
     this.messages = new Map(); // seq -> the message's <li>, for edits and deletions
-    this.seenMark = el("p", { class: "seen" }, "Seen");
+    this.seenMark = el("p", { class: "seen" }, t("seen"));
   }
 
   reset(events) {
@@ -168,8 +173,8 @@ export class MessageList {
             "div",
             { class: "meta" },
             el("span", { class: "from" }, this.myName()),
-            say.type === "note" ? el("span", { class: "note-label" }, NOTE_LABEL) : null,
-            el("span", { class: "state" }, online ? "sending…" : "waiting for the connection…"),
+            say.type === "note" ? el("span", { class: "note-label" }, t("noteLabel")) : null,
+            el("span", { class: "state" }, t(online ? "sending" : "waitingForConnection")),
           ),
           el("div", { class: "text" }, say.text),
         ),
@@ -266,7 +271,7 @@ export class MessageList {
         "div",
         { class: "meta" },
         nameElement("span", { class: "from" }, displayName(event), event.from),
-        el("span", { class: "note-label" }, NOTE_LABEL),
+        el("span", { class: "note-label" }, t("noteLabel")),
         timeElement(event.ts),
       ),
       el("div", { class: "text" }, event.text ?? ""),
@@ -289,12 +294,12 @@ function markEdited(item, text, when) {
   item.querySelector(".text").textContent = text;
   item.classList.add("edited");
   item.querySelector(".edited-mark")?.remove();
-  item.append(el("span", { class: "edited-mark", title: when ? `Edited ${new Date(when).toLocaleString()}` : undefined }, "(edited)"));
+  item.append(el("span", { class: "edited-mark", title: when ? t("editedAt", { when: new Date(when).toLocaleString() }) : undefined }, t("edited")));
 }
 
 // The text is dropped from the page, not hidden: a deleted message's text must not linger.
 function markDeleted(item) {
-  item.querySelector(".text").textContent = "message deleted";
+  item.querySelector(".text").textContent = t("messageDeleted");
   item.querySelector(".edited-mark")?.remove();
   item.classList.remove("edited");
   item.classList.add("deleted");
@@ -376,7 +381,7 @@ export function sayIn(connection, notice, room, text, type = "say") {
   if (!room) return false;
   const limit = connection.welcome?.max_text_chars;
   if (limit && textLength(text) > limit) {
-    notice.show(`That ${type === "note" ? "note" : "message"} is ${textLength(text)} characters long; the limit is ${limit}.`);
+    notice.show(t(type === "note" ? "noteTooLong" : "messageTooLong", { length: textLength(text), limit }));
     return false;
   }
   connection.post(type, room, text);
@@ -459,8 +464,7 @@ export class Typists {
   describe() {
     const names = [...this.names.values()];
     if (!names.length) return "";
-    if (names.length === 1) return `${names[0]} is typing…`;
-    return `${names.slice(0, -1).join(", ")} and ${names.at(-1)} are typing…`;
+    return t("typing", { names });
   }
 }
 
@@ -545,22 +549,22 @@ export class StatusBar {
     const { state, reason, retryAt } = this.status;
     this.node.dataset.state = state;
     if (state === "online") {
-      this.node.replaceChildren(el("span", { class: "dot" }), "Connected");
+      this.node.replaceChildren(el("span", { class: "dot" }), t("connected"));
     } else if (state === "connecting") {
-      this.node.replaceChildren(el("span", { class: "dot" }), "Connecting…");
+      this.node.replaceChildren(el("span", { class: "dot" }), t("connecting"));
     } else if (state === "offline") {
       const seconds = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
       this.node.replaceChildren(
         el("span", { class: "dot" }),
-        `Offline: ${reason}. Retrying in ${seconds} s `,
-        el("button", { type: "button", class: "link", onclick: () => this.onRetry() }, "Retry now"),
+        t("offline", { reason, seconds }),
+        el("button", { type: "button", class: "link", onclick: () => this.onRetry() }, t("retryNow")),
       );
     } else {
       const { restartable } = this.status;
       this.node.replaceChildren(
         el("span", { class: "dot" }),
-        reason ? `Signed out: ${reason}. ` : "Signed out",
-        restartable ? el("button", { type: "button", class: "link", onclick: () => this.onRetry() }, "Connect again") : null,
+        reason ? t("signedOutBecause", { reason }) : t("signedOut"),
+        restartable ? el("button", { type: "button", class: "link", onclick: () => this.onRetry() }, t("connectAgain")) : null,
       );
     }
   }
@@ -577,7 +581,7 @@ export class Notice {
     clearTimeout(this.timer);
     this.node.replaceChildren(
       el("span", { class: "notice-text" }, message),
-      el("button", { type: "button", class: "link", "aria-label": "Dismiss", onclick: () => this.hide() }, "Dismiss"),
+      el("button", { type: "button", class: "link", "aria-label": t("dismiss"), onclick: () => this.hide() }, t("dismiss")),
     );
     this.node.hidden = false;
     if (!sticky) this.timer = setTimeout(() => this.hide(), 10000);

@@ -11,17 +11,13 @@
 // sites of `[support] embed_origins` can frame this page (CSP frame-ancestors), and a message
 // posted to an origin that is not the parent's is not delivered.
 
+import { t } from "./texts.js";
+
 const VISITOR_KEY = "chatd.visitor"; // localStorage: {"user", "secret"}
 const ORIGIN = /^https?:\/\/[A-Za-z0-9.\-[\]:]+$/;
 
 export function embedded(loc = window.location) {
   return new URLSearchParams(loc.search).get("embed") === "1";
-}
-
-// The language the widget asked for (data-lang), for the page's `lang` attribute.
-function requestedLanguage(loc = window.location) {
-  const lang = new URLSearchParams(loc.search).get("lang");
-  return lang && /^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$/.test(lang) ? lang : null;
 }
 
 function asVisitor(value) {
@@ -56,8 +52,6 @@ function credentialsFor(visitor) {
 // refusal (a server that takes no anonymous visitors) is shown by the page and ends here.
 export async function visitorSession(start, notice) {
   document.documentElement.classList.add("embedded");
-  const lang = requestedLanguage();
-  if (lang) document.documentElement.lang = lang;
   const given = handoff();
   let visitor = given.visitor || ownStoredVisitor();
   const keep = (value) => {
@@ -81,7 +75,7 @@ export async function visitorSession(start, notice) {
     });
     const fatal = await new Promise((resolve) => connection.addEventListener("fatal", (event) => resolve(event.detail)));
     if (!visitor || fatal.code !== "auth_failed") {
-      notice.show(`The chat is not available: ${fatal.message}`, { sticky: true });
+      notice.show(t("chatUnavailable", { message: fatal.message }), { sticky: true });
       return;
     }
     keep(null);
@@ -98,6 +92,6 @@ export function profileForm(form, connection) {
     const current = connection();
     if ((!name && !email) || !current?.welcome) return;
     current.send({ type: "profile", name: name || null, email: email || null, id: `profile-${Date.now()}` });
-    form.querySelector(".hint").textContent = "Thank you: the support team sees your name and email.";
+    form.querySelector(".hint").textContent = t("profileSaved");
   });
 }

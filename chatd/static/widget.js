@@ -21,19 +21,27 @@
 //
 // Options, as data attributes of the script tag:
 //   data-position  "right" (default) or "left": the corner of the button and drawer
-//   data-title     the button's label and the drawer's title (default "Chat with us")
-//   data-lang      the chat's language (a BCP 47 tag such as "en" or "zh-CN"), passed on to
-//                  the page; default: the browser's
+//   data-title     the button's label and the drawer's title (default "Chat with us", in the
+//                  chat's language)
+//   data-lang      the chat's language (a BCP 47 tag such as "en" or "zh-CN"); default: the
+//                  first of the browser's languages the daemon has texts in (README, "Languages")
+//
+// The texts (the button's, the close button's) come from the daemon's catalogues, a module
+// import from the daemon (/i18n/, served to any origin): the button shows once they are in.
+// The language chosen is passed on to the page in the frame (?lang=), so both speak it.
 
-(() => {
+(async () => {
   const script = document.currentScript;
   if (!script || !script.src) return;
   const daemon = new URL(script.src).origin;
   const side = script.dataset.position === "left" ? "left" : "right";
-  const title = script.dataset.title || "Chat with us";
+  const { format, loadTexts, pickLanguage } = await import(new URL("/i18n/languages.js", daemon).href);
+  const language = pickLanguage([script.dataset.lang, ...navigator.languages]);
+  const texts = await loadTexts(language);
+  const title = script.dataset.title || format(texts, "widgetTitle");
   const page = new URL("/support", daemon);
   page.searchParams.set("embed", "1");
-  if (script.dataset.lang) page.searchParams.set("lang", script.dataset.lang);
+  page.searchParams.set("lang", language);
 
   const VISITOR_KEY = "chatd.visitor"; // the site's localStorage: {"user", "secret"}
 
@@ -92,6 +100,7 @@
   button.textContent = title;
   button.setAttribute("aria-expanded", "false");
   button.dataset.chatdWidget = "button";
+  button.lang = language;
 
   const drawer = styled("div", {
     position: "fixed",
@@ -110,6 +119,7 @@
   drawer.setAttribute("role", "dialog");
   drawer.setAttribute("aria-label", title);
   drawer.dataset.chatdWidget = "drawer";
+  drawer.lang = language;
 
   const head = styled("div", {
     display: "flex",
@@ -131,7 +141,7 @@
   });
   close.type = "button";
   close.textContent = "×";
-  close.setAttribute("aria-label", "Close the chat");
+  close.setAttribute("aria-label", format(texts, "closeChat"));
   head.append(heading, close);
   drawer.append(head);
 

@@ -91,12 +91,21 @@ def trust_in_nss(ca: trustme.CA, database: Path) -> bool:
 def new_tab(browser) -> Iterator[Callable[..., Tab]]:
     """new_tab(url, width=1200, height=760): a fresh context (a new person) showing url;
     new_tab(url, beside=tab): another tab of the same person (the same context: the same
-    localStorage, its own sessionStorage)."""
+    localStorage, its own sessionStorage). The browser speaks English (the pages' texts that
+    the tests look for) unless locale says otherwise: locale="zh-CN", a Chinese browser."""
     tabs: list[Tab] = []
 
-    def make(url: str, width: int = 1200, height: int = 760, beside: Tab | None = None) -> Tab:
+    def make(
+        url: str,
+        width: int = 1200,
+        height: int = 760,
+        beside: Tab | None = None,
+        locale: str = "en-US",
+    ) -> Tab:
         if beside is None:
-            context = browser.new_context(viewport={"width": width, "height": height})
+            context = browser.new_context(
+                viewport={"width": width, "height": height}, locale=locale
+            )
             context.set_default_timeout(TIMEOUT_MS)
         else:
             context = beside.context

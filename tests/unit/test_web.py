@@ -21,9 +21,9 @@ def open_channel(web) -> tuple[object, StringTransport]:
     return channel, transport
 
 
-def get(web, path: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+def get(web, path: bytes, method: bytes = b"GET") -> tuple[int, dict[bytes, bytes], bytes]:
     channel, transport = open_channel(web)
-    channel.dataReceived(b"GET " + path + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    channel.dataReceived(method + b" " + path + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
     head, _, body = transport.value().partition(b"\r\n\r\n")
     status_line, *header_lines = head.split(b"\r\n")
     headers = dict(line.lower().split(b": ", 1) for line in header_lines)
@@ -116,3 +116,22 @@ def test_a_path_no_file_can_have_is_404_without_a_traceback(web, log_events, pat
     assert headers[b"x-content-type-options"] == b"nosniff"
     noisy = [event for event in log_events if event.get("log_level", LogLevel.info) > LogLevel.info]
     assert noisy == []
+
+
+def test_the_catalogues_are_readable_from_any_origin_for_the_widget(web):
+    """widget.js imports /i18n/ from the sites that include it: a module needs CORS. (HEAD:
+    a GET's body would be written by a producer on the global reactor.)"""
+    status, headers, _body = get(web, b"/i18n/zh-CN.js", b"HEAD")
+    assert status == 200
+    assert headers[b"access-control-allow-origin"] == b"*"
+    assert headers[b"x-content-type-options"] == b"nosniff"
+    status, headers, _body = get(web, b"/app.js", b"HEAD")
+    assert status == 200
+    assert b"access-control-allow-origin" not in headers
+
+
+@pytest.mark.parametrize("path", [b"/i18n/", b"/i18n/nope.js"])
+def test_the_catalogues_directory_has_no_listing(web, path):
+    status, _headers, body = get(web, path)
+    assert status == 404
+    assert b"en.js" not in body
