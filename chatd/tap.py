@@ -96,6 +96,7 @@ class ChatService(MultiService):
         self._min_free_space = min_free_space
         self._unready = _OnceLog("transcripts not ready: {problem}", "transcripts ready again")
         self.on_reload: list = []  # more things SIGHUP re-reads (the API keys)
+        self._stopping = False
 
     def startService(self):
         self.server.start()
@@ -127,7 +128,14 @@ class ChatService(MultiService):
             )
 
     def _stop(self, signum: int) -> None:
-        log.info("{signal}: stopping gracefully", signal=signal.Signals(signum).name)
+        """Stop once: a second SIGTERM or Ctrl-C during the graceful stop (a service manager
+        and a shell may both send one) only says so."""
+        name = signal.Signals(signum).name
+        if self._stopping:
+            log.info("{signal}: already stopping", signal=name)
+            return
+        self._stopping = True
+        log.info("{signal}: stopping gracefully", signal=name)
         self._reactor.stop()
 
     def reload(self) -> None:

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -206,3 +207,26 @@ def test_every_metric_the_grafana_dashboard_queries_exists(make_daemon):
     assert missing == set()
     inputs = {entry["name"] for entry in dashboard["__inputs"]}
     assert inputs == {"DS_PROMETHEUS"}  # Grafana's import asks for the data source
+
+
+def test_a_second_sigterm_during_the_graceful_stop_is_no_error(make_daemon):
+    """A service manager and a shell (or Ctrl-C twice) may both signal: the stop is one. A peer
+    that never answers the closing handshake keeps the daemon stopping (for shutdown_timeout)
+    while the second signal comes."""
+    daemon = make_daemon(server={"shutdown_timeout": "3s"})
+    silent = socket.create_connection(("127.0.0.1", daemon.ports["ws"]))
+    silent.sendall(
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert silent.recv(4096).startswith(b"HTTP/1.1 101")
+    try:
+        daemon.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: "stopping gracefully" in daemon.log_of_last_start, 5, "the first stop")
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.process.wait(RECV_TIMEOUT) == 0
+    finally:
+        silent.close()
+    log = daemon.log_of_last_start
+    assert "SIGTERM: already stopping" in log
+    assert "Traceback" not in log and "ReactorNotRunning" not in log
