@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from chatd import devcert, openfiles, sendnow, tls, wire
+from chatd import devcert, malloc, openfiles, sendnow, tls, wire
 from chatd.admission import Admission
 from chatd.api import ApiKeys, build_api_site
 from chatd.auth import Revocations, authenticator_for
@@ -370,6 +370,7 @@ def build_listener(
 
 def _build(config: Config, reactor) -> ChatService:
     openfiles.ensure_open_files(config.limits.max_connections)
+    malloc.keep_large_blocks_mapped()
     deflater = Deflater() if config.limits.compression else None
     server = build_server(
         config,
