@@ -71,7 +71,10 @@ class Deflater:
             return frame(payload, opcode)
         return frame(deflated[: -len(_FLUSH_TAIL)], opcode, compressed=True)
 
-    def frames(self, payloads: Iterable[bytes], window_bits: int) -> bytes:
+    def frames(self, payloads: Iterable[bytes], window_bits: int | None) -> bytes:
+        """Text frames for a member with this window (None: compression not negotiated)."""
+        if window_bits is None:
+            return prepare_frames(payloads)
         return b"".join(self.frame(payload, window_bits) for payload in payloads)
 
     def outgoing(self, lines: list[bytes]) -> Outgoing:
@@ -94,11 +97,7 @@ class Outgoing:
         """The frames for a member with this window (None: compression not negotiated)."""
         frames = self._framed.get(window_bits)
         if frames is None:
-            if window_bits is None:
-                frames = prepare_frames(self.lines)
-            else:
-                frames = self._deflater.frames(self.lines, window_bits)
-            self._framed[window_bits] = frames
+            frames = self._framed[window_bits] = self._deflater.frames(self.lines, window_bits)
         return frames
 
 

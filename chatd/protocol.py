@@ -506,10 +506,7 @@ class DeflatingServerProtocol(ChatServerProtocol):
         self._write(frames.framed(self.window_bits), replies)
 
     def _frames(self, payloads: list[bytes]) -> bytes:
-        bits = self.window_bits
-        if bits is None:
-            return prepare_frames(payloads)
-        return self.factory.context.deflater.frames(payloads, bits)
+        return self.factory.context.deflater.frames(payloads, self.window_bits)
 
 
 class ChatServerFactory(WebSocketServerFactory):
