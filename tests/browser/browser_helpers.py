@@ -76,6 +76,32 @@ def sign_in(tab: Tab, name: str) -> None:
     tab.page.locator("#status[data-state=online]").wait_for()
 
 
+def open_page(new_tab, daemon, path: str, name: str, **size) -> Tab:
+    """A new tab on the daemon's page at `path` (over ws's HTTP), signed in as `name`."""
+    tab = new_tab(daemon.http_url("ws", path), **size)
+    sign_in(tab, name)
+    return tab
+
+
+def send(tab: Tab, text: str, label: str) -> None:
+    """Type `text` into the text box labelled `label` and press Enter."""
+    box = tab.page.get_by_label(label, exact=True)
+    box.fill(text)
+    box.press("Enter")
+
+
+def conversation(tab: Tab):
+    """The texts of the acknowledged messages in the conversation shown."""
+    return tab.page.locator(".events:not(.pending) .message .text")
+
+
+def desk_entry(tab: Tab, customer: str):
+    """The agent desk's queue entry (its <li>) of a customer."""
+    return tab.page.locator(".queue-entry").filter(
+        has=tab.page.locator(".customer").get_by_text(customer, exact=True)
+    )
+
+
 def screenshot(tab: Tab, name: str) -> Path:
     """Save a picture of the page as SCREENSHOTS/NAME.png (for the docs, see SCREENSHOTS)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

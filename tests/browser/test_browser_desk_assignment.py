@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from browser_helpers import sign_in
+from browser_helpers import conversation, desk_entry, open_page, send, sign_in
 
 SUPPORT = {"support": {"enabled": "yes", "trial_agents": "agent1 agent2 agent3"}}
 NOBODY_ONLINE = "No agent is online right now — leave a message and we'll answer as soon as we can"
@@ -16,30 +16,6 @@ NOBODY_ONLINE = "No agent is online right now — leave a message and we'll answ
 @pytest.fixture
 def desk(make_daemon):
     return make_daemon(**SUPPORT)
-
-
-def open_desk(new_tab, desk, name: str, **size):
-    tab = new_tab(desk.http_url("ws", "/agent"), **size)
-    sign_in(tab, name)
-    return tab
-
-
-def send(tab, text: str, label: str) -> None:
-    box = tab.page.get_by_label(label, exact=True)
-    box.fill(text)
-    box.press("Enter")
-
-
-def conversation(tab):
-    """The texts of the acknowledged messages in the conversation shown."""
-    return tab.page.locator(".events:not(.pending) .message .text")
-
-
-def entry(tab, customer: str):
-    """The queue entry (its <li>: the entry's button and its Claim button) of a customer."""
-    return tab.page.locator(".queue-entry").filter(
-        has=tab.page.locator(".customer").get_by_text(customer, exact=True)
-    )
 
 
 def listed(tab):
@@ -98,20 +74,20 @@ def test_agents_claim_filter_and_transfer_while_the_customer_sees_who_is_there(
     send(alice, "My parcel is late.", "Message to support")
     expect(conversation(alice)).to_have_text(["My parcel is late."])
 
-    agent1 = open_desk(new_tab, desk, "agent1")
+    agent1 = open_page(new_tab, desk, "/agent", "agent1")
     expect(agents_online).to_have_text("An agent is online")
-    agent2 = open_desk(new_tab, desk, "agent2")
+    agent2 = open_page(new_tab, desk, "/agent", "agent2")
     expect(agent2.page.locator("#agent-list .agent-name")).to_have_text(["agent1", "agent2 (you)"])
     expect(agent2.page.locator("#agent-list .agent-status")).to_have_text(["Online", "Online"])
     for tab in (agent1, agent2):
-        expect(entry(tab, "alice").locator(".assignee")).to_have_text("Unassigned")
+        expect(desk_entry(tab, "alice").locator(".assignee")).to_have_text("Unassigned")
 
     # agent1 claims it: agent2 sees the new assignee live, and nobody has a Claim button now.
-    entry(agent1, "alice").get_by_role("button", name="Claim").click()
-    expect(entry(agent1, "alice").locator(".assignee")).to_have_text("You")
-    expect(entry(agent2, "alice").locator(".assignee")).to_have_text("agent1")
+    desk_entry(agent1, "alice").get_by_role("button", name="Claim").click()
+    expect(desk_entry(agent1, "alice").locator(".assignee")).to_have_text("You")
+    expect(desk_entry(agent2, "alice").locator(".assignee")).to_have_text("agent1")
     for tab in (agent1, agent2):
-        expect(entry(tab, "alice").get_by_role("button", name="Claim")).to_have_count(0)
+        expect(desk_entry(tab, "alice").get_by_role("button", name="Claim")).to_have_count(0)
     expect(alice.page.locator(".event.assignment .presence-text")).to_have_text(
         ["agent1 is handling your conversation"]
     )
@@ -123,14 +99,14 @@ def test_agents_claim_filter_and_transfer_while_the_customer_sees_who_is_there(
     expect(listed(agent1)).to_have_text(["alice"])
     agent1.page.get_by_label("Assigned").select_option("unassigned")
     expect(listed(agent1)).to_have_text(["bob"])
-    expect(entry(agent1, "bob").get_by_role("button", name="Claim")).to_be_visible()
+    expect(desk_entry(agent1, "bob").get_by_role("button", name="Claim")).to_be_visible()
     agent2.page.get_by_label("Assigned").select_option("mine")
     expect(agent2.page.get_by_text("No conversations assigned to you.")).to_be_visible()
     expect(listed(agent2)).to_have_count(0)
 
     # agent1 hands alice over to agent2: it leaves agent1's "Mine" and enters agent2's, live.
     agent1.page.get_by_label("Assigned").select_option("mine")
-    entry(agent1, "alice").locator(".queue-item").click()
+    desk_entry(agent1, "alice").locator(".queue-item").click()
     head = agent1.page.locator("#room-sub")
     expect(head).to_contain_text("assigned to you")
     assign_to = agent1.page.get_by_label("Assign to")
@@ -140,7 +116,7 @@ def test_agents_claim_filter_and_transfer_while_the_customer_sees_who_is_there(
     assign_to.select_option(label="agent2")
     transfer.click()
     expect(listed(agent2)).to_have_text(["alice"])
-    expect(entry(agent2, "alice").locator(".assignee")).to_have_text("You")
+    expect(desk_entry(agent2, "alice").locator(".assignee")).to_have_text("You")
     expect(agent1.page.get_by_text("No conversations assigned to you.")).to_be_visible()
     expect(head).to_contain_text("assigned to agent2")
     expect(agent1.page.locator(".event.assignment .presence-text")).to_have_text(
@@ -172,7 +148,7 @@ def test_claiming_a_stale_entry_says_in_words_who_claimed_it_first(desk, new_tab
     agent2 = new_tab(desk.http_url("ws", "/agent"))
     updates = HeldBack(agent2.page, "conversation")
     sign_in(agent2, "agent2")
-    claim = entry(agent2, "alice").get_by_role("button", name="Claim")
+    claim = desk_entry(agent2, "alice").get_by_role("button", name="Claim")
     expect(claim).to_be_visible()
 
     # agent3 claims it while agent2's page does not hear of it.
@@ -181,7 +157,7 @@ def test_claiming_a_stale_entry_says_in_words_who_claimed_it_first(desk, new_tab
     agent3.hello("agent3")
     agent3.send({"type": "assign", "room": room, "id": "a-1"})
     agent3.recv_until(lambda frame: frame.get("type") == "ack" and frame.get("id") == "a-1")
-    expect(entry(agent2, "alice").locator(".assignee")).to_have_text("Unassigned")
+    expect(desk_entry(agent2, "alice").locator(".assignee")).to_have_text("Unassigned")
     claim.click()
     notice = agent2.page.locator("#notice")
     expect(notice).to_contain_text("Conversation with alice: another agent claimed it first.")
@@ -189,13 +165,13 @@ def test_claiming_a_stale_entry_says_in_words_who_claimed_it_first(desk, new_tab
     # The update arrives: the notice names who was first, and the entry shows them.
     updates.release()
     expect(notice).to_contain_text("Conversation with alice: agent3 claimed it first.")
-    expect(entry(agent2, "alice").locator(".assignee")).to_have_text("agent3")
+    expect(desk_entry(agent2, "alice").locator(".assignee")).to_have_text("agent3")
     expect(claim).to_have_count(0)
     assignments = [e for e in desk.transcript(room) if e["type"] == "assignment"]
     assert [e["assignee"] for e in assignments] == ["agent3"]
 
     # Nothing broke: agent2 can still open the conversation and help.
-    entry(agent2, "alice").locator(".queue-item").click()
+    desk_entry(agent2, "alice").locator(".queue-item").click()
     expect(agent2.page.locator("#room-sub")).to_contain_text("assigned to agent3")
     send(agent2, "agent3 has it; I am here too.", "Reply")
     expect(conversation(agent2)).to_have_text(["Hello?", "agent3 has it; I am here too."])
@@ -209,16 +185,16 @@ def test_on_a_phone_the_desk_claims_and_transfers_and_the_visitor_sees_who_is_th
     sign_in(alice, "alice")
     expect(alice.page.locator("#agents-online")).to_have_text(NOBODY_ONLINE)
     send(alice, "Hi, a question about sizes.", "Message to support")
-    agent = open_desk(new_tab, desk, "agent1", **phone)
+    agent = open_page(new_tab, desk, "/agent", "agent1", **phone)
     expect(alice.page.locator("#agents-online")).to_have_text("An agent is online")
     expect(agent.page.get_by_label("Availability")).to_be_visible()
     expect(agent.page.get_by_label("Availability")).to_have_value("online")
 
     # The queue folds away behind its button; the Claim button works from the keyboard.
     agent.page.get_by_role("button", name="Queue").click()
-    entry(agent, "alice").get_by_role("button", name="Claim").press("Enter")
-    expect(entry(agent, "alice").locator(".assignee")).to_have_text("You")
-    entry(agent, "alice").locator(".queue-item").click()
+    desk_entry(agent, "alice").get_by_role("button", name="Claim").press("Enter")
+    expect(desk_entry(agent, "alice").locator(".assignee")).to_have_text("You")
+    desk_entry(agent, "alice").locator(".queue-item").click()
     expect(agent.page.get_by_label("Assign to")).to_be_visible()
     expect(agent.page.get_by_role("button", name="Transfer")).to_be_in_viewport()
     expect(alice.page.locator(".event.assignment .presence-text")).to_have_text(

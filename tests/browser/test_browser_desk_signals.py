@@ -7,42 +7,12 @@ from __future__ import annotations
 import json
 import signal
 
-from browser_helpers import sign_in
+from browser_helpers import conversation, desk_entry, open_page, send, sign_in
 
 TRIAL_AGENTS = {"enabled": "yes", "trial_agents": "agent1"}
 # A short typing timeout, so that an indicator nobody renews ends within the test's waits.
 TYPING = {"rooms": {"typing_timeout": "1s"}}
 NOTE_LABEL = "Internal note — customers don't see this"
-
-
-def send(tab, text: str, label: str) -> None:
-    box = tab.page.get_by_label(label, exact=True)
-    box.fill(text)
-    box.press("Enter")
-
-
-def conversation(tab):
-    """The texts of the acknowledged messages in the conversation shown."""
-    return tab.page.locator(".events:not(.pending) .message .text")
-
-
-def entry(tab, customer: str):
-    """The queue entry (its <li>) of a customer."""
-    return tab.page.locator(".queue-entry").filter(
-        has=tab.page.locator(".customer").get_by_text(customer, exact=True)
-    )
-
-
-def open_support(new_tab, desk, name: str, **size):
-    tab = new_tab(desk.http_url("ws", "/support"), **size)
-    sign_in(tab, name)
-    return tab
-
-
-def open_desk(new_tab, desk, name: str, **size):
-    tab = new_tab(desk.http_url("ws", "/agent"), **size)
-    sign_in(tab, name)
-    return tab
 
 
 def frames_sent(tab) -> list[dict]:
@@ -59,7 +29,7 @@ def test_typing_read_markers_and_unread_badges_between_the_visitor_and_the_desk(
     make_daemon, new_tab, clients, expect
 ):
     desk = make_daemon(support=TRIAL_AGENTS, **TYPING)
-    alice = open_support(new_tab, desk, "alice")
+    alice = open_page(new_tab, desk, "/support", "alice")
     send(alice, "Hello, is anyone there?", "Message to support")
     send(alice, "My order #1234 has not arrived.", "Message to support")
     expect(conversation(alice)).to_have_count(2)
@@ -70,17 +40,17 @@ def test_typing_read_markers_and_unread_badges_between_the_visitor_and_the_desk(
     sign_in(agent_page, "agent1")
     agent = agent_page
     # The badge counts the customer's messages the agent has not read.
-    expect(entry(agent, "alice").locator(".badge.unread")).to_have_text("2")
-    expect(entry(agent, "alice").locator(".badge.unread")).to_have_attribute(
+    expect(desk_entry(agent, "alice").locator(".badge.unread")).to_have_text("2")
+    expect(desk_entry(agent, "alice").locator(".badge.unread")).to_have_attribute(
         "aria-label", "2 unread"
     )
     seen = alice.page.locator(".seen")
     expect(seen).to_have_count(0)
 
     # The agent opens it: the badge goes, and the customer sees "Seen" under their latest.
-    entry(agent, "alice").locator(".queue-item").click()
+    desk_entry(agent, "alice").locator(".queue-item").click()
     expect(conversation(agent)).to_have_count(2)
-    expect(entry(agent, "alice").locator(".badge.unread")).to_have_count(0)
+    expect(desk_entry(agent, "alice").locator(".badge.unread")).to_have_count(0)
     expect(alice.page.locator(".message.mine").last.locator(".seen")).to_have_text("Seen")
     expect(seen).to_have_count(1)
 
@@ -119,8 +89,8 @@ def test_typing_read_markers_and_unread_badges_between_the_visitor_and_the_desk(
     bob.join(bob_room)
     bob.say(bob_room, "Hi", "b-1")
     bob.say(bob_room, "Hello?", "b-2")
-    expect(entry(agent, "bob").locator(".badge.unread")).to_have_text("2")
-    expect(entry(agent, "alice").locator(".badge.unread")).to_have_count(0)
+    expect(desk_entry(agent, "bob").locator(".badge.unread")).to_have_text("2")
+    expect(desk_entry(agent, "alice").locator(".badge.unread")).to_have_count(0)
 
     # Never a marker lower than one sent before, and none for the conversation not open.
     reads = [(frame["room"], frame["seq"]) for frame in sent_by_agent if frame["type"] == "read"]
@@ -138,10 +108,10 @@ def test_notes_stay_on_the_desk_and_canned_responses_fill_the_composer(
         encoding="utf-8",
     )
     desk = make_daemon(support={**TRIAL_AGENTS, "canned_file": canned_file})
-    alice = open_support(new_tab, desk, "alice")
+    alice = open_page(new_tab, desk, "/support", "alice")
     send(alice, "Can I get my money back?", "Message to support")
-    agent = open_desk(new_tab, desk, "agent1")
-    entry(agent, "alice").locator(".queue-item").click()
+    agent = open_page(new_tab, desk, "/agent", "agent1")
+    desk_entry(agent, "alice").locator(".queue-item").click()
     expect(conversation(agent)).to_have_text(["Can I get my money back?"])
 
     # A note: only the desk shows it, as a note.
@@ -208,10 +178,10 @@ def test_notes_stay_on_the_desk_and_canned_responses_fill_the_composer(
 def test_the_visitor_rates_a_resolved_conversation_on_a_phone(make_daemon, new_tab, expect):
     desk = make_daemon(support=TRIAL_AGENTS)
     phone = {"width": 390, "height": 780}
-    alice = open_support(new_tab, desk, "alice", **phone)
+    alice = open_page(new_tab, desk, "/support", "alice", **phone)
     send(alice, "Where is my parcel?", "Message to support")
-    agent = open_desk(new_tab, desk, "agent1")
-    entry(agent, "alice").locator(".queue-item").click()
+    agent = open_page(new_tab, desk, "/agent", "agent1")
+    desk_entry(agent, "alice").locator(".queue-item").click()
     send(agent, "It was delivered this morning.", "Reply")
     rating = alice.page.get_by_role("region", name="How did we do?")
     expect(rating).to_be_hidden()
@@ -233,7 +203,7 @@ def test_the_visitor_rates_a_resolved_conversation_on_a_phone(make_daemon, new_t
     expect(agent.page.locator(".event.rating .presence-text")).to_have_text(
         ["alice rated 4/5: Quick and kind"]
     )
-    expect(entry(agent, "alice").locator(".entry-rating")).to_have_text("Rated 4/5")
+    expect(desk_entry(agent, "alice").locator(".entry-rating")).to_have_text("Rated 4/5")
     ratings = [e for e in desk.transcript("support-alice") if e["type"] == "rating"]
     assert [(e["score"], e.get("comment")) for e in ratings] == [(4, "Quick and kind")]
 

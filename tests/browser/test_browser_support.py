@@ -8,7 +8,7 @@ import secrets
 import time
 
 import pytest
-from browser_helpers import screenshot, sign_in
+from browser_helpers import conversation, screenshot, send, sign_in
 
 from chatd.auth import mint_token
 from chatd.config import load_config
@@ -19,17 +19,6 @@ SUPPORT = {"support": {"enabled": "yes", "trial_agents": "agent1 agent2"}}
 @pytest.fixture
 def desk(make_daemon):
     return make_daemon(**SUPPORT)
-
-
-def send(tab, text: str, label: str) -> None:
-    box = tab.page.get_by_label(label, exact=True)
-    box.fill(text)
-    box.press("Enter")
-
-
-def conversation(tab):
-    """The texts of the acknowledged messages in the conversation shown."""
-    return tab.page.locator(".events:not(.pending) .message .text")
 
 
 def queue_item(tab, customer: str):
