@@ -12,11 +12,15 @@ records uncaught JavaScript errors and dialogs; a test that raised either fails 
 from __future__ import annotations
 
 import contextlib
+import html
+import http.server
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import trustme
@@ -129,3 +133,53 @@ def new_tab(browser) -> Iterator[Callable[..., Tab]]:
         with contextlib.suppress(Exception):
             tab.context.close()  # a context of several tabs: closed once, then a no-op
     assert not problems, "\n".join(problems)
+
+
+# -- a site of another origin that embeds the widget --------------------------------------------
+
+
+class HostPage(http.server.BaseHTTPRequestHandler):
+    """Any path: a shop's page that includes the daemon's widget, as a site would, with the
+    script tag's `attributes` (data-title, data-lang, ...)."""
+
+    widget_url = ""
+    attributes: ClassVar[dict[str, str]] = {}  # each shop() page class gets its own
+
+    def do_GET(self):
+        options = "".join(
+            f" {name}='{html.escape(value, quote=True)}'" for name, value in self.attributes.items()
+        )
+        body = (
+            "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Shop</title>"
+            "</head><body><h1>Tea &amp; teapots</h1><p>Green, white and oolong teas, shipped"
+            f" within two days.</p><script src='{self.widget_url}'{options} defer></script>"
+            "</body></html>"
+        ).encode()
+        self.send_response(200)
+        self.send_header("content-type", "text/html; charset=utf-8")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def shop() -> Iterator[Callable[[], tuple[str, type[HostPage]]]]:
+    """shop(): a site's web server on a port of its own (http://localhost:PORT: another origin
+    and another site than the daemon's http://127.0.0.1); returns its origin and its page's
+    class, whose `widget_url` and `attributes` say what its page includes."""
+    servers = []
+
+    def start():
+        page = type("Page", (HostPage,), {"attributes": {}})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), page)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://localhost:{server.server_address[1]}", page
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

@@ -5,57 +5,10 @@ widget and the desk for the README (browser_helpers.SCREENSHOTS)."""
 
 from __future__ import annotations
 
-import http.server
-import threading
-from collections.abc import Callable, Iterator
-
 import pytest
 from browser_helpers import screenshot, sign_in
 
 DESK = {"enabled": "yes", "trial_agents": "agent1", "visitors": "anonymous"}
-
-
-class _HostPage(http.server.BaseHTTPRequestHandler):
-    """Any path: a shop's page that includes the daemon's widget (data-lang if lang is set)."""
-
-    widget_url = ""
-    lang = ""
-
-    def do_GET(self):
-        lang = f" data-lang='{self.lang}'" if self.lang else ""
-        body = (
-            "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Shop</title>"
-            "</head><body><h1>Tea &amp; teapots</h1><p>Green, white and oolong teas, shipped"
-            f" within two days.</p><script src='{self.widget_url}'{lang} defer></script>"
-            "</body></html>"
-        ).encode()
-        self.send_response(200)
-        self.send_header("content-type", "text/html; charset=utf-8")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def shop() -> Iterator[Callable[..., tuple[str, type[_HostPage]]]]:
-    """shop(): a site of its own (http://localhost:PORT, another origin than the daemon's);
-    returns its origin and its page's handler class (set widget_url, lang)."""
-    servers = []
-
-    def start():
-        handler = type("Page", (_HostPage,), {})
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://localhost:{server.server_address[1]}", handler
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def desk_with_shop(make_daemon, shop):
@@ -141,7 +94,7 @@ def test_lang_in_the_address_and_data_lang_override_an_english_browser(
     expect(english.page.locator("html")).to_have_attribute("lang", "en")
     expect(english.page.locator("#login h1")).to_have_text("Chat with our support team")
 
-    page.lang = "zh-CN"
+    page.attributes = {"data-lang": "zh-CN"}
     visitor = new_tab(origin + "/")
     button = visitor.page.locator("button[data-chatd-widget=button]")
     expect(button).to_have_text("在线客服")

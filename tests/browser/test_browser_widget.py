@@ -5,58 +5,13 @@ chat in its frame (CSP frame-ancestors)."""
 
 from __future__ import annotations
 
-import http.server
-import threading
 import time
-from collections.abc import Callable, Iterator
-
-import pytest
 
 
-class _SitePage(http.server.BaseHTTPRequestHandler):
-    """Any path: a shop's page that includes the daemon's widget, as a site would."""
-
-    widget_url = ""
-
-    def do_GET(self):
-        body = (
-            "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Shop</title>"
-            "</head><body><h1>A shop on another site</h1>"
-            f"<script src='{self.widget_url}' data-title='Ask us' defer></script>"
-            "</body></html>"
-        ).encode()
-        self.send_response(200)
-        self.send_header("content-type", "text/html; charset=utf-8")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def site() -> Iterator[Callable[[], tuple[str, Callable[[str], None]]]]:
-    """site(): a shop's web server on a port of its own (http://localhost:PORT, another origin
-    and another site than the daemon's http://127.0.0.1); returns its origin and a function
-    that sets the widget URL its page includes."""
-    servers = []
-
-    def start():
-        handler = type("Page", (_SitePage,), {})
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-
-        def include(widget_url: str) -> None:
-            handler.widget_url = widget_url
-
-        return f"http://localhost:{server.server_address[1]}", include
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+def include(page, daemon) -> None:
+    """The shop's page includes the daemon's widget, titled "Ask us"."""
+    page.widget_url = daemon.http_url("ws", "/widget.js")
+    page.attributes = {"data-title": "Ask us"}
 
 
 def chat_frame(tab):
@@ -74,19 +29,19 @@ def messages(frame):
     return frame.locator(".events:not(.pending) .message .text")
 
 
-def test_a_visitor_chats_from_another_site_and_an_agent_answers(make_daemon, site, new_tab, expect):
-    shop, include_on_shop = site()
+def test_a_visitor_chats_from_another_site_and_an_agent_answers(make_daemon, shop, new_tab, expect):
+    origin, page = shop()
     daemon = make_daemon(
         support={
             "enabled": "yes",
             "trial_agents": "agent1",
             "visitors": "anonymous",
-            "embed_origins": shop,
+            "embed_origins": origin,
         }
     )
-    include_on_shop(daemon.http_url("ws", "/widget.js"))
+    include(page, daemon)
 
-    visitor = new_tab(shop + "/products")
+    visitor = new_tab(origin + "/products")
     open_widget(visitor, expect)
     chat = chat_frame(visitor)
     expect(chat.locator("#status[data-state=online]")).to_be_attached()
@@ -118,13 +73,13 @@ def test_a_visitor_chats_from_another_site_and_an_agent_answers(make_daemon, sit
     expect(messages(chat)).to_have_text(["Do you ship to Norway?", "We do, in 3 days."])
 
 
-def test_a_site_not_in_embed_origins_gets_no_chat_in_its_frame(make_daemon, site, new_tab, expect):
-    allowed, _include_on_allowed = site()
-    stranger, include_on_stranger = site()
+def test_a_site_not_in_embed_origins_gets_no_chat_in_its_frame(make_daemon, shop, new_tab, expect):
+    allowed, _allowed_page = shop()
+    stranger, stranger_page = shop()
     daemon = make_daemon(
         support={"enabled": "yes", "visitors": "anonymous", "embed_origins": allowed}
     )
-    include_on_stranger(daemon.http_url("ws", "/widget.js"))
+    include(stranger_page, daemon)
     tab = new_tab(stranger + "/")
     open_widget(tab, expect)
     frame_element = tab.page.locator("iframe[data-chatd-widget=frame]")
