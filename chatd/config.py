@@ -655,6 +655,80 @@ class RetentionConfig:
         )
 
 
+_REDIS_URL = re.compile(
+    r"^redis://(?::(?P<password>[^@/]*)@)?(?P<host>[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:]+\])"
+    r"(?::(?P<port>\d{1,5}))?(?:/(?P<db>\d{1,2}))?$"
+)
+_KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+_NODE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """Several chatd processes sharing rooms through Redis (README, "Running several
+    processes"); an empty `url` is the single-process mode."""
+
+    url: str = ""
+    host: str = ""
+    port: int = 6379
+    db: int = 0
+    password: str | None = None
+    key_prefix: str = "chatd"
+    node: str = ""  # empty: the host name and process id, chosen at start
+    connect_timeout: float = 5.0
+    command_timeout: float = 2.0
+    probe_interval: float = 1.0
+    cutoff: float = 5.0
+    node_lease: float = 10.0
+    archiver: bool = True
+    accept_weak_durability: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    @classmethod
+    def read(cls, reader: SectionReader) -> RedisConfig:
+        url = reader.text("url", "").strip()
+        parts: dict = {}
+        if url:
+            match = _REDIS_URL.match(url)
+            if match is None:
+                raise reader.error("url", "expected redis://[:PASSWORD@]HOST[:PORT][/DB]")
+            port = int(match.group("port") or 6379)
+            if not 0 < port < 65536:
+                raise reader.error("url", f"port {port} is not 1-65535")
+            parts = dict(
+                host=match.group("host").strip("[]"),
+                port=port,
+                db=int(match.group("db") or 0),
+                password=match.group("password"),
+            )
+        prefix = reader.text("key_prefix", "chatd")
+        if not _KEY_PREFIX.match(prefix):
+            raise reader.error("key_prefix", "1-32 of A-Z a-z 0-9 '_' '.' '-'")
+        node = reader.text("node", "")
+        if node and not _NODE_NAME.match(node):
+            raise reader.error("node", "1-64 of A-Z a-z 0-9 '_' '.' ':' '-'")
+        probe_interval = reader.duration("probe_interval", 1.0, 0.05, 60.0)
+        cutoff = reader.duration("cutoff", 5.0, 0.1, 3600.0)
+        if cutoff <= probe_interval:
+            raise reader.error("cutoff", "must be longer than probe_interval")
+        return cls(
+            url=url,
+            **parts,
+            key_prefix=prefix,
+            node=node,
+            connect_timeout=reader.duration("connect_timeout", 5.0, 0.1, 300.0),
+            command_timeout=reader.duration("command_timeout", 2.0, 0.05, 300.0),
+            probe_interval=probe_interval,
+            cutoff=cutoff,
+            node_lease=reader.duration("node_lease", 10.0, 1.0, 3600.0),
+            archiver=reader.boolean("archiver", True),
+            accept_weak_durability=reader.boolean("accept_weak_durability", False),
+        )
+
+
 @dataclass(frozen=True)
 class Config:
     source: str
@@ -672,6 +746,7 @@ class Config:
     api: ApiConfig
     webhooks: WebhooksConfig
     retention: RetentionConfig = RetentionConfig()
+    redis: RedisConfig = RedisConfig()
 
     @property
     def listeners(self) -> list[ListenerConfig]:
@@ -694,6 +769,7 @@ SECTIONS = (
     "api",
     "webhooks",
     "retention",
+    "redis",
 )
 ROOM_SECTION = "room:"
 WEBHOOK_SECTION = "webhook:"
@@ -755,6 +831,7 @@ def parse_config(text: str, source: str) -> Config:
         api=ApiConfig.read(readers["api"]),
         webhooks=WebhooksConfig.read(readers["webhooks"], tuple(endpoints)),
         retention=RetentionConfig.read(readers["retention"]),
+        redis=RedisConfig.read(readers["redis"]),
     )
     for reader in readers.values():
         reader.finish()

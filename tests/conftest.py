@@ -10,6 +10,7 @@ attached to its report. The machinery itself lives in chatd_harness.py.
 from __future__ import annotations
 
 import contextlib
+import os
 import ssl
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import trustme
 from chatd_harness import TWISTD, Client, Daemon, write_ini
+from redis_harness import REDIS_SERVER, RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,3 +159,21 @@ def clients(client_ssl) -> Iterator[Callable[..., Client]]:
     for client in opened:
         with contextlib.suppress(Exception):
             client.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> Iterator:
+    """A real redis-server for this test (tests/redis_harness.py)."""
+    if not Path(REDIS_SERVER).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is not installed (Debian package redis-server)")
+        pytest.skip("redis-server is not installed (Debian package redis-server)")
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = RedisServer(directory).start()
+    try:
+        yield server
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            server.thaw()
+        server.kill()

@@ -1,0 +1,68 @@
+"""Where chatd keeps things in Redis. Every key of a room carries the room in a hash tag
+(`{room}`), so that one room's keys stay in one slot if Redis Cluster is used later; the
+node-wide keys (`held`, `nodes`, `unarchived`) are why a first version needs one primary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str
+
+    def meta(self, room: str) -> str:
+        """Hash: the room's `epoch` and its last `seq`."""
+        return f"{self.prefix}:{{{room}}}:meta"
+
+    def log(self, room: str) -> str:
+        """Stream: the room's recent events, entry id `SEQ-0`, field `e` the line."""
+        return f"{self.prefix}:{{{room}}}:log"
+
+    def channel(self, room: str) -> str:
+        """Pub/sub channel: each event's line as it is sequenced."""
+        return f"{self.prefix}:{{{room}}}:events"
+
+    def retry(self, room: str, sender: str, client_id: str) -> str:
+        """String, expiring: the seq given to a sender's message id (retry de-duplication)."""
+        return f"{self.prefix}:{{{room}}}:retry:{len(sender)}:{sender}{client_id}"
+
+    def count(self, room: str) -> str:
+        """Hash: user -> how many nodes hold a session of the user in the room."""
+        return f"{self.prefix}:{{{room}}}:count"
+
+    def names(self, room: str) -> str:
+        """Hash: user -> display name, of the room's members."""
+        return f"{self.prefix}:{{{room}}}:names"
+
+    def archived(self, room: str) -> str:
+        """String `EPOCH SEQ`: the last event the archiver has made durable in a transcript."""
+        return f"{self.prefix}:{{{room}}}:archived"
+
+    def held(self, node: str) -> str:
+        """Hash: `ROOM USER` -> display name, for each member a node holds sessions of."""
+        return f"{self.prefix}:node:{node}:held"
+
+    def alive(self, node: str) -> str:
+        """String with an expiry: the node's lease; gone, the node is taken for dead."""
+        return f"{self.prefix}:node:{node}:alive"
+
+    def probe(self, node: str) -> str:
+        """Pub/sub channel a node publishes to itself, to know its subscription works."""
+        return f"{self.prefix}:node:{node}:probe"
+
+    @property
+    def nodes(self) -> str:
+        """Set: the nodes that have held presence (live or not yet reaped)."""
+        return f"{self.prefix}:nodes"
+
+    @property
+    def unarchived(self) -> str:
+        """Set: rooms with events the archiver may not have written yet."""
+        return f"{self.prefix}:unarchived"
+
+    @property
+    def archiver(self) -> str:
+        """String with an expiry: the node that archives, while its lease lasts."""
+        return f"{self.prefix}:archiver"
