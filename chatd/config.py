@@ -664,15 +664,34 @@ _NODE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 @dataclass(frozen=True)
+class RedisAddress:
+    host: str
+    port: int
+    db: int
+    password: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> RedisAddress:
+        match = _REDIS_URL.match(url)
+        if match is None:
+            raise ValueError("expected redis://[:PASSWORD@]HOST[:PORT][/DB]")
+        port = int(match.group("port") or 6379)
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} is not 1-65535")
+        return cls(
+            match.group("host").strip("[]"),
+            port,
+            int(match.group("db") or 0),
+            match.group("password"),
+        )
+
+
+@dataclass(frozen=True)
 class RedisConfig:
     """Several chatd processes sharing rooms through Redis (README, "Running several
     processes"); an empty `url` is the single-process mode."""
 
     url: str = ""
-    host: str = ""
-    port: int = 6379
-    db: int = 0
-    password: str | None = None
     key_prefix: str = "chatd"
     node: str = ""  # empty: the host name and process id, chosen at start
     connect_timeout: float = 5.0
@@ -687,23 +706,18 @@ class RedisConfig:
     def enabled(self) -> bool:
         return bool(self.url)
 
+    @property
+    def address(self) -> RedisAddress:
+        return RedisAddress.parse(self.url)
+
     @classmethod
     def read(cls, reader: SectionReader) -> RedisConfig:
         url = reader.text("url", "").strip()
-        parts: dict = {}
         if url:
-            match = _REDIS_URL.match(url)
-            if match is None:
-                raise reader.error("url", "expected redis://[:PASSWORD@]HOST[:PORT][/DB]")
-            port = int(match.group("port") or 6379)
-            if not 0 < port < 65536:
-                raise reader.error("url", f"port {port} is not 1-65535")
-            parts = dict(
-                host=match.group("host").strip("[]"),
-                port=port,
-                db=int(match.group("db") or 0),
-                password=match.group("password"),
-            )
+            try:
+                RedisAddress.parse(url)
+            except ValueError as error:
+                raise reader.error("url", str(error)) from None
         prefix = reader.text("key_prefix", "chatd")
         if not _KEY_PREFIX.match(prefix):
             raise reader.error("key_prefix", "1-32 of A-Z a-z 0-9 '_' '.' '-'")
@@ -716,7 +730,6 @@ class RedisConfig:
             raise reader.error("cutoff", "must be longer than probe_interval")
         return cls(
             url=url,
-            **parts,
             key_prefix=prefix,
             node=node,
             connect_timeout=reader.duration("connect_timeout", 5.0, 0.1, 300.0),

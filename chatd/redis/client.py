@@ -169,15 +169,17 @@ class RedisLink:
         on_push: Callable | None = None,
         name: str = "commands",
     ):
-        self._config = config
         self._scripts = scripts
         self._name = name
         self.protocol: RedisProtocol | None = None
         self.on_up: list[Callable[[RedisProtocol], None]] = []
         self.on_down: list[Callable[[], None]] = []
         self._said_down = False
-        endpoint_type = TCP6ClientEndpoint if ":" in config.host else TCP4ClientEndpoint
-        endpoint = endpoint_type(reactor, config.host, config.port, timeout=config.connect_timeout)
+        self._address = address = config.address
+        endpoint_type = TCP6ClientEndpoint if ":" in address.host else TCP4ClientEndpoint
+        endpoint = endpoint_type(
+            reactor, address.host, address.port, timeout=config.connect_timeout
+        )
         factory = Factory.forProtocol(
             lambda: RedisProtocol(reactor, config.command_timeout, on_push)
         )
@@ -201,10 +203,10 @@ class RedisLink:
 
     def _prepare(self, protocol: RedisProtocol) -> Deferred:
         commands: list[tuple] = []
-        if self._config.password:
-            commands.append(("AUTH", self._config.password))
-        if self._config.db:
-            commands.append(("SELECT", self._config.db))
+        if self._address.password:
+            commands.append(("AUTH", self._address.password))
+        if self._address.db:
+            commands.append(("SELECT", self._address.db))
         for script in self._scripts:
             commands.append(("SCRIPT", "LOAD", script.source))
         ready = defer.gatherResults(protocol.pipeline(commands), consumeErrors=True)
@@ -239,8 +241,8 @@ class RedisLink:
         if not self._said_down:
             self._log.warn(
                 "lost the connection to Redis at {host}:{port} ({name}); reconnecting",
-                host=self._config.host,
-                port=self._config.port,
+                host=self._address.host,
+                port=self._address.port,
                 name=self._name,
             )
             self._said_down = True
