@@ -80,11 +80,11 @@ class Backend:
             wire.encode({"type": "say", "room": room, "text": text, "id": client_id})
         )
         self._check_bot(sender)
-        target = self.server.directory.open_for_server(say.room)
         draft = message_draft(sender, sender, say.id, say.text, self.server.now())
         draft.fields["bot"] = True
         self.server.metrics.messages_in.inc()
-        return self._post(target, draft)
+        target = self.server.directory.open_for_server_later(say.room)
+        return target.addCallback(self._post, draft)
 
     def resolve(self, room: str, sender: str, client_id: str | None) -> Deferred:
         """The desk's `resolve`, by a bot: a `status` event in a support conversation."""

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from chatd import errors
@@ -38,7 +40,18 @@ class RoomGuard(Protocol):
     def may_post(self, session, room: Room) -> bool | None: ...
 
 
+class Replicas(Protocol):
+    """Redis mode: where rooms come from (chatd/redis/feeds.py)."""
+
+    def take_on(self, name: str, create_epoch: str | None) -> Deferred: ...
+
+    def let_go(self, room: Room) -> None: ...
+
+
 class Directory:
+    """In Redis mode (`replicas` set) a room is in memory only as a replica that Redis keeps
+    current, so rooms are never loaded from transcripts here: `*_later` take them on."""
+
     _log = Logger()
 
     def __init__(
@@ -66,6 +79,7 @@ class Directory:
         metrics.members.set_function(lambda: sum(len(r.members) for r in self.rooms.values()))
         self._unloads = metrics.room_unloads
         self._loads = metrics.room_loads
+        self.replicas: Replicas | None = None
 
     def policy(self, name: str) -> RoomPolicy:
         return self.config.policy(name)
@@ -118,18 +132,71 @@ class Directory:
         room = self.find(name)
         if room is not None:
             return room
+        self._may_create(session, name)
+        return self._created(session, self._admit(name, self._make_epoch()))
+
+    def _may_create(self, session, name: str) -> None:
         if name not in self.config.declared and not self.config.allow_create:
             raise ChatError(errors.FORBIDDEN, "new rooms cannot be created on this server")
         self._make_way(name)  # before the budget: a refused room costs the user nothing
         if name not in self.config.declared:
             self._spend_budget(session)
-        room = self._admit(name, self._make_epoch())
+
+    def _created(self, session, room: Room) -> Room:
         self._log.info(
             "{user} created room {room} with epoch {epoch}",
-            user=session.user,
-            room=name,
+            user=session.user if session is not None else "the server API",
+            room=room.name,
             epoch=room.epoch,
         )
+        return room
+
+    # -- the same, when the room may have to come from Redis first ----------------------------
+
+    def open_later(self, session, name: str) -> Deferred:
+        """`open`, as a Deferred: in Redis mode the room is taken on (or made) there."""
+        if self.replicas is None or name in self.rooms:
+            return defer.maybeDeferred(self.open, session, name)
+
+        def found(room: Room | None) -> Deferred | Room:
+            if room is not None:
+                return room
+            self._may_create(session, name)
+            made = self.replicas.take_on(name, self._make_epoch())
+            return made.addCallback(lambda room: self._created(session, room))
+
+        return self.replicas.take_on(name, None).addCallback(found)
+
+    def visible_later(self, session, name: str) -> Deferred:
+        """`visible`, as a Deferred (Redis mode: taken on there if it exists)."""
+        if self.replicas is None or name in self.rooms:
+            return defer.maybeDeferred(self.visible, session, name)
+        self.check_may_see(session, name)
+
+        def found(room: Room | None) -> Room:
+            if room is None:
+                raise ChatError(errors.UNKNOWN_ROOM, f"there is no room {name!r}")
+            return room
+
+        return self.replicas.take_on(name, None).addCallback(found)
+
+    def open_for_server_later(self, name: str) -> Deferred:
+        """`open_for_server`, as a Deferred."""
+        if self.replicas is None or name in self.rooms:
+            return defer.maybeDeferred(self.open_for_server, name)
+
+        def found(room: Room | None) -> Deferred | Room:
+            if room is not None:
+                return room
+            made = self.replicas.take_on(name, self._make_epoch())
+            return made.addCallback(lambda room: self._created(None, room))
+
+        return self.replicas.take_on(name, None).addCallback(found)
+
+    def adopt(self, name: str, epoch: str, recent, last_seq: int) -> Room:
+        """Redis mode: put a replica in memory (making way at max_rooms)."""
+        room = self._admit(name, epoch, recent=recent, last_seq=last_seq)
+        self._loads.inc()
         return room
 
     def open_for_server(self, name: str) -> Room:
@@ -161,7 +228,9 @@ class Directory:
             )
 
     def _load(self, name: str) -> Room | None:
-        memory_events = self._memory_events(name)
+        if self.replicas is not None:
+            return None  # only Redis knows where the room's history is
+        memory_events = self.memory_events(name)
         recovered = self._store.recover(name, keep=memory_events)
         if recovered is None:
             return None
@@ -197,14 +266,14 @@ class Directory:
         room = self.rooms[name] = Room(
             name,
             epoch,
-            memory_events=self._memory_events(name),
+            memory_events=self.memory_events(name),
             retry_window=self._limits.retry_window,
             **history,
         )
         self.touch(room)
         return room
 
-    def _memory_events(self, name: str) -> int:
+    def memory_events(self, name: str) -> int:
         return self.policy(name).memory_events or self._history.memory_events
 
     # -- idleness -----------------------------------------------------------------------------
@@ -220,6 +289,9 @@ class Directory:
         del self.rooms[room.name]
         self._idle.pop(room.name, None)
         self._unloads.inc()
+        if self.replicas is not None:
+            self.replicas.let_go(room)
+            return  # the transcripts are the archiver's
         if room.said_anything:
             self._store.release(room.name)
             return

@@ -46,12 +46,13 @@ class DirectoryBusy(Exception):
     """Another process holds the transcript directory's lock."""
 
 
-def lock_directory(directory: Path) -> int:
+def lock_directory(directory: Path, shared: bool = False) -> int:
     """Take the directory's lock (the daemon holds it while it runs); the descriptor to keep
-    open. Raises DirectoryBusy if someone else has it."""
+    open. Raises DirectoryBusy if someone else has it. `shared`: the nodes of a cluster
+    (Redis mode) share the directory with each other, never with an erasure."""
     fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         raise DirectoryBusy(f"{directory} is in use by a running chatd") from None

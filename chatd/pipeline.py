@@ -160,6 +160,9 @@ class Pipeline:
         self.prepare = prepare
         self._metrics = metrics
         self.observers: list[Observer] = []
+        # Observers that must see each event once in a cluster, on the node that posted it
+        # (webhooks); on a single node the same as `observers`.
+        self.origin_observers: list[Observer] = []
         # Called with each room whose posts of a batch are settled (its pending count fell).
         self.settled: list[Callable[[Room], None]] = []
         self._batch: list[Posted] = []
@@ -245,9 +248,23 @@ class Pipeline:
         for room, events in committed.items():
             for observe in self.observers:
                 observe(room, events)
+            for observe in self.origin_observers:
+                observe(room, events)
         for room in {posted.room for posted in batch}:
             for settled in self.settled:
                 settled(room)
+
+    def deliver_sequenced(self, room: Room, events: list[Event], own: list[Event]) -> None:
+        """Redis mode: events sequenced in Redis (by any node) reach this node's members, in
+        seq order; `own` are the ones this node posted (for its origin observers)."""
+        for event in events:
+            room.commit(event)
+        self._deliver(room, events, None)
+        for observe in self.observers:
+            observe(room, events)
+        if own:
+            for observe in self.origin_observers:
+                observe(room, own)
 
     def _deliver(self, room: Room, events: list[Event], acks: dict[Any, list[bytes]] | None):
         for event in events:
@@ -296,6 +313,10 @@ class Pipeline:
         metrics.events.inc(len(events))
         metrics.deliveries.inc(deliveries)
         metrics.bytes_out.inc(sent)
+
+    def drained(self) -> Deferred | None:
+        """What is on its way to the sequencer now (a networked one), if anything."""
+        return self._in_flight
 
     def shutdown(self) -> None:
         """Commit what is pending and close the sequencer; later posts are not recorded."""

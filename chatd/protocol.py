@@ -9,6 +9,7 @@ error frames or close codes.
 from __future__ import annotations
 
 import inspect
+from collections import deque
 from dataclasses import dataclass
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -60,6 +61,9 @@ class ListenerContext:
     deflater: Deflater | None = None
 
 
+MAX_HELD_FRAMES = 64  # frames waiting for an earlier request's answer (rate-limited anyway)
+
+
 @implementer(IPushProducer)
 class ChatServerProtocol(WebSocketServerProtocol):
     # Autobahn owns `.log`; ours is `_log`.
@@ -78,6 +82,10 @@ class ChatServerProtocol(WebSocketServerProtocol):
     _over_since: float | None = None  # when the bytes that count first went over the budget
     _progress: tuple[int, float] = (0, 0.0)  # (bytes drained, when): the peer's last read seen
     _grace_call = None
+    # A request answered later (Redis mode: a room taken on first): the frames that came
+    # meanwhile wait, so that each client's requests are still served in order.
+    _awaiting: Deferred | None = None
+    _held: deque | None = None
 
     def connectionMade(self):
         super().connectionMade()
@@ -221,6 +229,12 @@ class ChatServerProtocol(WebSocketServerProtocol):
 
     def onMessage(self, payload, isBinary):
         context = self.factory.context
+        if self._awaiting is not None and not isBinary:
+            if len(self._held) >= MAX_HELD_FRAMES:
+                self._over_budget(None)
+                return
+            self._held.append(payload)
+            return
         if isBinary:
             self._log.info("{peer} sent a binary frame; closing with 1003", peer=self.peer_address)
             self.close_with(
@@ -284,8 +298,40 @@ class ChatServerProtocol(WebSocketServerProtocol):
             self.handle_refresh(frame)
         else:
             reply = self.factory.context.server.handle(self.session, frame)
-            if reply is not None:
+            if isinstance(reply, Deferred):
+                self._await(reply, frame.ref)
+            elif reply is not None:
                 self.reply(reply)
+
+    def _await(self, answer: Deferred, ref: str | None) -> None:
+        self._awaiting = answer
+        if self._held is None:
+            self._held = deque()
+        answer.addCallbacks(self._answered, self._not_answered, errbackArgs=(ref,))
+        answer.addBoth(self._serve_held)
+
+    def _answered(self, reply: bytes | None) -> None:
+        if reply is not None and self.session is not None and self.session.connection is self:
+            self.reply(reply)
+
+    def _not_answered(self, failure, ref: str | None) -> None:
+        if self.session is None or self.session.connection is not self:
+            return
+        if failure.check(ChatError):
+            error = failure.value
+            self._refuse(error.code, error.message, error.ref or ref)
+            return
+        self._log.warn(
+            "could not serve {peer}'s request: {error}",
+            peer=self.peer_address,
+            error=str(failure.value),
+        )
+        self._refuse(errors.UNAVAILABLE, "the server cannot serve this now; retry", ref)
+
+    def _serve_held(self, _ignored) -> None:
+        self._awaiting = None
+        while self._held and self._awaiting is None:
+            self.onMessage(self._held.popleft(), False)
 
     # -- the connection's own frames ----------------------------------------------------------
 

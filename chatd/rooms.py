@@ -67,6 +67,8 @@ class Room:
         self.name = name
         self.epoch = epoch
         self.members: dict[str, Member] = {}  # by user id
+        # Redis mode: members present only through other nodes, user id -> display name.
+        self.others: dict[str, str] = {}
         self.sessions: dict[Any, None] = {}  # every joined session, in join order (fan-out)
         self.retry_window = retry_window
         self.pending = 0  # events posted and not yet committed or abandoned
@@ -112,7 +114,10 @@ class Room:
 
     def names(self) -> dict[str, str]:
         """Display names of the members, by user id."""
-        return {user: member.name for user, member in self.members.items()}
+        names = {user: member.name for user, member in self.members.items()}
+        if self.others:
+            return {**self.others, **names}
+        return names
 
     @property
     def idle(self) -> bool:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from chatd import errors, wire
@@ -57,6 +58,7 @@ class Server:
         self.metrics = metrics
         self.revocations = revocations or Revocations(None)
         self.desk = None  # the support desk, when [support] is enabled (tap.build_server)
+        self.cluster = None  # Redis mode's part of the node (chatd/redis/cluster.py)
         self.handlers: dict[str, Callable[[Session, Any], bytes | None]] = {
             "join": self.join,
             "leave": self.leave,
@@ -213,14 +215,28 @@ class Server:
         """Serve a welcomed session's request; the reply to send, if any."""
         return self.handlers[frame.type](session, frame)
 
-    def join(self, session: Session, request: wire.Join) -> bytes:
+    def join(self, session: Session, request: wire.Join) -> bytes | Deferred:
         directory = self.directory
         directory.check_may_see(session, request.room)
+        self._check_room_count(session, request.room)
+        if directory.replicas is None or request.room in directory.rooms:
+            return self._enter(session, request, directory.open(session, request.room))
+        return directory.open_later(session, request.room).addCallback(
+            lambda room: self._enter(session, request, room)
+        )
+
+    def _check_room_count(self, session: Session, name: str) -> None:
         limit = self._limits.max_rooms_per_connection
-        if request.room not in session.rooms and len(session.rooms) >= limit:
+        if name not in session.rooms and len(session.rooms) >= limit:
             raise ChatError(errors.TOO_MANY_ROOMS, f"a connection may join at most {limit} rooms")
-        room = directory.open(session, request.room)
+
+    def _enter(self, session: Session, request: wire.Join, room: Room) -> bytes | None:
+        if session.connection is None:
+            return None  # gone while the room was being taken on (Redis mode)
+        directory = self.directory
+        self._check_room_count(session, room.name)
         if room.add(session):
+            room.others.pop(session.user, None)
             draft = presence_draft(session.user, session.name, "join", self.now())
             self.post(room, draft, undo=partial(self._join_failed, session, room, request.ref))
         session.rooms.add(room.name)
@@ -270,13 +286,17 @@ class Server:
         draft = message_draft(session.user, session.name, request.id, request.text, self.now())
         self.post(room, draft, ack_to=session)
 
-    def who(self, session: Session, request: wire.Who) -> bytes:
-        room = self.directory.visible(session, request.room)
+    def who(self, session: Session, request: wire.Who) -> bytes | Deferred:
+        return self._visible(session, request.room, partial(self._who, session, request))
+
+    def _who(self, session: Session, request: wire.Who, room: Room) -> bytes:
         self.directory.touch(room)
         return wire.members(room.name, room.names(), request.ref)
 
-    def history(self, session: Session, request: wire.History) -> bytes:
-        room = self.directory.visible(session, request.room)
+    def history(self, session: Session, request: wire.History) -> bytes | Deferred:
+        return self._visible(session, request.room, partial(self._history_of, session, request))
+
+    def _history_of(self, session: Session, request: wire.History, room: Room) -> bytes:
         self.directory.touch(room)
         if not self.directory.policy(room.name).replay:
             raise ChatError(errors.FORBIDDEN, f"{room.name!r} does not replay its history")
@@ -288,6 +308,14 @@ class Server:
             events = self.store.events_before(room.name, room.epoch, before, limit, session.roles)
         more = bool(events) and Event.from_line(events[0]).seq > 1
         return wire.history(room.name, room.epoch, events, more, request.ref)
+
+    def _visible(self, session: Session, name: str, then: Callable[[Room], bytes]):
+        """`then(room)` for a room this session may see: at once, or (Redis mode, a room this
+        node does not hold yet) once it is taken on."""
+        directory = self.directory
+        if directory.replicas is None or name in directory.rooms:
+            return then(directory.visible(session, name))
+        return directory.visible_later(session, name).addCallback(then)
 
     # -- shared by the requests and the extensions --------------------------------------------
 

@@ -47,6 +47,7 @@ from chatd.pipeline import LocalSequencer, Pipeline
 from chatd.protocol import ChatServerFactory, ListenerContext
 from chatd.read_markers import ReadMarkers
 from chatd.redaction import TranscriptEditor, at_once
+from chatd.redis.cluster import Cluster, check_durability
 from chatd.retention import Retention
 from chatd.server import Server
 from chatd.sessions import SessionRegistry
@@ -99,6 +100,8 @@ class ChatService(MultiService):
         self._stopping = False
 
     def startService(self):
+        if self.server.cluster is not None:
+            self.server.cluster.start()
         self.server.start()
         super().startService()
         # After the reactor's own handlers, so that ours are the ones that stay.
@@ -152,6 +155,12 @@ class ChatService(MultiService):
         self.server.metrics.gc_pauses.remove()
         stopped = super().stopService()
         stopped.addBoth(lambda _: self.server.shutdown())
+        cluster = self.server.cluster
+        if cluster is not None:
+            # The last posts (the leaves of the clients just closed) are answered, or fail
+            # by their deadline, before the connections to Redis close.
+            stopped.addBoth(lambda _: self.server.pipeline.drained())
+            stopped.addBoth(lambda _: cluster.stop())
         return stopped
 
     def readiness(self) -> dict[str, bool]:
@@ -319,7 +328,12 @@ def build_server(
             config.source, "transcripts", "directory", f"cannot use {store.directory}: {error}"
         ) from None
     metrics = metrics or Metrics()
-    sequencer = LocalSequencer(store, config.transcripts.fsync == "batch", metrics)
+    cluster = None
+    if config.redis.enabled:
+        cluster = Cluster(clock, config.redis, metrics, config.limits.retry_window, make_epoch)
+        sequencer = cluster.sequencer
+    else:
+        sequencer = LocalSequencer(store, config.transcripts.fsync == "batch", metrics)
     server = Server(
         clock,
         SessionRegistry(config.auth.max_sessions_per_user, open_mode=config.auth.mode == "open"),
@@ -331,6 +345,9 @@ def build_server(
         metrics,
         Revocations(config.auth.revoked_file),
     )
+    server.cluster = cluster
+    if cluster is not None:
+        cluster.attach_server(server)
     if config.support.enabled:
         try:
             canned = load_canned(config.support.canned_file)
@@ -369,6 +386,13 @@ def build_listener(
 
 
 def _build(config: Config, reactor) -> ChatService:
+    if config.redis.enabled:
+        for weakness in check_durability(config.redis, config.source):
+            log.warn(
+                "[redis] accept_weak_durability: {weakness}; an acknowledged message may be"
+                " lost if Redis crashes",
+                weakness=weakness,
+            )
     openfiles.ensure_open_files(config.limits.max_connections)
     malloc.keep_large_blocks_mapped()
     deflater = Deflater() if config.limits.compression else None
@@ -380,7 +404,9 @@ def _build(config: Config, reactor) -> ChatService:
     )
     try:
         # Held while the daemon runs: `chatd-transcript erase` asks the daemon while it is.
-        server.directory_lock = lock_directory(config.transcripts.directory)
+        server.directory_lock = lock_directory(
+            config.transcripts.directory, shared=config.redis.enabled
+        )
     except DirectoryBusy as error:
         raise SystemExit(f"chatd: {error} (or by chatd-transcript erase)") from None
     metrics = server.metrics

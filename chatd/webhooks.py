@@ -418,7 +418,7 @@ class Webhooks:
         return cls(config, senders, store)
 
     def attach(self, server) -> None:
-        server.pipeline.observers.append(self.note)
+        server.pipeline.origin_observers.append(self.note)
 
     def note(self, room, events: list[Event]) -> None:
         """A pipeline observer: the room has new events up to the last of these."""

@@ -57,14 +57,20 @@ class RedisProtocol(Protocol):
 
     _log = Logger()
 
-    def __init__(self, clock, command_timeout: float, on_push: Callable | None = None):
+    def __init__(
+        self,
+        clock,
+        command_timeout: float,
+        on_push: Callable | None = None,
+        on_chunk_end: Callable[[], None] | None = None,
+    ):
         self._clock = clock
         self._timeout = command_timeout
         self._reader = hiredis.Reader()
         self._waiting: deque[tuple[Deferred, float]] = deque()
         self._watchdog = None
         self.on_push = on_push
-        self.on_chunk_end: Callable[[], None] | None = None
+        self.on_chunk_end = on_chunk_end  # after the messages of one read are handed over
         self.lost: Deferred = Deferred()
 
     def connectionMade(self):
@@ -167,6 +173,7 @@ class RedisLink:
         config: RedisConfig,
         scripts: Sequence[Script] = (),
         on_push: Callable | None = None,
+        on_chunk_end: Callable[[], None] | None = None,
         name: str = "commands",
     ):
         self._scripts = scripts
@@ -181,7 +188,7 @@ class RedisLink:
             reactor, address.host, address.port, timeout=config.connect_timeout
         )
         factory = Factory.forProtocol(
-            lambda: RedisProtocol(reactor, config.command_timeout, on_push)
+            lambda: RedisProtocol(reactor, config.command_timeout, on_push, on_chunk_end)
         )
         self._service = ClientService(
             endpoint,
