@@ -7,7 +7,9 @@ exactly as the daemon does, so that what it checks is what the daemon will load.
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
+import socket
 import sys
 import time
 from datetime import UTC, datetime
@@ -125,6 +127,121 @@ def webhooks_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def archive(args: argparse.Namespace) -> int:
+    """Run the archiver (chatd/redis/archiver.py) outside the daemon: until SIGTERM, or with
+    --once until every room's events are in the transcripts."""
+    try:
+        config = load_daemon_config(args.config)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 1
+    if not config.redis.enabled:
+        print(f"chatd archive: {config.source}: [redis] url is empty: there is nothing to"
+              " archive", file=sys.stderr)  # fmt: skip
+        return 1
+    from twisted.internet import task
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    from chatd.transcript import Rotation, TranscriptStore
+
+    transcripts = config.transcripts
+    rotation = Rotation(daily=transcripts.rotate == "daily", max_bytes=transcripts.rotate_size)
+    store = TranscriptStore(transcripts.directory, rotation)
+    try:
+        store.prepare()
+    except OSError as error:
+        print(f"chatd archive: cannot use {store.directory}: {error}", file=sys.stderr)
+        return 1
+    # chatd's own lines; of Twisted's (a factory started, a retry scheduled), warnings only.
+    levels = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+    levels.setLogLevelForNamespace("twisted", LogLevel.warn)
+    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [levels])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    try:
+        task.react(_archive_once if args.once else _archive_until_stopped, (config, store))
+    except SystemExit as stopped:
+        return stopped.code
+    return 0
+
+
+def _archiver(reactor, config: Config, store):
+    """The link and the archiver `chatd archive` runs."""
+    from chatd.redis.archiver import SCRIPTS, Archiver
+    from chatd.redis.client import RedisLink
+    from chatd.redis.keys import Keys
+
+    redis = config.redis
+    link = RedisLink(reactor, redis, SCRIPTS, name="archiver")
+    # Never the daemon's node name: two holders of one name would both "renew" the lease.
+    node = f"chatd-archive@{socket.gethostname()}:{os.getpid()}"
+    archiver = Archiver(
+        reactor,
+        link,
+        Keys(redis.key_prefix),
+        store,
+        node,
+        lease=redis.node_lease,
+        fsync=config.transcripts.fsync == "batch",
+        keep=config.history.memory_events,
+    )
+    return link, archiver
+
+
+async def _archive_until_stopped(reactor, config: Config, store) -> None:
+    from twisted.internet.defer import Deferred
+
+    link, archiver = _archiver(reactor, config, store)
+    link.start()
+    archiver.start()
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: archiver.stop().addBoth(lambda _: link.stop())
+    )
+    await Deferred()  # never fires: SIGTERM stops the reactor, and `react` exits 0
+
+
+async def _archive_once(reactor, config: Config, store) -> None:
+    from twisted.internet.defer import Deferred, TimeoutError
+
+    from chatd.redis.archiver import LeaseHeld, LeaseLost
+    from chatd.redis.client import RedisError, RedisUnavailable
+
+    redis, address = config.redis, config.redis.address
+    link, archiver = _archiver(reactor, config, store)
+    connected: Deferred = Deferred()
+    link.on_up.append(lambda _protocol: connected.called or connected.callback(None))
+    connected.addTimeout(redis.connect_timeout, reactor)
+    link.start()
+    try:
+        try:
+            await connected
+        except TimeoutError:
+            print(f"chatd archive: cannot reach Redis at {address.host}:{address.port}"
+                  f" within {redis.connect_timeout}s", file=sys.stderr)  # fmt: skip
+            raise SystemExit(1) from None
+        try:
+            done = await archiver.drain()
+        except (LeaseHeld, LeaseLost, RedisUnavailable, RedisError) as error:
+            print(f"chatd archive: {error}", file=sys.stderr)
+            raise SystemExit(1) from None
+    finally:
+        await link.stop()
+        store.close()
+    print(f"archived {done.written} events of {len(done.rooms)} rooms to {store.directory}")
+    for gap in done.gaps:
+        print(f"chatd archive: missing from Redis, never archived: {gap}", file=sys.stderr)
+    for room, why in sorted(done.failed.items()):
+        print(f"chatd archive: room {room} not archived: {why}; its events stay in Redis",
+              file=sys.stderr)  # fmt: skip
+    if done.failed or done.gaps:
+        raise SystemExit(1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chatd",
@@ -185,6 +302,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--config", "-c", type=Path, metavar="FILE", help=CONFIG_HELP)
     status.set_defaults(run=webhooks_status)
+
+    archiver = commands.add_parser(
+        "archive",
+        help="write the rooms' events from Redis to the transcripts (Redis mode)",
+        description=(
+            "Be the archiver of a chatd cluster on Redis ([redis] url) outside the daemon:"
+            " append each room's events from Redis to its transcript under [transcripts]"
+            " directory, fsync as [transcripts] fsync says, then trim the stream to [history]"
+            " memory_events. One archiver at a time: it takes the lease the daemons' archiver"
+            " role takes, and stands by while another holds it. Runs until SIGTERM."
+        ),
+    )
+    archiver.add_argument(
+        "--once",
+        action="store_true",
+        help="archive every room's events and exit: 0 when all are written, 1 (saying why) if"
+        " Redis is unreachable, another process holds the lease, a transcript cannot be"
+        " written (its events stay in Redis), or events were missing from Redis",
+    )
+    archiver.add_argument("--config", "-c", type=Path, metavar="FILE", help=CONFIG_HELP)
+    archiver.set_defaults(run=archive)
     return parser
 
 
