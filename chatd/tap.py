@@ -47,6 +47,7 @@ from chatd.pipeline import LocalSequencer, Pipeline
 from chatd.protocol import ChatServerFactory, ListenerContext
 from chatd.read_markers import ReadMarkers
 from chatd.redaction import TranscriptEditor, at_once
+from chatd.redis.archiver import Archiver
 from chatd.redis.cluster import Cluster, check_durability
 from chatd.retention import Retention
 from chatd.server import Server
@@ -348,6 +349,19 @@ def build_server(
     server.cluster = cluster
     if cluster is not None:
         cluster.attach_server(server)
+        if config.redis.archiver:
+            # Its own store: it closes each file after each step. fsync always: it trims from
+            # Redis only what it made durable, whatever [transcripts] fsync says.
+            cluster.archiver = Archiver(
+                clock,
+                cluster.commands,
+                cluster.keys,
+                TranscriptStore(config.transcripts.directory, rotation),
+                cluster.node,
+                lease=config.redis.node_lease,
+                fsync=True,
+                keep=config.history.memory_events,
+            )
     if config.support.enabled:
         try:
             canned = load_canned(config.support.canned_file)

@@ -182,6 +182,7 @@ class RedisLink:
         self.on_up: list[Callable[[RedisProtocol], None]] = []
         self.on_down: list[Callable[[], None]] = []
         self._said_down = False
+        self._stopping = False
         self._address = address = config.address
         endpoint_type = TCP6ClientEndpoint if ":" in address.host else TCP4ClientEndpoint
         endpoint = endpoint_type(
@@ -206,6 +207,7 @@ class RedisLink:
         self._service.startService()
 
     def stop(self) -> Deferred:
+        self._stopping = True
         return self._service.stopService()
 
     def _prepare(self, protocol: RedisProtocol) -> Deferred:
@@ -245,7 +247,7 @@ class RedisLink:
         if self.protocol is not protocol:
             return
         self.protocol = None
-        if not self._said_down:
+        if not self._said_down and not self._stopping:
             self._log.warn(
                 "lost the connection to Redis at {host}:{port} ({name}); reconnecting",
                 host=self._address.host,

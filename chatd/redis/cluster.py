@@ -28,6 +28,8 @@ from twisted.logger import Logger
 from chatd.config import ConfigError, RedisConfig
 from chatd.events import Event
 from chatd.metrics import Metrics
+from chatd.redis.archiver import SCRIPTS as ARCHIVER_SCRIPTS
+from chatd.redis.archiver import Archiver
 from chatd.redis.client import RedisLink, encode
 from chatd.redis.feeds import CLOSE_SERVICE_RESTART, SYNC, Feeds
 from chatd.redis.keys import Keys
@@ -62,7 +64,8 @@ class Cluster:
         self.config = config
         self.keys = keys = Keys(config.key_prefix)
         self.node = node_name(config)
-        self.commands = RedisLink(reactor, config, scripts=(POST, SYNC))
+        self.commands = RedisLink(reactor, config, scripts=(POST, SYNC, *ARCHIVER_SCRIPTS))
+        self.archiver: Archiver | None = None  # this node may archive ([redis] archiver)
         self.subscriber = RedisLink(
             reactor,
             config,
@@ -165,12 +168,21 @@ class Cluster:
         self.commands.start()
         self.subscriber.start()
         self.nodes.start()
+        if self.archiver is not None:
+            self.commands.on_up.append(self._start_archiver)
         self._probe_loop.start(self.config.probe_interval, now=False)
+
+    def _start_archiver(self, _protocol) -> None:
+        """Once Redis first answers: the archiver has no reason to complain before."""
+        self.commands.on_up.remove(self._start_archiver)
+        self.archiver.start()
 
     def stop(self) -> defer.Deferred:
         if self._probe_loop.running:
             self._probe_loop.stop()
-        released = self.nodes.stop()
+        released = defer.gatherResults(
+            [self.nodes.stop()] + ([self.archiver.stop()] if self.archiver is not None else [])
+        )
 
         def close(_ignored):
             return defer.gatherResults([self.commands.stop(), self.subscriber.stop()])
