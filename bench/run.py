@@ -1,7 +1,7 @@
 """chatd's benchmark: start each server, drive it with the C load generator, print a table.
 
-    python bench/run.py [--scenarios a,b,...] [--servers chatd,autobahn,websockets,node,c] [--quick]
-                        [--compression]
+    python bench/run.py [--scenarios a,b,...] [--quick] [--compression]
+                        [--servers chatd,autobahn,websockets,websockets-uvloop,node,c]
 
 Every (scenario, server) pair gets a freshly started server pinned to CPU 0 and the load
 generator pinned to CPU 1. Each loadgen step and each scenario's summary is appended as a JSON
@@ -36,7 +36,7 @@ C_BASELINE_SOURCE = BASELINES / "c_broadcaster.c"
 C_BASELINE_BINARY = BENCH / "build" / "c_broadcaster"
 VENV_BIN = ROOT / ".venv" / "bin"
 PYTHON = VENV_BIN / "python" if (VENV_BIN / "python").exists() else Path(sys.executable)
-SERVERS = ("chatd", "autobahn", "websockets", "node", "c")
+SERVERS = ("chatd", "autobahn", "websockets", "websockets-uvloop", "node", "c")
 NO_TLS = {"c": "no TLS in the C baseline"}  # servers without wss: why their wss rows are skipped
 NO_KEEPALIVE = {"c": "no keepalive in the C baseline"}  # ... and without pings: scenario k
 NO_DEFLATE = {  # ... and without permessage-deflate: every scenario under --compression
@@ -180,7 +180,8 @@ def machine_facts() -> dict:
 def package_versions() -> dict:
     code = (
         "import importlib.metadata as m, json;"
-        "print(json.dumps({p: m.version(p) for p in ('twisted', 'autobahn', 'websockets')}))"
+        "print(json.dumps({p: m.version(p) for p in"
+        " ('twisted', 'autobahn', 'websockets', 'uvloop')}))"
     )
     versions = json.loads(subprocess.check_output([str(PYTHON), "-c", code], text=True))
     if cc := shutil.which("cc") or shutil.which("gcc"):
@@ -373,7 +374,7 @@ def start_server(
         command += ["--config", str(config)]
     elif name == "autobahn":
         command = [str(PYTHON), str(BASELINES / "autobahn_prepared.py"), *tls, *keepalive]
-    elif name == "websockets":
+    elif name in ("websockets", "websockets-uvloop"):
         command = [
             str(PYTHON),
             str(BASELINES / "websockets_broadcast.py"),
@@ -381,6 +382,8 @@ def start_server(
             *keepalive,
             *deflate,
         ]
+        if name == "websockets-uvloop":
+            command.append("--uvloop")
     elif name == "c":
         if tls:
             raise RuntimeError(NO_TLS[name])
