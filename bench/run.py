@@ -1,7 +1,7 @@
 """chatd's benchmark: start each server, drive it with the C load generator, print a table.
 
-    python bench/run.py [--scenarios a,b,...] [--servers chatd,autobahn,websockets,node,c] [--quick]
-                        [--compression]
+    python bench/run.py [--scenarios a,b,...] [--quick] [--compression]
+                        [--servers chatd,autobahn,websockets,websockets-uvloop,node,c]
 
 Every (scenario, server) pair gets a freshly started server pinned to CPU 0 and the load
 generator pinned to CPU 1. Each loadgen step and each scenario's summary is appended as a JSON
@@ -19,6 +19,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -36,7 +37,7 @@ C_BASELINE_SOURCE = BASELINES / "c_broadcaster.c"
 C_BASELINE_BINARY = BENCH / "build" / "c_broadcaster"
 VENV_BIN = ROOT / ".venv" / "bin"
 PYTHON = VENV_BIN / "python" if (VENV_BIN / "python").exists() else Path(sys.executable)
-SERVERS = ("chatd", "autobahn", "websockets", "node", "c")
+SERVERS = ("chatd", "autobahn", "websockets", "websockets-uvloop", "node", "c")
 NO_TLS = {"c": "no TLS in the C baseline"}  # servers without wss: why their wss rows are skipped
 NO_KEEPALIVE = {"c": "no keepalive in the C baseline"}  # ... and without pings: scenario k
 NO_DEFLATE = {  # ... and without permessage-deflate: every scenario under --compression
@@ -48,7 +49,14 @@ START_TIMEOUT = 30.0
 # The checkout chatd runs from (its PYTHONPATH): this one, or --chatd DIR (e.g. an older commit
 # checked out with `git worktree add`, to compare in one session with the same harness).
 CHATD_ROOT = ROOT
+# --chatd-set SECTION.KEY=VALUE: chatd configuration on top of the bench's, e.g. to see what a
+# setting changes (limits.listen_backlog=4096) with the same harness in one session.
+CHATD_SETTINGS: dict[str, dict[str, str]] = {}
 READY_LINE = re.compile(r"chatd (\w+) listener ready at \w+://[^\s/]+:(\d+)/")
+# Open files a scenario that goes up to the limit leaves to the server and the loadgen beside
+# their connections: listeners, logs, epoll, and chatd's open rooms' transcripts (its own margin
+# is 256, chatd/openfiles.py).
+FD_HEADROOM = 300
 
 
 # -- scenarios ------------------------------------------------------------------------------------
@@ -67,10 +75,16 @@ class Scenario:
     transports: tuple[str, ...] = ("ws",)
     servers: tuple[str, ...] = SERVERS
     fsync: str = "no"  # chatd's [transcripts] fsync
+    restart: str | None = None  # storm mode: how the server is stopped, "term" or "kill"
+    # `clients` is a ceiling: as many as the open-file limit leaves room for (FD_HEADROOM)
+    up_to_limit: bool = False
 
 
 FAN_OUT = dict(clients=1000, rooms=1, senders=1, rate=50, step_seconds=1.5, max_steps=8)
 FAN_OUT_QUICK = dict(clients=20, rooms=1, senders=1, rate=20, step_seconds=0.5, max_steps=2)
+# The reconnect storm: rooms of 10 with 5 messages each; every client resumes 5 events back.
+STORM = dict(clients=10000, room_size=10, history=5, missed=5, rate=5000, hold_seconds=120)
+STORM_QUICK = dict(clients=40, room_size=10, history=2, missed=1, rate=200, hold_seconds=60)
 
 SCENARIOS = {
     s.key: s
@@ -138,6 +152,53 @@ SCENARIOS = {
             dict(clients=10000, warmup=0, window_seconds=20, ping=5),
             dict(clients=50, warmup=0, window_seconds=3, ping=1),
         ),
+        Scenario(
+            "r",
+            "reconnect storm: 10,000 clients in rooms of 10 resume after a restart (SIGTERM)",
+            "storm",
+            STORM,
+            STORM_QUICK,
+            transports=("ws", "wss"),
+            restart="term",
+        ),
+        Scenario(
+            "r9",
+            "reconnect storm: as (r), the server killed with SIGKILL",
+            "storm",
+            STORM,
+            STORM_QUICK,
+            transports=("ws", "wss"),
+            restart="kill",
+        ),
+        Scenario(
+            "m",
+            "connections up to the open-file limit (at most 100,000), joined and idle, pinged"
+            " every 5 s; then fan-out to a 1,000-member room",
+            "hold",
+            dict(
+                clients=100_000,
+                room_size=100,
+                first_room=1000,
+                sources=4,
+                warmup=1000,
+                window_seconds=20,
+                ping=5,
+                rate=20,
+                step_seconds=6,
+            ),
+            dict(
+                clients=60,
+                room_size=10,
+                first_room=20,
+                sources=2,
+                warmup=10,
+                window_seconds=2,
+                ping=1,
+                rate=20,
+                step_seconds=1,
+            ),
+            up_to_limit=True,
+        ),
         Scenario(  # not in the default run: it would add as much time again as (k)
             "k0",
             "keepalive off: server CPU holding 10,000 idle connections, no pings (for k)",
@@ -180,7 +241,8 @@ def machine_facts() -> dict:
 def package_versions() -> dict:
     code = (
         "import importlib.metadata as m, json;"
-        "print(json.dumps({p: m.version(p) for p in ('twisted', 'autobahn', 'websockets')}))"
+        "print(json.dumps({p: m.version(p) for p in"
+        " ('twisted', 'autobahn', 'websockets', 'uvloop')}))"
     )
     versions = json.loads(subprocess.check_output([str(PYTHON), "-c", code], text=True))
     if cc := shutil.which("cc") or shutil.which("gcc"):
@@ -251,6 +313,13 @@ def build_c_baseline(binary: Path) -> tuple[Path | None, str]:
     return None, "the C baseline does not compile: " + result.stderr.strip()[-300:]
 
 
+def free_port() -> int:
+    """A port free now on 127.0.0.1, for a server that must come back on the same one."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def can_pin() -> bool:
     return shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
 
@@ -297,6 +366,9 @@ class Running:
     process: subprocess.Popen
     port: int
     log: Path
+    command: list[str]  # what started it, to start it again (restart)
+    env: dict
+    transport: str
 
     @property
     def pid(self) -> int:
@@ -305,6 +377,32 @@ class Running:
     def rss_kib(self) -> int:
         status = Path(f"/proc/{self.pid}/status").read_text()
         return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))
+
+    def restart(self, how: str) -> dict:
+        """Stop the server (SIGTERM, or SIGKILL when `how` is "kill") and start the same
+        command again: same port, same working directory (chatd: the same transcripts).
+        Returns how long each half took, from the signal to the exit and then to ready."""
+        signalled = time.monotonic()
+        self.process.send_signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+        stopped = time.monotonic()
+        exit_code = self.process.returncode
+        log = self.log.with_suffix(".restarted.log")
+        again = launch(self.name, self.transport, self.command, self.env, self.log.parent, log)
+        if again.port != self.port:
+            again.stop()
+            raise RuntimeError(f"{self.name} came back on port {again.port}, not {self.port}")
+        self.process, self.log = again.process, again.log
+        return dict(
+            restart=how,
+            exit_code=exit_code,
+            stop_s=round(stopped - signalled, 3),
+            start_s=round(time.monotonic() - stopped, 3),
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -317,17 +415,25 @@ class Running:
 
 
 def chatd_config(
-    work: Path, cert: Path, key: Path, fsync: str, ping: float | None, compression: bool
+    work: Path,
+    cert: Path,
+    key: Path,
+    fsync: str,
+    ping: float | None,
+    compression: bool,
+    ports: dict[str, int],
+    max_connections: int,
 ) -> Path:
+    """`ports`: the fixed port of a transport (a restart must come back on it), else 0."""
     sections = {
-        "ws": {"port": 0},
-        "wss": {"port": 0},
+        "ws": {"port": ports.get("ws", 0)},
+        "wss": {"port": ports.get("wss", 0)},
         "tls": {"certificate": cert, "key": key},
         "transcripts": {"directory": work / "transcripts", "fsync": fsync},
         "metrics": {"enabled": "no"},
         # Every client comes from 127.0.0.1 and the load is the point: lift the abuse limits.
         "limits": {
-            "max_connections": 20000,
+            "max_connections": max_connections,
             "max_connections_per_ip": 1_000_000,
             "messages_per_second": 1_000_000,
             "message_burst": 1_000_000,
@@ -340,6 +446,8 @@ def chatd_config(
             sections["limits"]["ping_timeout"] = f"{ping:g}s"
     if compression:
         sections["limits"]["compression"] = "yes"
+    for section, values in CHATD_SETTINGS.items():
+        sections.setdefault(section, {}).update(values)
     text = "".join(
         f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()) + "\n"
         for name, values in sections.items()
@@ -358,42 +466,57 @@ def start_server(
     fsync: str = "no",
     ping: float | None = None,
     compression: bool = False,
+    port: int = 0,
+    max_connections: int = 20000,
 ) -> Running:
     """`ping`: keepalive every `ping` seconds (0 or None: the baselines' default, none);
-    `compression`: permessage-deflate (not for the servers in NO_DEFLATE)."""
+    `compression`: permessage-deflate (not for the servers in NO_DEFLATE); `port`: listen
+    there (0: any free port); `max_connections`: chatd's [limits] max_connections."""
     work.mkdir(parents=True, exist_ok=True)
     tls = ["--tls", str(cert), str(key)] if transport == "wss" else []
+    fixed = ["--port", str(port)] if port else []
     keepalive = ["--ping", f"{ping:g}"] if ping else []
     deflate = ["--deflate"] if compression else []
     if compression and name in NO_DEFLATE:
         raise RuntimeError(NO_DEFLATE[name])
     if name == "chatd":
-        config = chatd_config(work, cert, key, fsync, ping, compression)
+        ports = {transport: port} if port else {}
+        config = chatd_config(work, cert, key, fsync, ping, compression, ports, max_connections)
         command = [str(PYTHON.parent / "twistd"), "--nodaemon", "--pidfile=", "chatd"]
         command += ["--config", str(config)]
     elif name == "autobahn":
-        command = [str(PYTHON), str(BASELINES / "autobahn_prepared.py"), *tls, *keepalive]
-    elif name == "websockets":
+        command = [str(PYTHON), str(BASELINES / "autobahn_prepared.py"), *fixed, *tls]
+        command += keepalive
+    elif name in ("websockets", "websockets-uvloop"):
         command = [
             str(PYTHON),
             str(BASELINES / "websockets_broadcast.py"),
+            *fixed,
             *tls,
             *keepalive,
             *deflate,
         ]
+        if name == "websockets-uvloop":
+            command.append("--uvloop")
     elif name == "c":
         if tls:
             raise RuntimeError(NO_TLS[name])
         if keepalive:
             raise RuntimeError(NO_KEEPALIVE[name])
-        command = [str(C_BASELINE_BINARY)]
+        command = [str(C_BASELINE_BINARY), *fixed]
     else:
-        command = ["node", str(BASELINES / "node_ws.js"), *tls, *keepalive, *deflate]
+        command = ["node", str(BASELINES / "node_ws.js"), *fixed, *tls, *keepalive, *deflate]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if name == "chatd":
         # Run the checkout's chatd (and find its twistd plugin) whatever is installed.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHATD_ROOT), env.get("PYTHONPATH")]))
-    log = work / f"{name}-{transport}.log"
+    return launch(name, transport, command, env, work, work / f"{name}-{transport}.log")
+
+
+def launch(
+    name: str, transport: str, command: list[str], env: dict, work: Path, log: Path
+) -> Running:
+    """Start a server pinned to its core, its output to `log`; return once it listens."""
     with open(log, "wb") as output:
         process = subprocess.Popen(
             pinned(SERVER_CPU, command),
@@ -413,7 +536,7 @@ def start_server(
             match = re.search(r"^READY (\d+)", text, re.M)
             port = int(match.group(1)) if match else None
         if port:
-            return Running(name, process, port, log)
+            return Running(name, process, port, log, command, env, transport)
         if process.poll() is not None:
             raise RuntimeError(f"{name} exited with {process.returncode} at start:\n{text[-2000:]}")
         time.sleep(0.05)
@@ -440,8 +563,11 @@ def loadgen_command(
     return pinned(LOADGEN_CPU, command)
 
 
-def run_loadgen(command: list[str], server: Running, max_seconds: float) -> list[dict]:
-    """The loadgen's JSON lines; in idle mode it pauses for us to read the server's RSS."""
+def run_loadgen(
+    command: list[str], server: Running, max_seconds: float, restart: str | None = None
+) -> list[dict]:
+    """The loadgen's JSON lines. In idle and hold modes it pauses for us to read the server's
+    RSS; in storm mode (`restart`) for us to restart the server, then reconnects."""
     process = subprocess.Popen(
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -455,6 +581,10 @@ def run_loadgen(command: list[str], server: Running, max_seconds: float) -> list
                 time.sleep(1.0)  # let the server finish what the last connections started
                 line["server_rss_kib"] = server.rss_kib()
                 process.stdin.write("\n")
+                process.stdin.flush()
+            elif line.get("phase") == "armed":
+                line.update(server.restart(restart))
+                process.stdin.write(f"go {server.pid}\n")
                 process.stdin.flush()
             lines.append(line)
         process.wait()
@@ -533,7 +663,25 @@ def summarize(scenario: Scenario, lines: list[dict]) -> dict:
                     "core_others_pct",
                 )
             }
-    elif scenario.mode == "idle":
+    elif scenario.mode == "storm":
+        armed = next(line for line in lines if line["phase"] == "armed")
+        storm = next(line for line in lines if line["phase"] == "storm")
+        history = next((line for line in lines if line["phase"] == "step"), {})
+        summary.update(
+            {k: v for k, v in storm.items() if k != "phase"},
+            rooms=armed["rooms"],
+            restart=armed["restart"],
+            exit_code=armed["exit_code"],
+            stop_s=armed["stop_s"],
+            start_s=armed["start_s"],
+            # from the signal to the last client back: what a user of the site waits at most
+            down_s=round(armed["stop_s"] + armed["start_s"] + storm["back_s"], 3)
+            if storm["back_s"] >= 0
+            else None,
+            history_sent=history.get("sent", 0),
+            history_lost=history.get("lost", 0),
+        )
+    elif scenario.mode in ("idle", "hold"):
         warm = next((line for line in lines if line["phase"] == "warm"), None)
         idle = next(line for line in lines if line["phase"] == "idle")
         window = next((line for line in lines if line["phase"] == "window"), None)
@@ -567,6 +715,29 @@ def summarize(scenario: Scenario, lines: list[dict]) -> dict:
                 core_irq_pct=window["core_irq_pct"],
                 window_dropped=window["dropped"],
             )
+        if scenario.mode == "hold":
+            fanout = next(line for line in lines if line["phase"] == "fanout")
+            step = next(line for line in lines if line["phase"] == "step")
+            summary.update(
+                room_members=fanout["room_members"],
+                fanout={
+                    key: step[key]
+                    for key in (
+                        "rate",
+                        "sent",
+                        "expected",
+                        "received",
+                        "lost",
+                        "delivered_dps",
+                        "p50_ms",
+                        "p99_ms",
+                        "max_ms",
+                        "server_cpu_us_per_delivery",
+                    )
+                },
+                dropped=done["dropped"],
+                connect_s=next(line for line in lines if line["phase"] == "connect")["seconds"],
+            )
     else:
         result = next(line for line in lines if line["phase"] == "handshake")
         summary.update(
@@ -594,6 +765,7 @@ class Run:
     work: Path
     deadline: float  # time.monotonic() after which no further server is started
     compression: bool  # permessage-deflate on every server and client (--compression)
+    fd_limit: int  # the soft open-file limit the servers and the loadgen inherit
     run_id: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
     summaries: dict = field(default_factory=dict)  # (scenario, server, transport) -> summary
     skipped: list = field(default_factory=list)
@@ -609,6 +781,9 @@ class Run:
         options["max_seconds"] = 60 if self.quick else 240
         if self.quick:
             options.update(drain_seconds=2, settle_seconds=2)
+        if scenario.up_to_limit and self.fd_limit - FD_HEADROOM < options["clients"]:
+            options["clients"] = self.fd_limit - FD_HEADROOM
+            print(f"  the open-file limit is {self.fd_limit}: {options['clients']:,} connections")
         for transport in scenario.transports:
             if transport == "wss" and not self.tls:
                 self.skip(scenario.key, "*", transport, "the loadgen was built without TLS")
@@ -640,7 +815,16 @@ class Run:
         loadavg = os.getloadavg()[0]
         try:
             server = start_server(
-                name, transport, work, self.cert, self.key, scenario.fsync, ping, self.compression
+                name,
+                transport,
+                work,
+                self.cert,
+                self.key,
+                scenario.fsync,
+                ping,
+                self.compression,
+                port=free_port() if scenario.restart else 0,
+                max_connections=options["clients"] if scenario.up_to_limit else 20000,
             )
         except RuntimeError as error:
             print(" failed to start")
@@ -650,7 +834,7 @@ class Run:
             command = loadgen_command(
                 self.loadgen, scenario, options, server, transport == "wss", self.compression
             )
-            lines = run_loadgen(command, server, options["max_seconds"])
+            lines = run_loadgen(command, server, options["max_seconds"], scenario.restart)
         except RuntimeError as error:
             print(" failed")
             self.skip(scenario.key, name, transport, str(error))
@@ -659,11 +843,24 @@ class Run:
             server.stop()
         where = dict(scenario=scenario.key, server=name, transport=self.label(transport))
         for line in lines:
-            if line["phase"] in ("step", "handshake", "warm", "idle", "window", "connect"):
+            if line["phase"] in (
+                "step",
+                "handshake",
+                "warm",
+                "idle",
+                "window",
+                "connect",
+                "armed",
+                "storm",
+                "fanout",
+            ):
                 self.record(kind=line["phase"], **where, **line)
         summary = summarize(scenario, lines)
         if ping is not None:
             summary["ping_interval_s"] = ping
+        if scenario.up_to_limit:
+            summary["fd_limit"] = self.fd_limit
+            summary["clients_wanted"] = (scenario.quick if self.quick else scenario.full)["clients"]
         summary["loadavg_1m_at_start"] = loadavg
         self.summaries[scenario.key, name, transport] = summary
         self.record(kind="summary", **where, **summary)
@@ -769,6 +966,44 @@ HANDSHAKE_TABLE = (
 )
 
 
+STORM_TABLE = (
+    [
+        ("clients", 9, lambda v: fmt(v["clients"])),
+        ("back", 8, lambda v: fmt(v["back"])),
+        ("stop s", 8, lambda v: fmt(v["stop_s"], 2)),
+        ("start s", 9, lambda v: fmt(v["start_s"], 2)),
+        ("back in s", 11, lambda v: fmt(v["back_s"], 2)),
+        ("p50 ms", 9, lambda v: fmt(v["p50_ms"], 0)),
+        ("p99 ms", 9, lambda v: fmt(v["p99_ms"], 0)),
+        ("recovered", 11, lambda v: "no resume" if v["no_resume"] else fmt(v["recovered"])),
+        ("hist≠", 7, lambda v: fmt(v["history_mismatch"])),
+        ("refused/failed", 16, lambda v: f"{v['refused']}/{v['failed_attempts']}"),
+        ("srv CPU", 9, lambda v: fmt(v["server_cpu_pct"]) + "%"),
+        ("loadgen", 9, lambda v: fmt(v["loadgen_cpu_pct"]) + "%"),
+        ("down s", 8, lambda v: fmt(v["down_s"], 2)),
+    ],
+    lambda v: v["back_s"] if v["all_back"] else None,
+    " (back in s, lower is better)",
+)
+HOLD_TABLE = (
+    [
+        ("connections", 13, lambda v: fmt(v["connections"])),
+        ("KiB/conn", 10, lambda v: fmt(v["kib_per_connection"], 2)),
+        ("RSS after", 14, lambda v: fmt(v["rss_after_kib"]) + " KiB"),
+        ("srv CPU", 9, lambda v: fmt(v["server_cpu_pct"], 1) + "%"),
+        ("µs/ping", 9, lambda v: fmt(v["server_cpu_us_per_ping"], 1)),
+        ("dropped", 9, lambda v: fmt(v["dropped"])),
+        ("members", 9, lambda v: fmt(v["room_members"])),
+        ("fan p50", 9, lambda v: fmt(v["fanout"]["p50_ms"], 1)),
+        ("fan p99", 9, lambda v: fmt(v["fanout"]["p99_ms"], 1)),
+        ("µs/deliv", 10, lambda v: fmt(v["fanout"]["server_cpu_us_per_delivery"], 2)),
+        ("lost", 6, lambda v: fmt(v["fanout"]["lost"])),
+    ],
+    lambda v: v["kib_per_connection"],
+    " (KiB/conn, lower is better)",
+)
+
+
 def text_per_wire(v: dict) -> str:
     """What the messages' text came to per byte on the wire, or why there is no figure."""
     if not v.get("deflate_accepted"):
@@ -782,6 +1017,10 @@ DEFLATE_COLUMN = ("text÷wire", 11, text_per_wire)
 def table_of(scenario: Scenario, compression: bool):
     if scenario.key == "cpu":
         table = CPU_TABLE
+    elif scenario.mode == "storm":
+        table = STORM_TABLE
+    elif scenario.mode == "hold":
+        table = HOLD_TABLE
     elif "window_seconds" in scenario.full:
         table = KEEPALIVE_TABLE
     else:
@@ -821,6 +1060,8 @@ def print_table(run: Run, order: list[str], servers: list[str]) -> None:
             rows = [(name, v) for name, v in rows if v is not None]
             if rows:
                 print(f"({key}) {scenario.title} [{run.label(transport)}]")
+                if scenario.mode == "storm" and any(name != "chatd" for name, _ in rows):
+                    print("  (the baselines have no resume: their rows are reconnect + join only)")
                 print_rows(table_of(scenario, run.compression), rows)
                 print()
     for scenario, server, transport, reason in run.skipped:
@@ -868,7 +1109,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="run chatd from this checkout (default: this one), e.g. an older commit in a"
         " `git worktree`, to compare with the same harness and venv",
     )
+    parser.add_argument(
+        "--chatd-set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="set a chatd configuration key on top of the bench's (repeatable), e.g."
+        " limits.listen_backlog=4096",
+    )
     args = parser.parse_args(argv)
+    for setting in args.chatd_set:
+        name, equals, value = setting.partition("=")
+        section, dot, key = name.partition(".")
+        if not (equals and dot and section and key):
+            parser.error(f"--chatd-set wants SECTION.KEY=VALUE, got {setting!r}")
+        CHATD_SETTINGS.setdefault(section, {})[key] = value
     args.scenarios = [k.strip() for k in args.scenarios.split(",") if k.strip()]
     args.servers = [k.strip() for k in args.servers.split(",") if k.strip()]
     for key in args.scenarios:
@@ -908,6 +1163,8 @@ def main(argv: list[str]) -> int:
         f"open files: {fd_limit}"
     )
     print(f"chatd: {CHATD_ROOT} at {chatd_revision(CHATD_ROOT)}")
+    if CHATD_SETTINGS:
+        print(f"chatd settings on top of the bench's: {CHATD_SETTINGS}")
     print(f"loadgen: {how}")
     if "c" in servers:
         print(f"C baseline: {c_baseline}")
@@ -916,7 +1173,16 @@ def main(argv: list[str]) -> int:
         cert, key = make_certificate(work)
         deadline = started + args.budget
         run = Run(
-            args.results, args.quick, loadgen, tls, cert, key, work, deadline, args.compression
+            args.results,
+            args.quick,
+            loadgen,
+            tls,
+            cert,
+            key,
+            work,
+            deadline,
+            args.compression,
+            fd_limit,
         )
         run.record(
             kind="run",
@@ -928,6 +1194,7 @@ def main(argv: list[str]) -> int:
             versions=package_versions(),
             chatd_revision=chatd_revision(CHATD_ROOT),
             chatd_root=str(CHATD_ROOT),
+            chatd_settings=CHATD_SETTINGS,
             loadgen=how,
             c_baseline=c_baseline,
             pinning=pinning,
@@ -942,6 +1209,8 @@ def main(argv: list[str]) -> int:
             for key in args.scenarios:
                 scenario = SCENARIOS[key]
                 need = scenario.full.get("clients", 0) if not args.quick else 0
+                if scenario.up_to_limit:  # it takes what the limit leaves
+                    need = 0
                 if need and fd_limit < need + 100:
                     run.skip(key, "*", "*", f"needs {need} open files, the limit is {fd_limit}")
                     continue

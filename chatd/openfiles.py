@@ -22,6 +22,7 @@ def ensure_open_files(max_connections: int) -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit; warn if `max_connections` plus the
     margin does not fit under it. Returns the soft limit in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    raised_from = None
     if soft != hard:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -33,10 +34,28 @@ def ensure_open_files(max_connections: int) -> int:
                 error=error,
             )
         else:
-            log.info("open-file limit raised from {soft} to {hard}", soft=soft, hard=hard)
-            soft = hard
+            raised_from, soft = soft, hard
+    if soft == resource.RLIM_INFINITY:
+        log.info("open-file limit: none, so it puts no bound on connections")
+        return soft
+    # The operator's question at start: how many clients can this process hold?
+    room = max(soft - MARGIN, 0)
+    if raised_from is not None:
+        log.info(
+            "open-file limit raised from {soft} to {hard}: room for about {room} connections",
+            soft=raised_from,
+            hard=hard,
+            room=room,
+        )
+    else:
+        log.info(
+            "open-file limit {limit} (hard limit {hard}): room for about {room} connections",
+            limit=soft,
+            hard=hard,
+            room=room,
+        )
     needed = max_connections + MARGIN
-    if soft != resource.RLIM_INFINITY and soft < needed:
+    if soft < needed:
         log.warn(
             "the open-file limit ({limit}) leaves room for about {room} connections, fewer"
             " than [limits] max_connections = {max_connections}: past that, new connections"

@@ -1,5 +1,8 @@
 """Baseline 2: Python `websockets` on asyncio, the minimal chat protocol, no persistence.
 
+With --uvloop it runs on uvloop's event loop (libuv) instead of asyncio's own: bench server
+`websockets-uvloop`, the fastest configuration of a Python peer that users pick.
+
 Fan-out with `websockets.broadcast()`, which encodes the frame once per member and writes it
 without awaiting (no backpressure). Compression is off unless --deflate: then the library's
 default permessage-deflate (`compression="deflate"`: context takeover, 12-bit windows, memLevel
@@ -8,6 +11,7 @@ then the library's own keepalive, `ping_interval` and `ping_timeout` both SECOND
 scenario k).
 
     python websockets_broadcast.py [--port 0] [--tls CERT KEY] [--ping SECONDS] [--deflate]
+                                   [--uvloop]
 
 Prints `READY <port>` once listening; SIGTERM or SIGINT stops it.
 """
@@ -84,7 +88,7 @@ async def handler(ws: ServerConnection) -> None:
             room.members.pop(ws, None)
 
 
-async def main(argv: list[str]) -> None:
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
@@ -92,7 +96,11 @@ async def main(argv: list[str]) -> None:
         "--ping", type=float, metavar="SECONDS", help="keepalive interval, timeout (default: off)"
     )
     parser.add_argument("--deflate", action="store_true", help="permessage-deflate (default: off)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop (default: asyncio's)")
+    return parser.parse_args(argv)
+
+
+async def main(args: argparse.Namespace) -> None:
     context = None
     if args.tls:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -116,4 +124,10 @@ async def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1:]))
+    arguments = parse_args(sys.argv[1:])
+    if arguments.uvloop:
+        import uvloop
+
+        uvloop.run(main(arguments))
+    else:
+        asyncio.run(main(arguments))

@@ -20,6 +20,23 @@
  *   handshake  for --duration seconds keep --concurrency opening handshakes in flight:
  *              TCP connect (+ a full TLS handshake: no session is ever offered), HTTP upgrade,
  *              101, then an abortive close (RST, so no TIME_WAIT piles up).
+ *   hold       as idle, but every client joins its room (--room-size, --first-room); after the
+ *              pauses and the --window-seconds window, one fan-out step: client 0 posts --rate
+ *              messages/s to its room (r0) for --step-seconds, with latency as in chat mode.
+ *   storm      a reconnect storm: connect --clients, hello, join (--room-size); --history
+ *              messages in every room; then print `armed` and wait for a line on stdin while
+ *              the harness restarts the server (closes and resets are expected meanwhile). The
+ *              line is `go PID` (the new server's pid): every client reconnects at once, says
+ *              hello and joins its room with `since` = its epoch and its last seq less
+ *              --missed; a failed attempt is retried after 100-200 ms. Reports how long until
+ *              every client had its `joined` (and whether `recovered` was true, and whether its
+ *              history held exactly the events after `since`), per-client latency from `go`,
+ *              and the refused (ECONNREFUSED, or an HTTP answer other than 101) and otherwise
+ *              failed attempts.
+ *
+ * --sources N: connection i binds 127.0.0.(1 + i % N) before connecting (IP_BIND_ADDRESS_NO_PORT:
+ * the port is chosen at connect by the whole 4-tuple), so more connections than one source
+ * address's ~28k ephemeral ports can reach one server port.
  *
  * --deflate: every client offers permessage-deflate (RFC 7692) and inflates each message the
  * server sent compressed (RSV1), one zlib stream per connection; its own frames stay
@@ -60,6 +77,9 @@ typedef struct ssl_st SSL;
 #define MAX_STEPS 40
 #define HBUCKETS 1280
 #define STDIN_KEY UINT32_MAX
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
 
 /* ---------------------------------------------------------------------------------------------
  * options */
@@ -69,15 +89,16 @@ static struct {
     int port, tls, clients, rooms, senders, refine, max_steps, text_bytes, concurrency, warmup;
     int server_pid, server_core, deflate;
     double rate, factor, max_rate, step_s, drain_s, p99_ms, duration_s, hold_s, max_s, settle_s;
-    double connect_s, disturbed_pct, window_s;
-    int repeats;
+    double connect_s, disturbed_pct, window_s, storm_s;
+    int repeats, sources, room_size, first_room, history, missed;
 } opt = {
     .host = "127.0.0.1", .path = "/ws", .sni = "localhost", .mode = "chat", .prefix = "u",
     .clients = 10, .rooms = 1, .senders = 1, .refine = 2, .max_steps = 12, .text_bytes = 64,
     .concurrency = 32, .warmup = 100, .rate = 10, .factor = 2, .max_rate = 1e7, .step_s = 3,
     .drain_s = 5, .p99_ms = 100, .duration_s = 5, .hold_s = 60, .max_s = 300, .settle_s = 20,
     .connect_s = 120, .server_core = -1,
-    .disturbed_pct = 10, .repeats = 1, .window_s = 0,
+    .disturbed_pct = 10, .repeats = 1, .window_s = 0, .storm_s = 60, .sources = 1,
+    .history = 5, .missed = 5,
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -283,6 +304,22 @@ static char *inflated; /* the last message inflated */
 static size_t inflated_cap;
 static struct hist hs_lat;
 static char first_close[128]; /* "CODE reason" of the first close frame from the server */
+
+/* storm mode: 0 before the restart, 1 while the server is down (closes are expected), 2 from
+ * `go` on (every client reconnecting); per client, what it resumes from */
+static int storm_phase;
+static uint64_t t_go, t_last_back;
+static struct hist storm_lat;
+static struct resume {
+    int armed; /* it was ready when the server went down: it reconnects at `go` */
+    int64_t since;
+    uint64_t retry_at; /* when to try again after a failed attempt; 0: not waiting */
+    char epoch[40];
+} *resume;
+static struct {
+    uint64_t down_closes, going_away, refused, failed_attempts, back, recovered, not_recovered;
+    uint64_t no_resume, history_events, history_mismatch;
+} storm;
 #ifdef WITH_TLS
 static SSL_CTX *tls_ctx;
 static const char *tls_version = "", *tls_cipher = "";
@@ -318,6 +355,12 @@ static void conn_close(struct conn *c, int abortive)
 /* the connection is gone before (a failure to connect) or after it was ready (a drop) */
 static void conn_lost(struct conn *c, const char *why)
 {
+    if (storm_phase == 1 && c->st == S_READY) { /* the server is being restarted */
+        storm.down_closes++;
+        ready--;
+        conn_close(c, 1);
+        return;
+    }
     if (c->st == S_READY) {
         tot.dropped++;
         ready--;
@@ -326,6 +369,10 @@ static void conn_lost(struct conn *c, const char *why)
         tot.connect_failures++;
         pending--;
         warn("client %d failed while connecting: %s", c->idx, why);
+        if (storm_phase == 2) {
+            storm.failed_attempts++;
+            resume[c->idx].retry_at = now_ns() + 100000000u + rnd() % 100000000u;
+        }
     }
     conn_close(c, 1);
 }
@@ -514,11 +561,22 @@ static void tls_step(struct conn *c)
 }
 #endif
 
+/* with --room-size: clients 0..--first-room-1 in r0, then rooms of --room-size in turn */
+static int room_of(int idx)
+{
+    if (opt.room_size > 0) {
+        if (idx < opt.first_room)
+            return 0;
+        return (opt.first_room > 0) + (idx - opt.first_room) / opt.room_size;
+    }
+    return opt.rooms > 0 ? idx % opt.rooms : -1;
+}
+
 static void conn_open(struct conn *c)
 {
     memset(c, 0, sizeof *c);
     c->idx = (int)(c - conns);
-    c->room = opt.rooms > 0 ? c->idx % opt.rooms : -1;
+    c->room = room_of(c->idx);
     c->last_seq = -1;
     c->t_open = now_ns();
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -526,6 +584,13 @@ static void conn_open(struct conn *c)
         die("socket: %s (raise the open-file limit)", strerror(errno));
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (opt.sources > 1) {
+        struct sockaddr_in src = {.sin_family = AF_INET};
+        src.sin_addr.s_addr = htonl(0x7f000001u + (uint32_t)(c->idx % opt.sources));
+        setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        if (bind(c->fd, (struct sockaddr *)&src, sizeof src) < 0)
+            die("bind to 127.0.0.%d: %s", 1 + c->idx % opt.sources, strerror(errno));
+    }
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt.port)};
     inet_pton(AF_INET, opt.host, &sa.sin_addr);
     c->st = S_TCP;
@@ -533,8 +598,10 @@ static void conn_open(struct conn *c)
     struct epoll_event e = {.events = c->events, .data.u32 = (uint32_t)c->idx};
     epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &e);
     pending++;
-    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS)
+    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) {
+        storm.refused += errno == ECONNREFUSED;
         conn_lost(c, strerror(errno));
+    }
 }
 
 static void on_connected(struct conn *c)
@@ -568,9 +635,11 @@ struct jstr {
 };
 
 struct msg {
-    struct jstr type, id, text;
+    struct jstr type, id, text, epoch;
     int64_t seq;
     int has_seq;
+    int recovered; /* 1 true, 0 false, -1 absent */
+    int history;   /* the elements of "history", -1 absent */
 };
 
 static size_t skip_ws(const char *p, size_t i, size_t n)
@@ -612,6 +681,24 @@ static size_t skip_value(const char *p, size_t i, size_t n)
     return i;
 }
 
+/* the objects and arrays directly inside the array p[i..end) */
+static int count_elements(const char *p, size_t i, size_t end)
+{
+    int depth = 0, n = 0;
+    while (i < end) {
+        if (p[i] == '"') {
+            i = skip_string(p, i, end);
+            continue;
+        }
+        if (p[i] == '{' || p[i] == '[')
+            n += depth++ == 1;
+        else if (p[i] == '}' || p[i] == ']')
+            depth--;
+        i++;
+    }
+    return n;
+}
+
 static int key_is(const char *p, size_t start, size_t len, const char *key)
 {
     return strlen(key) == len && memcmp(p + start, key, len) == 0;
@@ -620,6 +707,7 @@ static int key_is(const char *p, size_t start, size_t len, const char *key)
 static int scan(const char *p, size_t n, struct msg *m)
 {
     memset(m, 0, sizeof *m);
+    m->recovered = m->history = -1;
     size_t i = skip_ws(p, 0, n);
     if (i >= n || p[i] != '{')
         return -1;
@@ -653,6 +741,12 @@ static int scan(const char *p, size_t n, struct msg *m)
             dst = &m->id;
         else if (key_is(p, ks, kl, "text"))
             dst = &m->text;
+        else if (key_is(p, ks, kl, "epoch"))
+            dst = &m->epoch;
+        else if (key_is(p, ks, kl, "recovered") && vs < n)
+            m->recovered = p[vs] == 't';
+        else if (key_is(p, ks, kl, "history") && vs < n && p[vs] == '[')
+            m->history = count_elements(p, vs, i);
         else if (key_is(p, ks, kl, "seq") && vs < n && p[vs] >= '0' && p[vs] <= '9') {
             m->seq = 0;
             for (size_t k = vs; k < i && p[k] >= '0' && p[k] <= '9'; k++)
@@ -716,6 +810,25 @@ static void on_message(struct conn *c, const struct msg *m, uint64_t now)
     hadd(&s->lat, now > sent ? (now - sent) / 1000 : 0);
 }
 
+/* a storm's reconnected client has its `joined`: is it back with exactly what it missed? */
+static void on_resumed(struct conn *c, const struct msg *m, uint64_t now)
+{
+    hadd(&storm_lat, (now - t_go) / 1000);
+    t_last_back = now;
+    storm.back++;
+    if (m->recovered < 0) {
+        storm.no_resume++; /* a baseline: no resume in its protocol */
+    } else if (m->recovered) {
+        storm.recovered++;
+        if (m->history >= 0)
+            storm.history_events += (uint64_t)m->history;
+        if (m->history != m->seq - resume[c->idx].since)
+            storm.history_mismatch++;
+    } else {
+        storm.not_recovered++;
+    }
+}
+
 static void on_text(struct conn *c, const char *p, size_t n)
 {
     struct msg m;
@@ -741,14 +854,29 @@ static void on_text(struct conn *c, const char *p, size_t n)
             on_ready(c);
         } else {
             c->st = S_JOIN;
-            send_text(c, "{\"type\":\"join\",\"room\":\"r%d\"}", c->room);
+            struct resume *r = resume ? &resume[c->idx] : NULL;
+            if (storm_phase == 2 && r->epoch[0])
+                send_text(c,
+                          "{\"type\":\"join\",\"room\":\"r%d\",\"since\":{\"epoch\":\"%s\","
+                          "\"seq\":%lld}}",
+                          c->room, r->epoch, (long long)r->since);
+            else
+                send_text(c, "{\"type\":\"join\",\"room\":\"r%d\"}", c->room);
         }
     } else if (is(m.type, "joined") && c->st == S_JOIN) {
         c->last_seq = m.has_seq ? m.seq : 0;
+        if (storm_phase == 2)
+            on_resumed(c, &m, now);
+        if (resume && m.epoch.s && m.epoch.n < sizeof resume->epoch) {
+            memcpy(resume[c->idx].epoch, m.epoch.s, m.epoch.n);
+            resume[c->idx].epoch[m.epoch.n] = 0;
+        }
         on_ready(c);
     } else if (is(m.type, "error")) {
         tot.errors++;
         warn("client %d got an error frame: %.*s", c->idx, (int)(n > 300 ? 300 : n), p);
+        if (storm_phase == 2 && c->st != S_READY)
+            conn_lost(c, "an error frame while reconnecting"); /* retried */
     } else {
         tot.stray++;
     }
@@ -931,6 +1059,7 @@ static size_t parse(struct conn *c, char *buf, size_t len)
         }
         if (len < 12 || memcmp(buf, "HTTP/1.1 101", 12) != 0) {
             warn("client %d: upgrade refused: %.*s", c->idx, (int)(end - buf), buf);
+            storm.refused++;
             conn_lost(c, "upgrade refused");
             return len;
         }
@@ -986,6 +1115,7 @@ static size_t parse(struct conn *c, char *buf, size_t len)
             tot.server_closes++;
             int code = plen >= 2 ? (unsigned char)payload[0] << 8 | (unsigned char)payload[1] : 0;
             int rlen = plen > 2 ? (int)(plen - 2 > 100 ? 100 : plen - 2) : 0;
+            storm.going_away += code == 1001;
             if (!first_close[0]) {
                 snprintf(first_close, sizeof first_close, "%d %.*s", code, rlen, payload + 2);
                 for (char *q = first_close; *q; q++) /* it goes into a JSON string */
@@ -1059,8 +1189,10 @@ static void on_event(struct conn *c, uint32_t ev)
         int err = 0;
         socklen_t len = sizeof err;
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        if (err)
+        if (err) {
+            storm.refused += err == ECONNREFUSED;
             conn_lost(c, strerror(err));
+        }
         else if (ev & (EPOLLOUT | EPOLLIN))
             on_connected(c);
         return;
@@ -1078,6 +1210,8 @@ static void on_event(struct conn *c, uint32_t ev)
 }
 
 static int stdin_line; /* set when the harness writes a line (or closes our stdin) */
+static char stdin_text[256]; /* what it wrote since the last pause began */
+static size_t stdin_len;
 
 static void poll_once(int timeout_ms)
 {
@@ -1087,6 +1221,11 @@ static void poll_once(int timeout_ms)
         if (evs[i].data.u32 == STDIN_KEY) {
             char buf[256];
             ssize_t got = read(0, buf, sizeof buf);
+            if (got > 0 && stdin_len + (size_t)got < sizeof stdin_text) {
+                memcpy(stdin_text + stdin_len, buf, (size_t)got);
+                stdin_len += (size_t)got;
+                stdin_text[stdin_len] = 0;
+            }
             if (got <= 0 || memchr(buf, '\n', (size_t)got))
                 stdin_line = 1;
             continue;
@@ -1213,18 +1352,23 @@ static int run_step(int k, double rate, const int *senders, int nsenders, int ma
     return repeat ? 2 : ok;
 }
 
+/* the members of each room that are ready (run_step counts the deliveries it expects by it) */
+static void count_room_sizes(void)
+{
+    room_size = calloc((size_t)opt.rooms, sizeof *room_size);
+    for (int i = 0; i < nconns; i++)
+        if (conns[i].st == S_READY)
+            room_size[conns[i].room]++;
+}
+
 static void run_chat(void)
 {
     connect_clients(nconns);
-    room_size = calloc((size_t)opt.rooms, sizeof *room_size);
+    count_room_sizes();
     int *senders = malloc(sizeof(int) * (size_t)opt.senders), nsenders = 0;
-    for (int i = 0; i < nconns; i++) {
-        if (conns[i].st != S_READY)
-            continue;
-        room_size[conns[i].room]++;
-        if (i < opt.senders)
+    for (int i = 0; i < nconns && i < opt.senders; i++)
+        if (conns[i].st == S_READY)
             senders[nsenders++] = i;
-    }
     if (nsenders == 0)
         die("no sender is connected");
     double rate = opt.rate, good = 0, bad = 0;
@@ -1258,12 +1402,20 @@ static void run_chat(void)
     free(senders);
 }
 
+static void watch_stdin(void)
+{
+    struct epoll_event e = {.events = EPOLLIN, .data.u32 = STDIN_KEY};
+    epoll_ctl(epfd, EPOLL_CTL_ADD, 0, &e);
+}
+
 static void pause_for_stdin(const char *phase)
 {
     printf("{\"phase\":\"%s\",\"ready\":%d,\"failed\":%llu}\n", phase, ready,
            (unsigned long long)tot.connect_failures);
     fflush(stdout);
     stdin_line = 0;
+    stdin_len = 0;
+    stdin_text[0] = 0;
     uint64_t end = now_ns() + (uint64_t)(opt.hold_s * 1e9);
     while (!stdin_line && now_ns() < end)
         poll_once(50);
@@ -1308,8 +1460,7 @@ static void idle_window(void)
 
 static void run_idle(void)
 {
-    struct epoll_event e = {.events = EPOLLIN, .data.u32 = STDIN_KEY};
-    epoll_ctl(epfd, EPOLL_CTL_ADD, 0, &e);
+    watch_stdin();
     int warm = opt.warmup < nconns ? opt.warmup : 0;
     if (warm) {
         connect_clients(warm);
@@ -1319,6 +1470,127 @@ static void run_idle(void)
     pause_for_stdin("idle");
     if (opt.window_s > 0)
         idle_window();
+}
+
+/* idle, joined connections; then their keepalive window and one fan-out step to r0 */
+static void run_hold(void)
+{
+    watch_stdin();
+    int warm = opt.warmup < nconns ? opt.warmup : 0;
+    if (warm) {
+        connect_clients(warm);
+        pause_for_stdin("warm");
+    }
+    connect_clients(nconns);
+    pause_for_stdin("idle");
+    if (opt.window_s > 0)
+        idle_window();
+    count_room_sizes();
+    int sender = 0;
+    if (conns[sender].st != S_READY)
+        die("client 0, r0's sender, is not connected");
+    printf("{\"phase\":\"fanout\",\"room_members\":%d}\n", room_size[0]);
+    run_step(0, opt.rate, &sender, 1, 0);
+}
+
+/* wait for the harness's `go PID` (it restarts the server meanwhile); the new server's pid */
+static int wait_for_go(void)
+{
+    uint64_t end = now_ns() + (uint64_t)(opt.hold_s * 1e9);
+    stdin_line = 0;
+    stdin_len = 0;
+    stdin_text[0] = 0;
+    while (!stdin_line && now_ns() < end)
+        poll_once(20);
+    int pid = 0;
+    if (sscanf(stdin_text, "go %d", &pid) != 1 || pid <= 0)
+        die("expected `go PID` on stdin, got %.40s", stdin_text);
+    return pid;
+}
+
+static void run_storm(void)
+{
+    watch_stdin();
+    connect_clients(nconns);
+    count_room_sizes();
+    /* some history: --history messages in each room, from its first member, rooms in turn */
+    int *senders = malloc(sizeof(int) * (size_t)opt.rooms), nsenders = 0;
+    for (int i = 0; i < nconns; i++)
+        if (conns[i].st == S_READY && (i == 0 || conns[i - 1].room != conns[i].room))
+            senders[nsenders++] = i;
+    if (opt.history > 0 && nsenders > 0) {
+        opt.step_s = (double)opt.history * nsenders / opt.rate;
+        run_step(0, opt.rate, senders, nsenders, 0);
+    }
+    free(senders);
+    int armed = 0;
+    for (int i = 0; i < nconns; i++) {
+        if (conns[i].st != S_READY)
+            continue;
+        resume[i].armed = 1;
+        resume[i].since = conns[i].last_seq > opt.missed ? conns[i].last_seq - opt.missed : 0;
+        armed++;
+    }
+    storm_phase = 1;
+    printf("{\"phase\":\"armed\",\"ready\":%d,\"rooms\":%d}\n", armed, opt.rooms);
+    fflush(stdout);
+    opt.server_pid = wait_for_go();
+    storm_phase = 2;
+    uint64_t unnoticed = 0;
+    for (int i = 0; i < nconns; i++) {
+        if (conns[i].fd >= 0) { /* no close or reset reached it: drop it now */
+            unnoticed++;
+            if (conns[i].st == S_READY)
+                ready--;
+            conn_close(&conns[i], 1);
+        }
+    }
+    pending = 0;
+    double cpu0 = server_cpu_s(), self0 = self_cpu_s();
+    t_go = now_ns();
+    uint64_t end = t_go + (uint64_t)(opt.storm_s * 1e9);
+    for (int i = 0; i < nconns; i++)
+        if (resume[i].armed)
+            conn_open(&conns[i]);
+    while (storm.back < (uint64_t)armed && now_ns() < end) {
+        poll_once(5);
+        uint64_t now = now_ns();
+        for (int i = 0; i < nconns; i++) {
+            struct resume *r = &resume[i];
+            if (r->retry_at && now >= r->retry_at && conns[i].fd < 0) {
+                r->retry_at = 0;
+                conn_open(&conns[i]);
+            }
+        }
+    }
+    double cpu1 = server_cpu_s(), self1 = self_cpu_s();
+    double wall = (double)(now_ns() - t_go) / 1e9;
+    /* then quiet: chatd announces every rejoin to the room, and the seqs are checked */
+    uint64_t settle_end = now_ns() + (uint64_t)(opt.settle_s * 1e9);
+    last_rx = now_ns();
+    while (now_ns() - last_rx < 300000000u && now_ns() < settle_end)
+        poll_once(20);
+    double server = cpu0 >= 0 && cpu1 >= 0 ? cpu1 - cpu0 : -1;
+    printf("{\"phase\":\"storm\",\"clients\":%d,\"back\":%llu,\"all_back\":%s,"
+           "\"back_s\":%.3f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
+           "\"recovered\":%llu,\"not_recovered\":%llu,\"no_resume\":%llu,"
+           "\"history_events\":%llu,\"history_mismatch\":%llu,\"refused\":%llu,"
+           "\"failed_attempts\":%llu,\"down_closes\":%llu,\"going_away\":%llu,"
+           "\"unnoticed\":%llu,\"server_cpu_s\":%.3f,\"server_cpu_pct\":%.1f,"
+           "\"loadgen_cpu_pct\":%.1f,\"dups\":%llu,\"gaps\":%llu,\"dropped\":%llu}\n",
+           armed, (unsigned long long)storm.back,
+           storm.back == (uint64_t)armed ? "true" : "false",
+           storm.back ? (double)(t_last_back - t_go) / 1e9 : -1, hpct_ms(&storm_lat, 0.5),
+           hpct_ms(&storm_lat, 0.99), (double)storm_lat.max / 1000.0,
+           (unsigned long long)storm.recovered, (unsigned long long)storm.not_recovered,
+           (unsigned long long)storm.no_resume, (unsigned long long)storm.history_events,
+           (unsigned long long)storm.history_mismatch, (unsigned long long)storm.refused,
+           (unsigned long long)storm.failed_attempts, (unsigned long long)storm.down_closes,
+           (unsigned long long)storm.going_away, (unsigned long long)unnoticed, server,
+           server >= 0 ? 100.0 * server / wall : -1, 100.0 * (self1 - self0) / wall,
+           (unsigned long long)tot.dups, (unsigned long long)tot.gaps,
+           (unsigned long long)tot.dropped);
+    fflush(stdout);
 }
 
 static void run_handshakes(void)
@@ -1354,7 +1626,9 @@ static void run_handshakes(void)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: loadgen --port N [--tls] [--mode chat|idle|handshake] [--clients N]\n"
+            "usage: loadgen --port N [--tls] [--mode chat|idle|handshake|hold|storm]\n"
+            "  [--clients N] [--sources N] [--room-size N] [--first-room N] [--history N]\n"
+            "  [--missed N] [--storm-seconds S]\n"
             "  [--rooms N] [--senders N] [--rate MSGS_PER_S] [--factor F] [--refine N]\n"
             "  [--max-steps N] [--max-rate R] [--step-seconds S] [--drain-seconds S]\n"
             "  [--p99-ms MS] [--text-bytes N] [--concurrency N] [--duration S] [--warmup N]\n"
@@ -1377,7 +1651,9 @@ int main(int argc, char **argv)
         {"server-pid", 1, 0, 'i'},    {"name-prefix", 1, 0, 'n'},   {"path", 1, 0, 'u'},
         {"sni", 1, 0, 'N'},           {"connect-seconds", 1, 0, 'Z'}, {"server-core", 1, 0, 'O'},
         {"disturbed-pct", 1, 0, 'U'}, {"repeats", 1, 0, 'Y'},       {"window-seconds", 1, 0, 'W'},
-        {"deflate", 0, 0, 'z'},       {0, 0, 0, 0},
+        {"deflate", 0, 0, 'z'},       {"sources", 1, 0, 'a'},       {"room-size", 1, 0, 'e'},
+        {"first-room", 1, 0, 'f'},    {"history", 1, 0, 'h'},       {"missed", 1, 0, 'x'},
+        {"storm-seconds", 1, 0, 'g'}, {0, 0, 0, 0},
     };
     int o;
     while ((o = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -1413,13 +1689,22 @@ int main(int argc, char **argv)
         case 'Y': opt.repeats = atoi(optarg); break;
         case 'W': opt.window_s = atof(optarg); break;
         case 'z': opt.deflate = 1; break;
+        case 'a': opt.sources = atoi(optarg); break;
+        case 'e': opt.room_size = atoi(optarg); break;
+        case 'f': opt.first_room = atoi(optarg); break;
+        case 'h': opt.history = atoi(optarg); break;
+        case 'x': opt.missed = atoi(optarg); break;
+        case 'g': opt.storm_s = atof(optarg); break;
         default: usage();
         }
     }
     int chat = strcmp(opt.mode, "chat") == 0, idle = strcmp(opt.mode, "idle") == 0;
-    int handshake = strcmp(opt.mode, "handshake") == 0;
+    int handshake = strcmp(opt.mode, "handshake") == 0, hold = strcmp(opt.mode, "hold") == 0;
+    int storming = strcmp(opt.mode, "storm") == 0;
     if (opt.port <= 0 || opt.clients <= 0 || opt.rate <= 0 || opt.factor <= 1 ||
-        opt.concurrency <= 0 || (!chat && !idle && !handshake))
+        opt.concurrency <= 0 || opt.sources < 1 || opt.sources > 254 ||
+        (!chat && !idle && !handshake && !hold && !storming) ||
+        ((hold || storming) && opt.room_size <= 0))
         usage();
 #ifndef WITH_TLS
     if (opt.tls)
@@ -1437,10 +1722,14 @@ int main(int argc, char **argv)
 #endif
     signal(SIGPIPE, SIG_IGN);
     rng_state ^= now_ns() ^ ((uint64_t)getpid() << 32);
-    if (!idle)
+    if (!idle && !hold)
         opt.warmup = 0;
     if (idle)
         opt.rooms = 0;
+    if (opt.room_size > 0)
+        opt.rooms = room_of(opt.clients - 1) + 1;
+    if (storming)
+        resume = calloc((size_t)opt.clients, sizeof *resume);
     if (opt.senders > opt.clients)
         opt.senders = opt.clients;
     if (chat && opt.rooms <= 0)
@@ -1457,6 +1746,10 @@ int main(int argc, char **argv)
         run_chat();
     else if (idle)
         run_idle();
+    else if (hold)
+        run_hold();
+    else if (storming)
+        run_storm();
     else
         run_handshakes();
 

@@ -6,48 +6,18 @@ every message reached every client, once and in order.
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-RUN = ROOT / "bench" / "run.py"
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler for the loadgen")
 
 
-def run_quick(tmp_path: Path, scenario: str, server: str) -> tuple[str, list[dict]]:
-    """Run one scenario at --quick scale against one server: (its stdout, its JSON records)."""
-    results = tmp_path / "results.jsonl"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(RUN),
-            "--quick",
-            "--scenarios",
-            scenario,
-            "--servers",
-            server,
-            "--results",
-            str(results),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    return completed.stdout, [json.loads(line) for line in results.read_text().splitlines()]
-
-
-@pytest.mark.parametrize("server", ["chatd", "c"])
-def test_quick_fan_out_delivers_everything(tmp_path, server):
-    """chatd, and the C baseline (the only baseline that is new code rather than a library)."""
-    stdout, records = run_quick(tmp_path, "a", server)
+@pytest.mark.parametrize("server", ["chatd", "c", "websockets-uvloop"])
+def test_quick_fan_out_delivers_everything(run_quick, server):
+    """chatd, the C baseline (the only baseline that is new code rather than a library), and
+    `websockets` on uvloop (its --uvloop start)."""
+    stdout, records = run_quick("a", server)
     assert "(a) fan-out" in stdout, stdout
 
     skipped = [r for r in records if r["kind"] == "skipped"]
@@ -73,9 +43,9 @@ def test_quick_fan_out_delivers_everything(tmp_path, server):
         assert step["received"] == step["expected"] == step["sent"] * clients, step
 
 
-def test_quick_keepalive_counts_the_pings(tmp_path):
+def test_quick_keepalive_counts_the_pings(run_quick):
     """Scenario k: chatd pings its idle connections and the loadgen answers and counts them."""
-    stdout, records = run_quick(tmp_path, "k", "chatd")
+    stdout, records = run_quick("k", "chatd")
     assert "(k) keepalive" in stdout, stdout
 
     assert not [r for r in records if r["kind"] == "skipped"], stdout

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from chatd.openfiles import MARGIN
+
 UNIT = Path(__file__).resolve().parents[2] / "etc" / "chatd.service"
 INSTALLED_BIN = "/opt/chatd/venv/bin/"  # the install layout the unit and the README use
 
@@ -73,6 +75,13 @@ def test_reload_checks_the_configuration_before_signalling_the_daemon():
         f"{INSTALLED_BIN}chatd check-config --config /etc/chatd/chatd.ini",
         "/bin/kill -HUP $MAINPID",
     ]
+
+
+def test_the_open_file_limit_holds_100000_connections_and_their_rooms():
+    """One descriptor per connection, one per open room's transcript (rooms of 10 at the
+    least), and chatd's margin (chatd/openfiles.py): issue 16 asks for 100,000 connections."""
+    [limit] = SERVICE["LimitNOFILE"]
+    assert int(limit) >= 100_000 + 100_000 // 10 + MARGIN
 
 
 def test_system_calls_are_limited_to_those_of_a_system_service():

@@ -32,7 +32,20 @@ def test_the_soft_limit_is_raised_to_the_hard_one(limits, log_events):
     assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
     [(level, line)] = messages(log_events)
     assert level == "info" and "raised from {soft} to {hard}" in line
-    assert log_events[-1]["soft"] == 256
+    assert "room for about {room} connections" in line
+    assert (log_events[-1]["soft"], log_events[-1]["room"]) == (256, hard - MARGIN)
+
+
+def test_the_log_says_how_many_connections_the_limit_allows(limits, log_events):
+    """Also when there was nothing to raise (a systemd unit's LimitNOFILE sets both)."""
+    _soft, hard = limits
+    if hard == resource.RLIM_INFINITY or hard < 300:
+        pytest.skip(f"needs a finite hard limit over 300, not {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    assert ensure_open_files(hard - MARGIN) == hard
+    [(level, line)] = messages(log_events)
+    assert level == "info" and "room for about {room} connections" in line
+    assert (log_events[-1]["limit"], log_events[-1]["room"]) == (hard, hard - MARGIN)
 
 
 def test_max_connections_over_the_hard_limit_is_warned_about(limits, log_events):
