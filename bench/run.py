@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,6 +98,13 @@ SCENARIOS = {
                 clients=10000, rooms=1000, senders=10000, rate=1000, step_seconds=1.5, max_steps=8
             ),
             dict(clients=100, rooms=10, senders=100, rate=50, step_seconds=0.5, max_steps=2),
+        ),
+        Scenario(  # not in the default run: 10 s steps take a minute and a half per server
+            "c10",
+            "many rooms as (c), 10-second steps (long enough to include full collections)",
+            "chat",
+            dict(clients=10000, rooms=1000, senders=10000, rate=1000, step_seconds=10, max_steps=6),
+            dict(clients=100, rooms=10, senders=100, rate=50, step_seconds=1, max_steps=1),
         ),
         Scenario(
             "d",
@@ -297,6 +305,7 @@ class Running:
     process: subprocess.Popen
     port: int
     log: Path
+    metrics_port: int | None = None  # chatd's: its ws listener serves /metrics
 
     @property
     def pid(self) -> int:
@@ -324,7 +333,8 @@ def chatd_config(
         "wss": {"port": 0},
         "tls": {"certificate": cert, "key": key},
         "transcripts": {"directory": work / "transcripts", "fsync": fsync},
-        "metrics": {"enabled": "no"},
+        # On the ws listener, for the harness to read the longest collector pause at the end.
+        "metrics": {"serve_on": "ws"},
         # Every client comes from 127.0.0.1 and the load is the point: lift the abuse limits.
         "limits": {
             "max_connections": 20000,
@@ -413,7 +423,7 @@ def start_server(
             match = re.search(r"^READY (\d+)", text, re.M)
             port = int(match.group(1)) if match else None
         if port:
-            return Running(name, process, port, log)
+            return Running(name, process, port, log, ports.get("ws") if name == "chatd" else None)
         if process.poll() is not None:
             raise RuntimeError(f"{name} exited with {process.returncode} at start:\n{text[-2000:]}")
         time.sleep(0.05)
@@ -469,6 +479,24 @@ def run_loadgen(command: list[str], server: Running, max_seconds: float) -> list
     if stderr.strip():
         print(f"    loadgen: {stderr.strip().splitlines()[0]}", file=sys.stderr)
     return lines
+
+
+def collector_pauses(server: Running) -> dict:
+    """chatd's garbage-collection pauses over its whole life (the connections' set-up too),
+    from its /metrics (chatd/gcwatch.py): the longest, and how many full collections."""
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+    except OSError as error:
+        print(f"    cannot read chatd's collector pauses from {url}: {error}", file=sys.stderr)
+        return {}
+    longest = re.search(r"^chatd_gc_longest_pause_seconds (\S+)$", text, re.M)
+    full = re.search(r'^chatd_gc_pause_seconds_count\{generation="2"\} (\S+)$', text, re.M)
+    return {
+        "gc_longest_pause_ms": round(1000 * float(longest.group(1)), 1),
+        "gc_full_collections": int(float(full.group(1))) if full else 0,
+    }
 
 
 def summarize(scenario: Scenario, lines: list[dict]) -> dict:
@@ -651,6 +679,7 @@ class Run:
                 self.loadgen, scenario, options, server, transport == "wss", self.compression
             )
             lines = run_loadgen(command, server, options["max_seconds"])
+            pauses = collector_pauses(server) if server.metrics_port else {}
         except RuntimeError as error:
             print(" failed")
             self.skip(scenario.key, name, transport, str(error))
@@ -661,7 +690,7 @@ class Run:
         for line in lines:
             if line["phase"] in ("step", "handshake", "warm", "idle", "window", "connect"):
                 self.record(kind=line["phase"], **where, **line)
-        summary = summarize(scenario, lines)
+        summary = summarize(scenario, lines) | pauses
         if ping is not None:
             summary["ping_interval_s"] = ping
         summary["loadavg_1m_at_start"] = loadavg
@@ -713,6 +742,7 @@ CHAT_TABLE = (
         ("lost/dup/drop", 15, lambda v: f"{v['lost']}/{v['dups'] + v['gaps']}/{v['dropped']}"),
         ("1st p50", 9, lambda v: fmt(first(v).get("p50_ms"), 1)),
         ("1st p99", 9, lambda v: fmt(first(v).get("p99_ms"), 1)),
+        ("gc max ms", 11, lambda v: fmt(v.get("gc_longest_pause_ms"), 1)),
     ],
     lambda v: best(v).get("delivered_dps"),
     "",
