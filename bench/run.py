@@ -461,6 +461,8 @@ def run_loadgen(command: list[str], server: Running, max_seconds: float) -> list
     try:
         for raw in process.stdout:
             line = json.loads(raw)
+            if line.get("phase") == "connect" and server.metrics_port:
+                line["gc"] = collector_pauses(server)  # to tell the steps' pauses apart
             if line.get("phase") in ("warm", "idle"):
                 time.sleep(1.0)  # let the server finish what the last connections started
                 line["server_rss_kib"] = server.rss_kib()
@@ -481,21 +483,49 @@ def run_loadgen(command: list[str], server: Running, max_seconds: float) -> list
     return lines
 
 
-def collector_pauses(server: Running) -> dict:
-    """chatd's garbage-collection pauses over its whole life (the connections' set-up too),
-    from its /metrics (chatd/gcwatch.py): the longest, and how many full collections."""
+def collector_pauses(server: Running) -> dict | None:
+    """chatd's garbage-collection pauses so far, from its /metrics (chatd/gcwatch.py): the
+    longest, and the histogram's cumulative counts by (generation, bucket's upper bound)."""
     url = f"http://127.0.0.1:{server.metrics_port}/metrics"
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
             text = response.read().decode()
     except OSError as error:
         print(f"    cannot read chatd's collector pauses from {url}: {error}", file=sys.stderr)
-        return {}
+        return None
     longest = re.search(r"^chatd_gc_longest_pause_seconds (\S+)$", text, re.M)
-    full = re.search(r'^chatd_gc_pause_seconds_count\{generation="2"\} (\S+)$', text, re.M)
+    buckets = re.findall(
+        r'^chatd_gc_pause_seconds_bucket\{generation="(\d)",le="([^"]+)"\} (\S+)$', text, re.M
+    )
     return {
-        "gc_longest_pause_ms": round(1000 * float(longest.group(1)), 1),
-        "gc_full_collections": int(float(full.group(1))) if full else 0,
+        "longest_s": float(longest.group(1)),
+        "counts": {(int(g), float(le)): float(n) for g, le, n in buckets},
+    }
+
+
+def pause_figures(at_connect: dict | None, at_end: dict | None) -> dict:
+    """The longest pause over the whole run, and what the collector did after the clients had
+    connected (during the steps): full collections, and the bucket bound of the longest pause
+    (the histogram cannot say more)."""
+    if at_end is None:
+        return {}
+    counts = at_end["counts"]
+    before = at_connect["counts"] if at_connect else {}
+    figures = {
+        "gc_longest_pause_ms": round(1000 * at_end["longest_s"], 1),
+        "gc_full_collections": int(counts.get((2, float("inf")), 0)),
+    }
+    if at_connect is None:
+        return figures
+    new = {key: n - before.get(key, 0) for key, n in counts.items()}
+    longest_bound = 0.0
+    for (generation, bound), n in new.items():
+        below = max((b for g, b in new if g == generation and b < bound), default=None)
+        if n > (new[generation, below] if below is not None else 0):
+            longest_bound = max(longest_bound, bound)
+    return figures | {
+        "gc_full_collections_after_connect": int(new.get((2, float("inf")), 0)),
+        "gc_longest_pause_after_connect_ms_at_most": 1000 * longest_bound,
     }
 
 
@@ -679,7 +709,10 @@ class Run:
                 self.loadgen, scenario, options, server, transport == "wss", self.compression
             )
             lines = run_loadgen(command, server, options["max_seconds"])
-            pauses = collector_pauses(server) if server.metrics_port else {}
+            pauses = pause_figures(
+                next((line.get("gc") for line in lines if line["phase"] == "connect"), None),
+                collector_pauses(server) if server.metrics_port else None,
+            )
         except RuntimeError as error:
             print(" failed")
             self.skip(scenario.key, name, transport, str(error))
@@ -688,6 +721,7 @@ class Run:
             server.stop()
         where = dict(scenario=scenario.key, server=name, transport=self.label(transport))
         for line in lines:
+            line.pop("gc", None)  # (its figures are in the summary)
             if line["phase"] in ("step", "handshake", "warm", "idle", "window", "connect"):
                 self.record(kind=line["phase"], **where, **line)
         summary = summarize(scenario, lines) | pauses
@@ -729,6 +763,14 @@ def first(v: dict) -> dict:
     return v.get("first") or {}
 
 
+def pauses_in_steps(v: dict) -> str:
+    """chatd's full collections after the clients connected, and its longest pause then."""
+    if "gc_full_collections_after_connect" not in v:
+        return "-"
+    bound = v["gc_longest_pause_after_connect_ms_at_most"]
+    return f"{v['gc_full_collections_after_connect']}/" + (f"≤{bound:g}" if bound else "-")
+
+
 # Each table: its columns (header, width, cell), and the figure chatd is compared on.
 CHAT_TABLE = (
     [
@@ -743,6 +785,7 @@ CHAT_TABLE = (
         ("1st p50", 9, lambda v: fmt(first(v).get("p50_ms"), 1)),
         ("1st p99", 9, lambda v: fmt(first(v).get("p99_ms"), 1)),
         ("gc max ms", 11, lambda v: fmt(v.get("gc_longest_pause_ms"), 1)),
+        ("in steps", 10, pauses_in_steps),
     ],
     lambda v: best(v).get("delivered_dps"),
     "",

@@ -88,3 +88,15 @@ def test_quick_keepalive_counts_the_pings(tmp_path):
     assert window["pings"] >= 50, window
     assert summary["window_dropped"] == 0 and summary["connect_failures"] == 0, summary
     assert summary["server_cpu_s"] >= 0, summary
+
+
+def test_quick_long_steps_report_chatds_collector_pauses(tmp_path):
+    """Scenario c10: the harness reads chatd's garbage-collection pauses from its /metrics,
+    over the whole run and after the clients connected."""
+    stdout, records = run_quick(tmp_path, "c10", "chatd")
+    assert "(c10) many rooms" in stdout, stdout
+    (summary,) = [r for r in records if r["kind"] == "summary"]
+    assert summary["all_delivered"], summary
+    assert summary["gc_longest_pause_ms"] >= 0, summary
+    assert summary["gc_full_collections"] >= summary["gc_full_collections_after_connect"] >= 0
+    assert summary["gc_longest_pause_after_connect_ms_at_most"] >= 0, summary
