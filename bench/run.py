@@ -494,6 +494,8 @@ def collector_pauses(server: Running) -> dict | None:
         print(f"    cannot read chatd's collector pauses from {url}: {error}", file=sys.stderr)
         return None
     longest = re.search(r"^chatd_gc_longest_pause_seconds (\S+)$", text, re.M)
+    if longest is None:  # a chatd from before gcwatch.py (--chatd)
+        return None
     buckets = re.findall(
         r'^chatd_gc_pause_seconds_bucket\{generation="(\d)",le="([^"]+)"\} (\S+)$', text, re.M
     )
