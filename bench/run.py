@@ -461,8 +461,8 @@ def run_loadgen(command: list[str], server: Running, max_seconds: float) -> list
     try:
         for raw in process.stdout:
             line = json.loads(raw)
-            if line.get("phase") == "connect" and server.metrics_port:
-                line["gc"] = collector_pauses(server)  # to tell the steps' pauses apart
+            if line.get("phase") in ("connect", "step") and server.metrics_port:
+                line["gc"] = collector_pauses(server)  # to tell each step's pauses apart
             if line.get("phase") in ("warm", "idle"):
                 time.sleep(1.0)  # let the server finish what the last connections started
                 line["server_rss_kib"] = server.rss_kib()
@@ -505,29 +505,34 @@ def collector_pauses(server: Running) -> dict | None:
     }
 
 
-def pause_figures(at_connect: dict | None, at_end: dict | None) -> dict:
-    """The longest pause over the whole run, and what the collector did after the clients had
-    connected (during the steps): full collections, and the bucket bound of the longest pause
-    (the histogram cannot say more)."""
-    if at_end is None:
-        return {}
-    counts = at_end["counts"]
-    before = at_connect["counts"] if at_connect else {}
-    figures = {
-        "gc_longest_pause_ms": round(1000 * at_end["longest_s"], 1),
-        "gc_full_collections": int(counts.get((2, float("inf")), 0)),
-    }
-    if at_connect is None:
-        return figures
-    new = {key: n - before.get(key, 0) for key, n in counts.items()}
-    longest_bound = 0.0
+def pauses_between(before: dict | None, after: dict) -> tuple[int, float]:
+    """Full collections between two readings of chatd's /metrics, and the upper bound of the
+    histogram bucket of the longest pause of any generation between them (0: none)."""
+    earlier = before["counts"] if before else {}
+    new = {key: n - earlier.get(key, 0) for key, n in after["counts"].items()}
+    longest = 0.0
     for (generation, bound), n in new.items():
         below = max((b for g, b in new if g == generation and b < bound), default=None)
         if n > (new[generation, below] if below is not None else 0):
-            longest_bound = max(longest_bound, bound)
+            longest = max(longest, bound)
+    return int(new.get((2, float("inf")), 0)), 1000 * longest
+
+
+def pause_figures(at_connect: dict | None, at_end: dict | None) -> dict:
+    """The longest pause over the whole run, and what the collector did after the clients had
+    connected (during the steps)."""
+    if at_end is None:
+        return {}
+    figures = {
+        "gc_longest_pause_ms": round(1000 * at_end["longest_s"], 1),
+        "gc_full_collections": pauses_between(None, at_end)[0],
+    }
+    if at_connect is None:
+        return figures
+    full, longest = pauses_between(at_connect, at_end)
     return figures | {
-        "gc_full_collections_after_connect": int(new.get((2, float("inf")), 0)),
-        "gc_longest_pause_after_connect_ms_at_most": 1000 * longest_bound,
+        "gc_full_collections_after_connect": full,
+        "gc_longest_pause_after_connect_ms_at_most": longest,
     }
 
 
@@ -722,8 +727,13 @@ class Run:
         finally:
             server.stop()
         where = dict(scenario=scenario.key, server=name, transport=self.label(transport))
+        previous = None
         for line in lines:
-            line.pop("gc", None)  # (its figures are in the summary)
+            reading = line.pop("gc", None)
+            if line["phase"] == "step" and reading is not None:
+                full, longest = pauses_between(previous, reading)
+                line.update(gc_full_collections=full, gc_longest_pause_ms_at_most=longest)
+            previous = reading or previous
             if line["phase"] in ("step", "handshake", "warm", "idle", "window", "connect"):
                 self.record(kind=line["phase"], **where, **line)
         summary = summarize(scenario, lines) | pauses

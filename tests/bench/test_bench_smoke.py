@@ -100,3 +100,6 @@ def test_quick_long_steps_report_chatds_collector_pauses(tmp_path):
     assert summary["gc_longest_pause_ms"] >= 0, summary
     assert summary["gc_full_collections"] >= summary["gc_full_collections_after_connect"] >= 0
     assert summary["gc_longest_pause_after_connect_ms_at_most"] >= 0, summary
+    steps = [r for r in records if r["kind"] == "step"]
+    assert steps and all(step["gc_full_collections"] >= 0 for step in steps), steps
+    assert all(step["gc_longest_pause_ms_at_most"] >= 0 for step in steps), steps
