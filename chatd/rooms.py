@@ -9,8 +9,8 @@ room's next seq (`sequence`), and only once its transcript line is durable does 
 The history ring holds each event as an exact tuple of its fields (`_row`), not as an `Event`:
 a tuple of strings, numbers and bytes is untracked by the garbage collector at its first
 collection, while every `Event` (a class instance) stays tracked for as long as it lives. With
-1,000 rooms of up to `[history] memory_events` events, the `Event`s were a million objects for
-each full collection to walk (120-320 ms pauses in the many-rooms bench, issue 16). Readers
+1,000 rooms of up to `[history] memory_events` events, the `Event`s grew towards a million
+objects for each full collection to walk (issue 16: 24-210 ms pauses as they grew). Readers
 still get `Event`s: `find` and `events` rebuild them, off the fan-out path.
 
 Membership is counted per user: a user's first session in the room makes it a member (a
