@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,6 +112,13 @@ SCENARIOS = {
                 clients=10000, rooms=1000, senders=10000, rate=1000, step_seconds=1.5, max_steps=8
             ),
             dict(clients=100, rooms=10, senders=100, rate=50, step_seconds=0.5, max_steps=2),
+        ),
+        Scenario(  # not in the default run: 10 s steps take a minute and a half per server
+            "c10",
+            "many rooms as (c), 10-second steps (long enough to include full collections)",
+            "chat",
+            dict(clients=10000, rooms=1000, senders=10000, rate=1000, step_seconds=10, max_steps=6),
+            dict(clients=100, rooms=10, senders=100, rate=50, step_seconds=1, max_steps=1),
         ),
         Scenario(
             "d",
@@ -369,6 +377,7 @@ class Running:
     command: list[str]  # what started it, to start it again (restart)
     env: dict
     transport: str
+    metrics_port: int | None = None  # chatd's: its ws listener serves /metrics
 
     @property
     def pid(self) -> int:
@@ -430,7 +439,8 @@ def chatd_config(
         "wss": {"port": ports.get("wss", 0)},
         "tls": {"certificate": cert, "key": key},
         "transcripts": {"directory": work / "transcripts", "fsync": fsync},
-        "metrics": {"enabled": "no"},
+        # On the ws listener, for the harness to read the longest collector pause at the end.
+        "metrics": {"serve_on": "ws"},
         # Every client comes from 127.0.0.1 and the load is the point: lift the abuse limits.
         "limits": {
             "max_connections": max_connections,
@@ -536,7 +546,16 @@ def launch(
             match = re.search(r"^READY (\d+)", text, re.M)
             port = int(match.group(1)) if match else None
         if port:
-            return Running(name, process, port, log, command, env, transport)
+            return Running(
+                name,
+                process,
+                port,
+                log,
+                command,
+                env,
+                transport,
+                ports.get("ws") if name == "chatd" else None,
+            )
         if process.poll() is not None:
             raise RuntimeError(f"{name} exited with {process.returncode} at start:\n{text[-2000:]}")
         time.sleep(0.05)
@@ -577,6 +596,8 @@ def run_loadgen(
     try:
         for raw in process.stdout:
             line = json.loads(raw)
+            if line.get("phase") in ("connect", "step") and server.metrics_port:
+                line["gc"] = collector_pauses(server)  # to tell each step's pauses apart
             if line.get("phase") in ("warm", "idle"):
                 time.sleep(1.0)  # let the server finish what the last connections started
                 line["server_rss_kib"] = server.rss_kib()
@@ -599,6 +620,59 @@ def run_loadgen(
     if stderr.strip():
         print(f"    loadgen: {stderr.strip().splitlines()[0]}", file=sys.stderr)
     return lines
+
+
+def collector_pauses(server: Running) -> dict | None:
+    """chatd's garbage-collection pauses so far, from its /metrics (chatd/gcwatch.py): the
+    longest, and the histogram's cumulative counts by (generation, bucket's upper bound)."""
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+    except OSError as error:
+        print(f"    cannot read chatd's collector pauses from {url}: {error}", file=sys.stderr)
+        return None
+    longest = re.search(r"^chatd_gc_longest_pause_seconds (\S+)$", text, re.M)
+    if longest is None:  # a chatd from before gcwatch.py (--chatd)
+        return None
+    buckets = re.findall(
+        r'^chatd_gc_pause_seconds_bucket\{generation="(\d)",le="([^"]+)"\} (\S+)$', text, re.M
+    )
+    return {
+        "longest_s": float(longest.group(1)),
+        "counts": {(int(g), float(le)): float(n) for g, le, n in buckets},
+    }
+
+
+def pauses_between(before: dict | None, after: dict) -> tuple[int, float]:
+    """Full collections between two readings of chatd's /metrics, and the upper bound of the
+    histogram bucket of the longest pause of any generation between them (0: none)."""
+    earlier = before["counts"] if before else {}
+    new = {key: n - earlier.get(key, 0) for key, n in after["counts"].items()}
+    longest = 0.0
+    for (generation, bound), n in new.items():
+        below = max((b for g, b in new if g == generation and b < bound), default=None)
+        if n > (new[generation, below] if below is not None else 0):
+            longest = max(longest, bound)
+    return int(new.get((2, float("inf")), 0)), 1000 * longest
+
+
+def pause_figures(at_connect: dict | None, at_end: dict | None) -> dict:
+    """The longest pause over the whole run, and what the collector did after the clients had
+    connected (during the steps)."""
+    if at_end is None:
+        return {}
+    figures = {
+        "gc_longest_pause_ms": round(1000 * at_end["longest_s"], 1),
+        "gc_full_collections": pauses_between(None, at_end)[0],
+    }
+    if at_connect is None:
+        return figures
+    full, longest = pauses_between(at_connect, at_end)
+    return figures | {
+        "gc_full_collections_after_connect": full,
+        "gc_longest_pause_after_connect_ms_at_most": longest,
+    }
 
 
 def summarize(scenario: Scenario, lines: list[dict]) -> dict:
@@ -835,6 +909,10 @@ class Run:
                 self.loadgen, scenario, options, server, transport == "wss", self.compression
             )
             lines = run_loadgen(command, server, options["max_seconds"], scenario.restart)
+            pauses = pause_figures(
+                next((line.get("gc") for line in lines if line["phase"] == "connect"), None),
+                collector_pauses(server) if server.metrics_port else None,
+            )
         except RuntimeError as error:
             print(" failed")
             self.skip(scenario.key, name, transport, str(error))
@@ -842,7 +920,13 @@ class Run:
         finally:
             server.stop()
         where = dict(scenario=scenario.key, server=name, transport=self.label(transport))
+        previous = None
         for line in lines:
+            reading = line.pop("gc", None)
+            if line["phase"] == "step" and reading is not None:
+                full, longest = pauses_between(previous, reading)
+                line.update(gc_full_collections=full, gc_longest_pause_ms_at_most=longest)
+            previous = reading or previous
             if line["phase"] in (
                 "step",
                 "handshake",
@@ -855,7 +939,7 @@ class Run:
                 "fanout",
             ):
                 self.record(kind=line["phase"], **where, **line)
-        summary = summarize(scenario, lines)
+        summary = summarize(scenario, lines) | pauses
         if ping is not None:
             summary["ping_interval_s"] = ping
         if scenario.up_to_limit:
@@ -897,6 +981,14 @@ def first(v: dict) -> dict:
     return v.get("first") or {}
 
 
+def pauses_in_steps(v: dict) -> str:
+    """chatd's full collections after the clients connected, and its longest pause then."""
+    if "gc_full_collections_after_connect" not in v:
+        return "-"
+    bound = v["gc_longest_pause_after_connect_ms_at_most"]
+    return f"{v['gc_full_collections_after_connect']}/" + (f"≤{bound:g}" if bound else "-")
+
+
 # Each table: its columns (header, width, cell), and the figure chatd is compared on.
 CHAT_TABLE = (
     [
@@ -910,6 +1002,8 @@ CHAT_TABLE = (
         ("lost/dup/drop", 15, lambda v: f"{v['lost']}/{v['dups'] + v['gaps']}/{v['dropped']}"),
         ("1st p50", 9, lambda v: fmt(first(v).get("p50_ms"), 1)),
         ("1st p99", 9, lambda v: fmt(first(v).get("p99_ms"), 1)),
+        ("gc max ms", 11, lambda v: fmt(v.get("gc_longest_pause_ms"), 1)),
+        ("in steps", 10, pauses_in_steps),
     ],
     lambda v: best(v).get("delivered_dps"),
     "",

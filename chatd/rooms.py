@@ -6,6 +6,13 @@ room's next seq (`sequence`), and only once its transcript line is durable does 
 `commit` it into the history. `seq` in a `joined` reply is therefore always the latest
 *committed* event.
 
+The history ring holds each event as an exact tuple of its fields (`_row`), not as an `Event`:
+a tuple of strings, numbers and bytes is untracked by the garbage collector at its first
+collection, while every `Event` (a class instance) stays tracked for as long as it lives. With
+1,000 rooms of up to `[history] memory_events` events, the `Event`s grew towards a million
+objects for each full collection to walk (issue 16: 24-210 ms pauses as they grew). Readers
+still get `Event`s: `find` and `events` rebuild them, off the fan-out path.
+
 Membership is counted per user: a user's first session in the room makes it a member (a
 `join` presence event), the last one to go ends it (`leave`). Fan-out goes to every joined
 session.
@@ -43,6 +50,30 @@ def presence_draft(user: str, name: str, change: str, ts: float) -> Draft:
     return Draft("presence", {"user": user, "name": name, "event": change}, user, ts)
 
 
+# An event in the ring: Event's fields in its order (epoch, seq, ts, kind, sender, client_id,
+# line, audience), so that `Event(*row)` rebuilds it.
+Row = tuple[str, int, float, str, str | None, str | None, bytes, str | None]
+SEQ, TS, KIND, SENDER, CLIENT_ID, LINE, AUDIENCE = 1, 2, 3, 4, 5, 6, 7
+
+
+def _row(event: Event) -> Row:
+    return (
+        event.epoch,
+        event.seq,
+        event.ts,
+        event.kind,
+        event.sender,
+        event.client_id,
+        event.line,
+        event.audience,
+    )
+
+
+def _visible(row: Row, roles: frozenset[str] | None) -> bool:
+    """`Event.visible_to` for a row; None: every event (the server's own readers)."""
+    return roles is None or row[AUDIENCE] is None or row[AUDIENCE] in roles
+
+
 @dataclass(slots=True)
 class Member:
     """A user in a room: the display name others see, and the user's sessions joined here."""
@@ -72,19 +103,20 @@ class Room:
         self.sessions: dict[Any, None] = {}  # every joined session, in join order (fan-out)
         self.retry_window = retry_window
         self.pending = 0  # events posted and not yet committed or abandoned
-        self._recent: deque[Event] = deque(recent, maxlen=memory_events)
-        self.last_seq = max(last_seq, self._recent[-1].seq if self._recent else 0)
+        self._recent: deque[Row] = deque(map(_row, recent), maxlen=memory_events)
+        self.last_seq = max(last_seq, self._recent[-1][SEQ] if self._recent else 0)
         self.committed_seq = self.last_seq
         # Every committed event with seq >= floor is in the ring.
-        self._floor = self._recent[0].seq if self._recent else self.last_seq + 1
+        self._floor = self._recent[0][SEQ] if self._recent else self.last_seq + 1
         # Whether anything but presence was ever said: a room that only saw people come and go
         # leaves no transcript behind when it is unloaded. Unknown history counts as said.
-        self.said_anything = self._floor > 1 or any(e.kind != "presence" for e in self._recent)
-        # (sender, client id) -> (seq, ts), oldest first, for acknowledging retries.
+        self.said_anything = self._floor > 1 or any(r[KIND] != "presence" for r in self._recent)
+        # (sender, client id) -> (seq, ts), oldest first, for acknowledging retries: tuples of
+        # strings and numbers, untracked by the garbage collector like the ring's rows.
         self._sent_ids: dict[tuple[str, str], tuple[int, float]] = {}
-        for event in self._recent:
-            if event.sender is not None and event.client_id is not None:
-                self._sent_ids[(event.sender, event.client_id)] = (event.seq, event.ts)
+        for row in self._recent:
+            if row[SENDER] is not None and row[CLIENT_ID] is not None:
+                self._sent_ids[(row[SENDER], row[CLIENT_ID])] = (row[SEQ], row[TS])
 
     # -- members ------------------------------------------------------------------------------
 
@@ -156,8 +188,8 @@ class Room:
     def commit(self, event: Event) -> None:
         """The event's transcript line is durable: make it part of the room's history."""
         if len(self._recent) == self._recent.maxlen:
-            self._floor = self._recent[0].seq + 1
-        self._recent.append(event)
+            self._floor = self._recent[0][SEQ] + 1
+        self._recent.append(_row(event))
         self.committed_seq = event.seq
         if event.kind != "presence":
             self.said_anything = True
@@ -170,35 +202,40 @@ class Room:
                 self._sent_ids.pop((event.sender, event.client_id), None)
         self.last_seq = self.committed_seq
 
+    def _index(self, seq: int) -> int | None:
+        """Where the committed event `seq` is in the ring, if it holds it."""
+        if not self._recent or seq < self._recent[0][SEQ] or seq > self.committed_seq:
+            return None
+        index = seq - self._recent[0][SEQ]
+        if index < len(self._recent) and self._recent[index][SEQ] == seq:
+            return index
+        return next((i for i, row in enumerate(self._recent) if row[SEQ] == seq), None)
+
     def find(self, seq: int) -> Event | None:
         """The committed event `seq` if the ring holds it."""
-        if not self._recent or seq < self._recent[0].seq or seq > self.committed_seq:
-            return None
-        index = seq - self._recent[0].seq
-        if index < len(self._recent) and self._recent[index].seq == seq:
-            return self._recent[index]
-        return next((event for event in self._recent if event.seq == seq), None)
+        index = self._index(seq)
+        return None if index is None else Event(*self._recent[index])
 
     def revise(self, event: Event) -> bool:
         """Replace the committed event with `event`'s seq by `event` (its current state: an
         edited or redacted message); False if the ring does not hold it."""
-        current = self.find(event.seq)
-        if current is None:
+        index = self._index(event.seq)
+        if index is None:
             return False
-        self._recent[self._recent.index(current)] = event
+        self._recent[index] = _row(event)
         return True
 
     def forget_before(self, ts: float) -> int:
         """Drop the events older than `ts` from the ring (retention); returns how many."""
         dropped = 0
-        while self._recent and self._recent[0].ts < ts:
-            self._floor = self._recent.popleft().seq + 1
+        while self._recent and self._recent[0][TS] < ts:
+            self._floor = self._recent.popleft()[SEQ] + 1
             dropped += 1
         return dropped
 
     def events(self) -> list[Event]:
         """The committed events the ring holds, oldest first."""
-        return list(self._recent)
+        return [Event(*row) for row in self._recent]
 
     # -- retries ------------------------------------------------------------------------------
 
@@ -231,11 +268,11 @@ class Room:
             and since.seq <= self.committed_seq
         ):
             missed = []
-            for event in reversed(self._recent):
-                if event.seq <= since.seq:
+            for row in reversed(self._recent):
+                if row[SEQ] <= since.seq:
                     break
-                if roles is None or event.visible_to(roles):
-                    missed.append(event.line)
+                if _visible(row, roles):
+                    missed.append(row[LINE])
             missed.reverse()
             return missed, True
         return self.latest(latest, roles), False
@@ -245,9 +282,9 @@ class Room:
         found: list[bytes] = []
         if count <= 0:
             return found
-        for event in reversed(self._recent):
-            if roles is None or event.visible_to(roles):
-                found.append(event.line)
+        for row in reversed(self._recent):
+            if _visible(row, roles):
+                found.append(row[LINE])
                 if len(found) == count:
                     break
         found.reverse()
@@ -262,9 +299,9 @@ class Room:
         None when the ring cannot tell (older events may exist only in the transcript).
         """
         found: list[bytes] = []
-        for event in reversed(self._recent):
-            if event.seq < before and (roles is None or event.visible_to(roles)):
-                found.append(event.line)
+        for row in reversed(self._recent):
+            if row[SEQ] < before and _visible(row, roles):
+                found.append(row[LINE])
                 if len(found) == limit:
                     break
         if len(found) < limit and self._floor > 1:

@@ -58,3 +58,18 @@ def test_quick_keepalive_counts_the_pings(run_quick):
     assert window["pings"] >= 50, window
     assert summary["window_dropped"] == 0 and summary["connect_failures"] == 0, summary
     assert summary["server_cpu_s"] >= 0, summary
+
+
+def test_quick_long_steps_report_chatds_collector_pauses(run_quick):
+    """Scenario c10: the harness reads chatd's garbage-collection pauses from its /metrics,
+    over the whole run and after the clients connected."""
+    stdout, records = run_quick("c10", "chatd")
+    assert "(c10) many rooms" in stdout, stdout
+    (summary,) = [r for r in records if r["kind"] == "summary"]
+    assert summary["all_delivered"], summary
+    assert summary["gc_longest_pause_ms"] >= 0, summary
+    assert summary["gc_full_collections"] >= summary["gc_full_collections_after_connect"] >= 0
+    assert summary["gc_longest_pause_after_connect_ms_at_most"] >= 0, summary
+    steps = [r for r in records if r["kind"] == "step"]
+    assert steps and all(step["gc_full_collections"] >= 0 for step in steps), steps
+    assert all(step["gc_longest_pause_ms_at_most"] >= 0 for step in steps), steps

@@ -4,7 +4,7 @@ import gc
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from chatd.gcwatch import CollectorWatch
+from chatd.gcwatch import PYTHON_THRESHOLDS, THRESHOLDS, CollectorWatch
 
 
 class Ticks:
@@ -47,3 +47,15 @@ def test_installed_it_sees_real_collections_and_removed_it_does_not():
     gc.collect()
     assert sample(registry, "chatd_gc_pause_seconds_count", generation="2") == 1
     assert b"chatd_gc_longest_pause_seconds" in generate_latest(registry)
+
+
+def test_installed_it_collects_the_middle_generation_less_often_and_removed_no_more():
+    watch = CollectorWatch(CollectorRegistry())
+    assert gc.get_threshold() == PYTHON_THRESHOLDS
+    watch.install()
+    try:
+        assert gc.get_threshold() == THRESHOLDS
+        assert THRESHOLDS[1] > PYTHON_THRESHOLDS[1]
+    finally:
+        watch.remove()
+    assert gc.get_threshold() == PYTHON_THRESHOLDS

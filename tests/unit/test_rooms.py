@@ -1,3 +1,4 @@
+import gc
 import json
 
 import pytest
@@ -336,3 +337,37 @@ def test_recovered_room_remembers_message_ids_for_retries():
     old.commit(old.sequence(presence_draft("alice", "alice", "leave", 11.0)))
     room = make_room(recent=[Event.from_line(line) for line in old.latest(10)], last_seq=2)
     assert room.seq_of_retry("alice", "c1", now=20.0) == 1
+
+
+# -- the garbage collector ---------------------------------------------------------------------
+
+
+def test_history_and_retry_ids_give_the_garbage_collector_nothing_to_walk():
+    """Rooms hold up to `memory_events` events each for as long as they live: were each one a
+    tracked object, every full collection would walk them all (issue 16)."""
+    room = filled_room(10, memory_events=1000)
+    gc.collect()
+    before = len(gc.get_objects())
+    for number in range(1000):
+        say(room, f"more {number}")
+    gc.collect()
+    assert len(gc.get_objects()) - before < 10
+
+
+def test_events_read_back_from_the_ring_are_the_committed_ones():
+    room = make_room()
+    committed = [say(room, f"m{number}") for number in range(1, 4)]
+    assert room.events() == committed
+    assert room.find(2) == committed[1]
+    assert room.find(4) is None
+
+
+def test_a_revised_event_replaces_the_one_with_its_seq_in_every_history():
+    room = make_room()
+    for number in range(1, 4):
+        say(room, f"m{number}")
+    redacted = Event.from_line(room.find(2).line.replace(b'"text":"m2"', b'"redacted":true'))
+    assert room.revise(redacted)
+    assert room.find(2) == redacted
+    assert room.latest(3)[1] == redacted.line
+    assert not room.revise(Event.from_line(redacted.line.replace(b'"seq":2', b'"seq":9')))
