@@ -382,3 +382,28 @@ def test_webhook_endpoint_errors(pem_file, body, problem):
 def test_webhook_retry_max_is_not_below_retry_min():
     text = "[webhooks]\nretry_min = 10s\nretry_max = 5s\n"
     assert error_of(text).startswith("test.ini: [webhooks] retry_max: must not be less")
+
+
+def test_redis_url_is_checked():
+    assert "[redis] url: expected redis://" in error_of("[redis]\nurl = http://localhost\n")
+    assert "port 70000 is not 1-65535" in error_of("[redis]\nurl = redis://h:70000\n")
+    config = parse_config("[redis]\nurl = redis://:s3cret@redis.example:6380/2\n", "x.ini")
+    address = config.redis.address
+    assert (address.host, address.port, address.db, address.password) == (
+        "redis.example",
+        6380,
+        2,
+        "s3cret",
+    )
+
+
+def test_redis_mode_refuses_what_it_does_not_share_yet():
+    base = "[redis]\nurl = redis://127.0.0.1\n"
+    assert "[support] enabled: the support desk is not shared" in error_of(
+        base + "[support]\nenabled = yes\n"
+    )
+    webhook = "[webhook:crm]\nurl = https://crm.example/hook\nsecret_file = /etc/hostname\n"
+    assert "webhooks are not supported with [redis] url" in error_of(base + webhook)
+    assert "[redis] cutoff: must be longer than probe_interval" in error_of(
+        base + "probe_interval = 5s\ncutoff = 2s\n"
+    )
