@@ -166,12 +166,17 @@ class ChatService(MultiService):
 
     def readiness(self) -> dict[str, bool]:
         """What /healthz reports: every listener bound, a real write to the transcript
-        directory succeeds, and its file system has `[transcripts] min_free_space` left."""
+        directory succeeds, its file system has `[transcripts] min_free_space` left, and in
+        Redis mode the node is connected to Redis and not cut off."""
         checks = {
             f"listener_{service.name}": service.listening
             for service in self
             if isinstance(service, ListenerService)
         }
+        cluster = self.server.cluster
+        if cluster is not None:
+            # A load balancer stops sending clients to a node that lost Redis.
+            checks["redis"] = cluster.commands.connected and not cluster.cut_off
         problem = self.store.probe()
         checks["transcripts_writable"] = problem is None
         try:
