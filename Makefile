@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SOURCES := pyproject.toml $(shell find chatd twisted -type f -not -name '*.pyc' -not -name dropin.cache)
 
-.PHONY: run test lint clean
+.PHONY: run run-cluster test lint clean
 
 # A strict editable install: edits are live, and twistd finds the plugin (a plain editable
 # install hides twisted/plugins/ from twistd).
@@ -18,6 +18,11 @@ $(BIN)/.installed: $(SOURCES)
 
 run: $(BIN)/.installed
 	$(BIN)/twistd --nodaemon --pidfile= chatd
+
+# Redis mode on one machine: a redis-server (data in build/cluster/redis) and two nodes, ws on
+# 8080 and 8081 (etc/run-cluster.py; README, "Running several processes (Redis)").
+run-cluster: $(BIN)/.installed
+	$(BIN)/python etc/run-cluster.py $(CLUSTER_ARGS)
 
 # Autobahn|Testsuite's fuzzing client (tests/conformance) runs on Python 2.7 only: it is
 # installed under build/wstest when this machine has one (pyenv's, or python2.7 on PATH);

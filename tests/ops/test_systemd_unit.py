@@ -1,4 +1,5 @@
-"""etc/chatd.service: the directives the README promises, and systemd's own verdict on it."""
+"""etc/chatd.service and etc/chatd@.service (Redis mode's template, one node per instance):
+the directives the README promises, and systemd's own verdict on each."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import pytest
 
 from chatd.openfiles import MARGIN
 
-UNIT = Path(__file__).resolve().parents[2] / "etc" / "chatd.service"
+ETC = Path(__file__).resolve().parents[2] / "etc"
+UNIT = ETC / "chatd.service"
+TEMPLATE = ETC / "chatd@.service"
 INSTALLED_BIN = "/opt/chatd/venv/bin/"  # the install layout the unit and the README use
 
 
@@ -35,44 +38,69 @@ def read_unit(text: str) -> dict[str, dict[str, list[str]]]:
 
 
 SERVICE = read_unit(UNIT.read_text())["Service"]
+TEMPLATE_SERVICE = read_unit(TEMPLATE.read_text())["Service"]
+SHARED = [
+    ("User", "chatd"),
+    ("Group", "chatd"),
+    ("WorkingDirectory", "/var/lib/chatd"),
+    ("Restart", "on-failure"),
+    ("KillSignal", "SIGTERM"),
+    ("UMask", "0027"),
+    ("NoNewPrivileges", "yes"),
+    ("ProtectSystem", "strict"),
+    ("ReadWritePaths", "/var/lib/chatd"),
+    ("PrivateTmp", "yes"),
+    ("ProtectHome", "yes"),
+    ("PrivateDevices", "yes"),
+    ("ProtectKernelTunables", "yes"),
+    ("ProtectKernelModules", "yes"),
+    ("ProtectControlGroups", "yes"),
+    ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+    ("RestrictNamespaces", "yes"),
+    ("LockPersonality", "yes"),
+    ("CapabilityBoundingSet", ""),
+    ("AmbientCapabilities", ""),
+]
+
+
+def start_command(config: str) -> str:
+    return f"{INSTALLED_BIN}twistd --nodaemon --pidfile= chatd --config {config}"
 
 
 @pytest.mark.parametrize(
-    ("key", "value"),
-    [
-        (
-            "ExecStart",
-            f"{INSTALLED_BIN}twistd --nodaemon --pidfile= chatd --config /etc/chatd/chatd.ini",
-        ),
-        ("User", "chatd"),
-        ("Group", "chatd"),
-        ("WorkingDirectory", "/var/lib/chatd"),
-        ("Restart", "on-failure"),
-        ("KillSignal", "SIGTERM"),
-        ("UMask", "0027"),
-        ("NoNewPrivileges", "yes"),
-        ("ProtectSystem", "strict"),
-        ("ReadWritePaths", "/var/lib/chatd"),
-        ("PrivateTmp", "yes"),
-        ("ProtectHome", "yes"),
-        ("PrivateDevices", "yes"),
-        ("ProtectKernelTunables", "yes"),
-        ("ProtectKernelModules", "yes"),
-        ("ProtectControlGroups", "yes"),
-        ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
-        ("RestrictNamespaces", "yes"),
-        ("LockPersonality", "yes"),
-        ("CapabilityBoundingSet", ""),
-        ("AmbientCapabilities", ""),
-    ],
+    ("key", "value"), [("ExecStart", start_command("/etc/chatd/chatd.ini")), *SHARED]
 )
 def test_directive(key, value):
     assert SERVICE.get(key) == [value]
 
 
-def test_reload_checks_the_configuration_before_signalling_the_daemon():
-    assert SERVICE["ExecReload"] == [
-        f"{INSTALLED_BIN}chatd check-config --config /etc/chatd/chatd.ini",
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("ExecStart", start_command("/etc/chatd/chatd-%i.ini")),
+        ("SyslogIdentifier", "chatd-%i"),
+        *SHARED,
+    ],
+)
+def test_template_directive(key, value):
+    """Each node its own configuration file; the same user, layout and confinement."""
+    assert TEMPLATE_SERVICE.get(key) == [value]
+
+
+def test_the_template_hardens_the_node_as_the_single_unit_does():
+    ignored = {"ExecStart", "ExecReload", "SyslogIdentifier"}
+    assert {k: v for k, v in TEMPLATE_SERVICE.items() if k not in ignored} == {
+        k: v for k, v in SERVICE.items() if k not in ignored
+    }
+
+
+@pytest.mark.parametrize(
+    ("service", "config"),
+    [(SERVICE, "/etc/chatd/chatd.ini"), (TEMPLATE_SERVICE, "/etc/chatd/chatd-%i.ini")],
+)
+def test_reload_checks_the_configuration_before_signalling_the_daemon(service, config):
+    assert service["ExecReload"] == [
+        f"{INSTALLED_BIN}chatd check-config --config {config}",
         "/bin/kill -HUP $MAINPID",
     ]
 
@@ -106,14 +134,19 @@ needs_systemd_analyze = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def local_unit(tmp_path) -> Path:
-    """The unit with its /opt/chatd/venv commands pointed at this venv, whose binaries exist:
-    `verify` rejects a unit whose commands are missing."""
+@pytest.fixture(params=["chatd.service", "chatd@node1.service"])
+def local_unit(request, tmp_path) -> Path:
+    """The unit (the template as its instance node1) with its /opt/chatd/venv commands
+    pointed at this venv, whose binaries exist: `verify` rejects a unit whose commands are
+    missing. An instance is the template's file under the instance's name: systemd finds its
+    template beside it."""
     venv_bin = f"{Path(sys.executable).parent}/"
     assert Path(venv_bin, "twistd").exists() and Path(venv_bin, "chatd").exists()
-    path = tmp_path / "chatd.service"
-    path.write_text(UNIT.read_text().replace(INSTALLED_BIN, venv_bin))
+    source = UNIT if request.param == "chatd.service" else TEMPLATE
+    (tmp_path / source.name).write_text(source.read_text().replace(INSTALLED_BIN, venv_bin))
+    path = tmp_path / request.param
+    if path.name != source.name:
+        path.symlink_to(source.name)
     return path
 
 
