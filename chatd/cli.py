@@ -187,7 +187,7 @@ def _archiver(reactor, config: Config, store):
         store,
         node,
         lease=redis.node_lease,
-        fsync=config.transcripts.fsync == "batch",
+        fsync=True,  # it trims from Redis only what it made durable
         keep=config.history.memory_events,
     )
     return link, archiver

@@ -74,10 +74,8 @@ class RedisServer:
 
     def command(self, *args, timeout: float = 5.0):
         """One command over a fresh connection: its reply (hiredis's types)."""
-        from chatd.redis.client import encode
-
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
-            sock.sendall(encode(args))
+            sock.sendall(hiredis.pack_command(args))
             reader = hiredis.Reader()
             while True:
                 data = sock.recv(65536)

@@ -1,10 +1,11 @@
 """A thin Redis client for Twisted: hiredis parses the replies, this module keeps the order.
 
 Why not a client library: redis-py blocks the reactor, `redis.asyncio` needs the asyncio
-reactor (15.5 µs an event here against 2.5 µs for this), txredisapi is unmaintained
-(BENCHMARKS.md, "Redis client"). What a chat server needs is small: commands written at once
-(pipelining), replies matched to requests in order, a deadline on every command, scripts by
-SHA-1 with a reload on NOSCRIPT, reconnection with backoff, and pub/sub.
+reactor (15.5 µs an event here against 2.5 µs for a bare protocol over hiredis),
+txredisapi is unmaintained; this client, with its Deferreds and deadlines, costs ~14 µs an
+event (BENCHMARKS.md, "Redis client"). What a chat server needs is small: commands
+written at once (pipelining), replies matched to requests in order, a deadline on every
+command, scripts by SHA-1 with a reload on NOSCRIPT, reconnection with backoff, and pub/sub.
 
 A command that cannot be answered (no connection, the connection lost, a deadline passed)
 fails with `RedisUnavailable`; Redis's own error replies fail with `RedisError`. A deadline
@@ -37,18 +38,6 @@ class RedisUnavailable(Exception):
 
 class RedisError(Exception):
     """Redis answered with an error (`NOSCRIPT ...`, `OOM ...`, a script's own error)."""
-
-
-def encode(args: Sequence[bytes | str | int | float]) -> bytes:
-    """One command in RESP: an array of bulk strings."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, str):
-            arg = arg.encode()
-        elif not isinstance(arg, bytes):
-            arg = str(arg).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return b"".join(out)
 
 
 class RedisProtocol(Protocol):
@@ -89,7 +78,7 @@ class RedisProtocol(Protocol):
             waiting = Deferred()
             self._waiting.append((waiting, deadline))
             results.append(waiting)
-        self.transport.write(b"".join(encode(command) for command in commands))
+        self.transport.write(b"".join(map(hiredis.pack_command, commands)))
         if self._watchdog is None:
             self._watchdog = self._clock.callLater(self._timeout, self._check_deadline)
         return results

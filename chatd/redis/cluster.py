@@ -30,7 +30,7 @@ from chatd.events import Event
 from chatd.metrics import Metrics
 from chatd.redis.archiver import SCRIPTS as ARCHIVER_SCRIPTS
 from chatd.redis.archiver import Archiver
-from chatd.redis.client import RedisLink, encode
+from chatd.redis.client import RedisLink
 from chatd.redis.feeds import CLOSE_SERVICE_RESTART, SYNC, Feeds
 from chatd.redis.keys import Keys
 from chatd.redis.nodes import Nodes
@@ -249,7 +249,7 @@ def check_durability(config: RedisConfig, source: str) -> list[str]:
             (address.host, address.port), timeout=config.connect_timeout
         ) as sock:
             sock.settimeout(config.command_timeout + config.connect_timeout)
-            sock.sendall(b"".join(encode(command) for command in commands))
+            sock.sendall(b"".join(map(hiredis.pack_command, commands)))
             replies = []
             while len(replies) < len(commands):
                 data = sock.recv(65536)
