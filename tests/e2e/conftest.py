@@ -6,11 +6,7 @@ from collections.abc import Callable
 
 import pytest
 from chatd_harness import Daemon
-
-# Short enough for the tests to see leases expire and cut-offs happen in a few seconds.
-NODE_LEASE = 2.0
-COMMAND_TIMEOUT = 1.0
-CUTOFF = 2.0
+from cluster_settings import COMMAND_TIMEOUT, CUTOFF, NODE_LEASE
 
 
 @pytest.fixture

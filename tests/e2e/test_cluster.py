@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from chatd_harness import assert_contiguous, assert_message, assert_presence, wait_for
-from conftest import NODE_LEASE
+from cluster_settings import NODE_LEASE
 
 ROOM = "lobby"
 

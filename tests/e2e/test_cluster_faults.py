@@ -10,7 +10,7 @@ import time
 
 import pytest
 from chatd_harness import Client, assert_contiguous, wait_for
-from conftest import COMMAND_TIMEOUT, CUTOFF
+from cluster_settings import COMMAND_TIMEOUT, CUTOFF
 from redis_harness import RedisServer
 from websockets.exceptions import ConnectionClosed
 
