@@ -104,6 +104,10 @@ class Cluster:
         self._probe_loop = LoopingCall(self._probe)
         self._probe_loop.clock = reactor
         self._heard = reactor.seconds()
+        # When the subscription was last made: a new one gets three intervals to hear the
+        # probe before it is made again (else a node that was cut off never recovers).
+        self._subscribed = self._heard
+        self.subscriber.on_up.append(self._subscription_up)
         self.cut_off = False
 
     def attach_server(self, server) -> None:
@@ -199,7 +203,11 @@ class Cluster:
             )
         silent = now - self._heard
         interval = self.config.probe_interval
-        if silent > 3 * interval and self.subscriber.protocol is not None:
+        if (
+            silent > 3 * interval
+            and now - self._subscribed > 3 * interval
+            and self.subscriber.protocol is not None
+        ):
             self._log.warn(
                 "node {node} has not heard its own probe for {silent:.1f}s: making its"
                 " subscription again",
@@ -219,6 +227,9 @@ class Cluster:
             for session in list(self.server.sessions):
                 if session.connection is not None:
                     session.connection.close_with(CLOSE_GOING_AWAY, "lost the cluster; reconnect")
+
+    def _subscription_up(self, _protocol) -> None:
+        self._subscribed = self._clock.seconds()
 
     def _probe_heard(self, _payload: bytes) -> None:
         self._heard = self._clock.seconds()
