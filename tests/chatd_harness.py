@@ -201,6 +201,19 @@ class Daemon:
         return [path for path in self.transcripts.iterdir() if pattern.fullmatch(path.name)]
 
 
+def fill_up(directory: Path) -> Path:
+    """Write a file until the file system is full; returns it."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0" * 4096)
+    finally:
+        os.close(fd)
+    return filler
+
+
 def mint_token(config: Path, user: str, *, ttl: float = 300, **options) -> str:
     """A token the daemon with this INI accepts, minted as `chatd token` does
     (chatd.auth.mint_token); options: roles, name, token_id, now."""

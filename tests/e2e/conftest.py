@@ -1,8 +1,12 @@
-"""Fixtures for the e2e tests of Redis mode: several chatd nodes on one redis-server."""
+"""Fixtures of the e2e tests: a small file system to fill up, and several chatd nodes on one
+redis-server (Redis mode)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from chatd_harness import Daemon
@@ -42,3 +46,22 @@ def make_node(make_daemon, redis_server, tmp_path) -> Callable[..., Daemon]:
 def cluster(make_node) -> list[Daemon]:
     """Two running nodes, a and b, on one redis-server."""
     return [make_node("a"), make_node("b")]
+
+
+@pytest.fixture
+def small_fs(tmp_path) -> Iterator[Path]:
+    """A 1 MiB tmpfs (to fill up with `chatd_harness.fill_up`), unmounted afterwards."""
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)

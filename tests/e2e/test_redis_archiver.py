@@ -8,8 +8,6 @@ by an archiver that died before recording how far it got; one archiver at a time
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from chatd_harness import wait_for, write_ini
+from chatd_harness import fill_up, wait_for, write_ini
 
 from chatd.transcript import segment_paths
 
@@ -242,28 +240,11 @@ def test_events_missing_from_the_stream_are_reported_not_skipped_quietly(tmp_pat
 
 
 @pytest.fixture
-def full_fs(tmp_path) -> Path:
-    """A 1 MiB tmpfs, filled up (unmounted afterwards): as the e2e write-failure tests."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "fs"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    (mount / "transcripts").mkdir()
-    fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
-    with contextlib.suppress(OSError):
-        while True:
-            os.write(fd, b"\0" * 4096)
-    os.close(fd)
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+def full_fs(small_fs) -> Path:
+    """A 1 MiB tmpfs, filled up (as the e2e write-failure tests' `small_fs`)."""
+    (small_fs / "transcripts").mkdir()
+    fill_up(small_fs)
+    return small_fs
 
 
 def test_a_full_disk_keeps_every_event_in_redis_and_says_so(tmp_path, redis_server, full_fs):
@@ -293,18 +274,23 @@ def test_a_full_disk_keeps_every_event_in_redis_and_says_so(tmp_path, redis_serv
     assert stream_seqs(redis_server, "lobby") == [3, 4, 5]
 
 
-def test_running_archiver_follows_posts_stops_on_a_lost_lease_and_releases_at_exit(
-    tmp_path, redis_server
-):
-    ini = config(tmp_path, redis_server)
-    log = tmp_path / "archive.log"
+def start_archiver(ini: Path, log: Path) -> subprocess.Popen:
+    """`chatd archive` running (until SIGTERM), its output in `log`."""
     with open(log, "wb") as output:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             [str(CHATD), "archive", "--config", str(ini)],
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
         )
+
+
+def test_running_archiver_follows_posts_stops_on_a_lost_lease_and_releases_at_exit(
+    tmp_path, redis_server
+):
+    ini = config(tmp_path, redis_server)
+    log = tmp_path / "archive.log"
+    process = start_archiver(ini, log)
     try:
         lines = [post(redis_server, "lobby", n) for n in range(1, 4)]
         wait_for(lambda: transcript(tmp_path, "lobby") == lines, 10, "the first events")
@@ -332,13 +318,7 @@ def test_running_archiver_follows_posts_stops_on_a_lost_lease_and_releases_at_ex
 def test_running_archiver_waits_out_a_redis_restart(tmp_path, redis_server):
     ini = config(tmp_path, redis_server)
     log = tmp_path / "archive.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            [str(CHATD), "archive", "--config", str(ini)],
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    process = start_archiver(ini, log)
     try:
         lines = [post(redis_server, "lobby", n) for n in range(1, 3)]
         wait_for(lambda: transcript(tmp_path, "lobby") == lines, 10, "the first events")

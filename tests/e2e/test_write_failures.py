@@ -8,15 +8,13 @@ directory made immutable with chattr (the tests need root, as CI has; they skip 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 import urllib.error
-from pathlib import Path
 
 import pytest
-from chatd_harness import assert_contiguous, wait_for
+from chatd_harness import assert_contiguous, fill_up, wait_for
 
 
 def _health(daemon) -> tuple[int, dict]:
@@ -25,38 +23,6 @@ def _health(daemon) -> tuple[int, dict]:
     except urllib.error.HTTPError as error:
         status, body = error.code, error.read()
     return status, json.loads(body)
-
-
-@pytest.fixture
-def small_fs(tmp_path) -> Path:
-    """A 1 MiB tmpfs, unmounted afterwards."""
-    mount = tmp_path / "fs"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(directory: Path) -> Path:
-    """Write a file until the file system is full; returns it."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        with contextlib.suppress(OSError):
-            while True:
-                os.write(fd, b"\0" * 4096)
-    finally:
-        os.close(fd)
-    return filler
 
 
 def test_a_full_disk_answers_unavailable_leaves_no_gap_and_heals_by_itself(
@@ -73,7 +39,7 @@ def test_a_full_disk_answers_unavailable_leaves_no_gap_and_heals_by_itself(
     before, _ack = alice.say("lobby", "before the disk filled", "m1")
     assert _health(daemon)[0] == 200
 
-    filler = _fill(small_fs)
+    filler = fill_up(small_fs)
     status, body = _health(daemon)
     assert (status, body["checks"]["transcripts_writable"]) == (503, False)
     # Long enough to need a new page of the file system (a short line may still fit in the
