@@ -204,10 +204,7 @@ class Directory:
         publish): no user's creation budget applies, nor `allow_create`."""
         room = self.find(name)
         if room is None:
-            room = self._admit(name, self._make_epoch())
-            self._log.info(
-                "the server API created room {room} with epoch {epoch}", room=name, epoch=room.epoch
-            )
+            room = self._created(None, self._admit(name, self._make_epoch()))
         return room
 
     def _spend_budget(self, session) -> None:

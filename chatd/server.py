@@ -221,6 +221,7 @@ class Server:
         self._check_room_count(session, request.room)
         if directory.replicas is None or request.room in directory.rooms:
             return self._enter(session, request, directory.open(session, request.room))
+        # _enter checks the count again: the session may have joined others meanwhile.
         return directory.open_later(session, request.room).addCallback(
             lambda room: self._enter(session, request, room)
         )
