@@ -1475,16 +1475,7 @@ static void run_idle(void)
 /* idle, joined connections; then their keepalive window and one fan-out step to r0 */
 static void run_hold(void)
 {
-    watch_stdin();
-    int warm = opt.warmup < nconns ? opt.warmup : 0;
-    if (warm) {
-        connect_clients(warm);
-        pause_for_stdin("warm");
-    }
-    connect_clients(nconns);
-    pause_for_stdin("idle");
-    if (opt.window_s > 0)
-        idle_window();
+    run_idle();
     count_room_sizes();
     int sender = 0;
     if (conns[sender].st != S_READY)
