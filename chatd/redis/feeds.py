@@ -299,23 +299,27 @@ class Feeds:
         """Fires once event `seq` has been delivered on this node (or cannot be any more).
 
         `own`: this node posted it, so its once-only observers (webhooks) see it here."""
-        feed = self.feeds.get(name)
-        if feed is None or feed.room.epoch != epoch or feed.room.committed_seq >= seq:
+        feed = self._expect(name, epoch, seq, own)
+        if feed is None:
             return defer.succeed(None)
-        if own:
-            feed.own.add(seq)
-        feed.known_seq = max(feed.known_seq, seq)
         waiter: Deferred = Deferred()
         feed.acks.append((seq, waiter))
-        self._watch_gap(feed)
         return waiter
 
     def mark_own(self, name: str, epoch: str, seq: int) -> None:
+        """This node posted event `seq`, and nobody here waits for it."""
+        self._expect(name, epoch, seq, own=True)
+
+    def _expect(self, name: str, epoch: str, seq: int, own: bool) -> RoomFeed | None:
+        """Redis gave event `seq`: the room's feed, if it is still to be delivered here."""
         feed = self.feeds.get(name)
-        if feed is not None and feed.room.epoch == epoch and feed.room.committed_seq < seq:
+        if feed is None or feed.room.epoch != epoch or feed.room.committed_seq >= seq:
+            return None
+        if own:
             feed.own.add(seq)
-            feed.known_seq = max(feed.known_seq, seq)
-            self._watch_gap(feed)
+        feed.known_seq = max(feed.known_seq, seq)
+        self._watch_gap(feed)
+        return feed
 
     def _watch_gap(self, feed: RoomFeed) -> None:
         """Redis has given a seq this node has not heard yet: if the channel does not bring
