@@ -5,8 +5,10 @@ its durability. The nodes are real `twistd -n chatd` processes (tests/e2e/confte
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
+import urllib.error
 
 import pytest
 from chatd_harness import Client, assert_contiguous, wait_for
@@ -219,6 +221,15 @@ def test_a_frozen_redis_gives_unavailable_then_recovers_and_dedups_the_retry(
     assert [e["id"] for e in transcript(a) if e["type"] == "message"] == ["a-1", "a-2", "a-3"]
 
 
+def readiness(node) -> tuple[int, bool]:
+    """/healthz's status and its `redis` check."""
+    try:
+        status, _type, body = node.get("ws", "/healthz")
+    except urllib.error.HTTPError as error:
+        status, body = error.code, error.read()
+    return status, json.loads(body)["checks"]["redis"]
+
+
 def test_a_node_cut_off_past_the_cutoff_closes_its_clients_with_1001(
     cluster, clients, redis_server
 ):
@@ -226,6 +237,7 @@ def test_a_node_cut_off_past_the_cutoff_closes_its_clients_with_1001(
     ann = clients(a.url("ws"))
     ann.hello("ann")
     ann.join(ROOM)
+    assert readiness(a) == (200, True)
 
     redis_server.freeze()
     try:
@@ -234,6 +246,8 @@ def test_a_node_cut_off_past_the_cutoff_closes_its_clients_with_1001(
         assert code == 1001
         assert time.monotonic() - frozen > CUTOFF - 0.5  # not before the cut-off
         assert a.running
+        # A load balancer's health check stops sending clients here.
+        assert readiness(a) == (503, False)
     finally:
         redis_server.thaw()
 
