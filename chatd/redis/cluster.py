@@ -34,6 +34,7 @@ from chatd.redis.client import RedisLink
 from chatd.redis.feeds import CLOSE_SERVICE_RESTART, SYNC, Feeds
 from chatd.redis.keys import Keys
 from chatd.redis.nodes import Nodes
+from chatd.redis.notices import Notices
 from chatd.redis.sequencer import POST, RedisSequencer
 from chatd.rooms import Room
 
@@ -86,9 +87,10 @@ class Cluster:
             memory_events=lambda name: self.server.directory.memory_events(name),
             read_transcript=self._read_transcript,
             gap_timeout=config.probe_interval,
-            probe_channel=self._probe_channel,
-            on_probe=self._probe_heard,
         )
+        self.feeds.listen(self._probe_channel, self._probe_heard)
+        self.notices = Notices(self.commands, keys, self.node)
+        self.feeds.listen(self.notices.channel, self.notices.hear)
         self.sequencer = RedisSequencer(
             self.commands, keys, self.node, self.feeds, retry_window, make_epoch, metrics
         )

@@ -64,8 +64,6 @@ class Feeds:
         memory_events: Callable[[str], int],
         read_transcript: Callable[[str, str, int, int], list[Event]],
         gap_timeout: float,
-        probe_channel: bytes,
-        on_probe: Callable[[bytes], None],
     ):
         self._clock = clock
         self._commands = commands
@@ -81,9 +79,24 @@ class Feeds:
         self._by_channel: dict[bytes, RoomFeed] = {}
         self._loading: dict[str, list[Deferred]] = {}
         self._pending_delivery: set[RoomFeed] = set()
-        self.probe_channel = probe_channel
-        self._on_probe = on_probe
+        # Channels that are no room's (the probe, node-wide notices), and patterns: each with
+        # what hears its messages; subscribed again with the rooms' channels.
+        self._listeners: dict[bytes, Callable[[bytes], None]] = {}
+        self._patterns: dict[bytes, Callable[[bytes, bytes], None]] = {}
         subscriber.on_up.append(self._resubscribe)
+
+    def listen(self, channel: bytes, hear: Callable[[bytes], None]) -> None:
+        """Hear a channel that is no room's: `hear(payload)` for each message."""
+        self._listeners[channel] = hear
+        if self._subscriber.connected:
+            self._subscriber.execute("SUBSCRIBE", channel).addErrback(lambda _failure: None)
+
+    def listen_pattern(self, pattern: bytes, hear: Callable[[bytes, bytes], None]) -> None:
+        """Hear every channel matching a glob pattern: `hear(channel, payload)`, rooms'
+        channels included (whether or not this node holds the room)."""
+        self._patterns[pattern] = hear
+        if self._subscriber.connected:
+            self._subscriber.execute("PSUBSCRIBE", pattern).addErrback(lambda _failure: None)
 
     # -- taking rooms on and letting them go --------------------------------------------------
 
@@ -169,12 +182,19 @@ class Feeds:
     # -- hearing events -----------------------------------------------------------------------
 
     def on_push(self, reply: list) -> None:
-        """A pub/sub message: [b"message", channel, line]."""
+        """A pub/sub message: [b"message", channel, line] or [b"pmessage", pattern, channel,
+        line]."""
+        if len(reply) == 4:
+            hear = self._patterns.get(reply[1])
+            if hear is not None:
+                hear(reply[2], reply[3])
+            return
         channel, line = reply[1], reply[2]
         feed = self._by_channel.get(channel)
         if feed is None:
-            if channel == self.probe_channel:
-                self._on_probe(line)
+            hear = self._listeners.get(channel)
+            if hear is not None:
+                hear(line)
             return
         if isinstance(feed, _Early):
             feed.lines.append(line)
@@ -340,8 +360,10 @@ class Feeds:
     def _resubscribe(self, _protocol) -> None:
         """The subscriber connection is (back) up: subscribe to every room again, then read
         from each room's log what was published while it was down."""
-        channels = [self.probe_channel, *self._by_channel]
-        replies = self._subscriber.pipeline([("SUBSCRIBE", channel) for channel in channels])
+        channels = [*self._listeners, *self._by_channel]
+        commands = [("SUBSCRIBE", channel) for channel in channels]
+        commands += [("PSUBSCRIBE", pattern) for pattern in self._patterns]
+        replies = self._subscriber.pipeline(commands)
         defer.DeferredList(replies, consumeErrors=True).addCallback(self._catch_up)
 
     def _catch_up(self, _results) -> None:

@@ -63,6 +63,11 @@ class Keys:
         return f"{self.prefix}:unarchived"
 
     @property
+    def notices(self) -> str:
+        """Pub/sub channel: node-wide notices (notices.py)."""
+        return f"{self.prefix}:notices"
+
+    @property
     def archiver(self) -> str:
         """String with an expiry: the node that archives, while its lease lasts."""
         return f"{self.prefix}:archiver"

@@ -85,8 +85,6 @@ class Harness:
             memory_events=lambda name: 100,
             read_transcript=self.read_transcript,
             gap_timeout=GAP_TIMEOUT,
-            probe_channel=b"chatd:node:a:probe",
-            on_probe=lambda payload: None,
         )
 
     @staticmethod
@@ -228,3 +226,33 @@ def test_an_ack_whose_event_the_channel_never_brings_is_read_from_the_log(feeds)
     assert fired == [None]
     assert feeds.delivered == [1]
     assert feeds.own == [1]
+
+
+def test_channels_and_patterns_that_are_no_rooms_are_heard_and_subscribed_again(feeds):
+    heard, matched = [], []
+    feeds.feeds.listen(b"chatd:notices", heard.append)
+    feeds.feeds.listen_pattern(b"chatd:{support-*}:events", lambda c, p: matched.append((c, p)))
+    assert [args for args, _reply in feeds.subscriber.calls] == [
+        ("SUBSCRIBE", b"chatd:notices"),
+        ("PSUBSCRIBE", b"chatd:{support-*}:events"),
+    ]
+    feeds.subscriber.calls.clear()
+    feeds.take_on()
+
+    feeds.feeds.on_push([b"message", b"chatd:notices", b"{}"])
+    feeds.feeds.on_push(
+        [b"pmessage", b"chatd:{support-*}:events", b"chatd:{support-a}:events", b"x"]
+    )
+    feeds.feeds.on_push([b"pmessage", b"chatd:other", b"chatd:other", b"y"])  # not ours: dropped
+    feeds.push(line(1))  # the room's own channel still reaches the room only
+    assert heard == [b"{}"]
+    assert matched == [(b"chatd:{support-a}:events", b"x")]
+    assert feeds.delivered == [1]
+
+    for resubscribe in feeds.subscriber.on_up:  # the subscriber connection came back
+        resubscribe(None)
+    assert sorted(args for args, _reply in feeds.subscriber.calls) == [
+        ("PSUBSCRIBE", b"chatd:{support-*}:events"),
+        ("SUBSCRIBE", b"chatd:notices"),
+        ("SUBSCRIBE", CHANNEL),
+    ]
