@@ -29,6 +29,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from chatd import errors, wire
+from chatd.errors import ChatError
 from chatd.events import Event
 from chatd.metrics import Metrics
 from chatd.rooms import Draft, Room
@@ -49,6 +50,7 @@ class Posted:
     seq: int = 0
     event: Event | None = None
     failed: bool = False
+    refused: ChatError | None = None  # failed for a reason of its own, not `unavailable`
 
 
 class Sequencer(Protocol):
@@ -222,7 +224,12 @@ class Pipeline:
                     posted.undo()
                 if sender is not None:
                     late.add(sender)
-                    replies.append((sender, wire.error(errors.UNAVAILABLE, UNSTORED, client_id)))
+                    refused = posted.refused
+                    if refused is None:
+                        reply = wire.error(errors.UNAVAILABLE, UNSTORED, client_id)
+                    else:
+                        reply = wire.error(refused.code, refused.message, client_id)
+                    replies.append((sender, reply))
                 continue
             if event is not None:
                 room.commit(event)

@@ -39,6 +39,9 @@ class Draft:
     ts: float
     client_id: str | None = None
     audience: str | None = None
+    # An `assignment` that holds only while the conversation is unassigned or already the
+    # assignee's: a claim. One process checks that in memory; Redis mode where seqs are given.
+    claim: bool = False
 
 
 def message_draft(sender: str, name: str, client_id: str, text: str, ts: float) -> Draft:

@@ -549,7 +549,8 @@ class SupportDesk:
             # Already so: nothing is written; the ack carries the room's current seq.
             room = self._server.directory.find(request.room)
             return wire.ack(request.ref, room.committed_seq) if request.ref and room else None
-        self._assign(conversation, agent, request.ref, (session.user, session.name), session)
+        actor = (session.user, session.name)
+        self._assign(conversation, agent, request.ref, actor, session, claim=True)
         return None
 
     def transfer(self, session, request: wire.Transfer) -> None:
@@ -599,10 +600,14 @@ class SupportDesk:
         actor: tuple[str, str] | None = None,
         ack_to=None,
         bot: bool = False,
+        claim: bool = False,
     ) -> None:
         """Post an `assignment` event by `actor` (user, name; None: auto-assignment), and take
-        it as done at once (undone if the event cannot be stored), so that the next request
-        sees it; `ack_to` is acknowledged once it is stored, when there is a `ref`."""
+        it as done at once (undone if the event cannot be stored, unless another assignment
+        was applied meanwhile), so that the next request sees it; `ack_to` is acknowledged
+        once it is stored, when there is a `ref`. A `claim` holds only while the conversation
+        is unassigned: checked here, and again where seqs are given when other nodes assign
+        too (Redis mode: `conflict` if another node's claim came first)."""
         server = self._server
         room = server.directory.find(conversation.room)
         if room is None:
@@ -620,11 +625,12 @@ class SupportDesk:
         previous = (conversation.assignee, conversation.assignee_name)
 
         def undo():
-            conversation.assignee, conversation.assignee_name = previous
-            self._tell_watchers(conversation)
+            if (conversation.assignee, conversation.assignee_name) == (agent, name):
+                conversation.assignee, conversation.assignee_name = previous
+                self._tell_watchers(conversation)
 
         conversation.assignee, conversation.assignee_name = agent, name
-        draft = Draft("assignment", fields, sender, server.now(), ref)
+        draft = Draft("assignment", fields, sender, server.now(), ref, claim=claim)
         server.post(room, draft, ack_to=ack_to if ref is not None else None, undo=undo)
 
     def _auto_assign(self) -> None:
@@ -643,7 +649,7 @@ class SupportDesk:
             agent = self.roster.pick(load, self.config.max_open_per_agent)
             if agent is None:
                 return
-            self._assign(conversation, agent, None)
+            self._assign(conversation, agent, None, claim=True)
             load[agent] = load.get(agent, 0) + 1
 
     def _open_counts(self) -> dict[str, int]:

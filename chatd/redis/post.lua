@@ -9,9 +9,12 @@
 -- ARGV[4] retry window in ms (0: not a retryable message)
 -- ARGV[5] presence change: 0 none, 1 join, -1 leave   ARGV[6] user   ARGV[7] display name
 -- ARGV[8] the room   ARGV[9] the room's channel
+-- ARGV[10] an assignment (support desk): '' none, else 'A' and the assignee it sets
+-- ARGV[11] '1' if the assignment is a claim: it holds only while nobody else is assigned
 --
 -- Returns {epoch, seq, stored}: stored 1 for a new event; 0 with the earlier seq for a retry;
--- 0 with seq 0 for a presence change that is not the user's first or last node in the room.
+-- 0 with seq 0 for a presence change that is not the user's first or last node in the room;
+-- 0 with seq -1 for a claim on a conversation someone else is assigned to (meta `assignee`).
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[3]
@@ -43,6 +46,14 @@ elseif change == '-1' then
   end
   redis.call('HDEL', KEYS[4], ARGV[6])
   redis.call('HDEL', KEYS[5], ARGV[6])
+end
+local assigns = ARGV[10]
+if assigns ~= '' then
+  local current = redis.call('HGET', KEYS[1], 'assignee')
+  if ARGV[11] == '1' and current and current ~= 'A' and current ~= assigns then
+    return {epoch, -1, 0}
+  end
+  redis.call('HSET', KEYS[1], 'assignee', assigns)
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local line = ARGV[1] .. '"epoch":"' .. epoch .. '","seq":' .. seq .. ',' .. ARGV[2]

@@ -23,6 +23,8 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from chatd import errors
+from chatd.errors import ChatError
 from chatd.events import format_ts
 from chatd.metrics import Metrics
 from chatd.pipeline import Posted
@@ -33,6 +35,7 @@ from chatd.rooms import Draft
 from chatd.wire import encode
 
 POST = Script("post")
+CLAIMED_ALREADY = -1  # post.lua's seq for a claim on a conversation someone else holds
 PRESENCE_CHANGE = {"join": 1, "leave": -1}
 
 
@@ -79,10 +82,12 @@ class RedisSequencer:
             retry_key = keys.retry(room, draft.sender, draft.client_id)
             retry_ms = self._retry_ms
         change = 0
-        user = name = ""
+        user = name = assigns = ""
         if draft.kind == "presence":
             change = PRESENCE_CHANGE.get(draft.fields.get("event"), 0)
             user, name = draft.fields["user"], draft.fields["name"]
+        elif draft.kind == "assignment":
+            assigns = "A" + (draft.fields.get("assignee") or "")
         return (
             [
                 keys.meta(room),
@@ -103,6 +108,8 @@ class RedisSequencer:
                 name,
                 room,
                 keys.channel(room),
+                assigns,
+                1 if draft.claim else 0,
             ],
         )
 
@@ -125,8 +132,14 @@ class RedisSequencer:
                 failure = reply
                 continue
             epoch, seq, stored = reply[0].decode(), reply[1], reply[2]
-            posted.seq = seq
             room, draft = posted.room, posted.draft
+            if seq == CLAIMED_ALREADY:
+                posted.failed = True
+                posted.refused = ChatError(
+                    errors.CONFLICT, f"{room.name!r} is assigned to someone else already"
+                )
+                continue
+            posted.seq = seq
             if seq == 0:
                 if draft.kind == "presence" and draft.fields.get("event") == "leave":
                     # Still a member through another node: listed from there on.
