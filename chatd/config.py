@@ -869,13 +869,6 @@ def _check_redis_mode(config: Config) -> None:
             "webhooks are not supported with [redis] url yet (each node keeps its own delivery"
             " state); run one process, or leave webhooks out",
         )
-    if config.support.enabled:
-        raise ConfigError(
-            config.source,
-            "support",
-            "enabled",
-            "the support desk is not shared between nodes yet: not with [redis] url",
-        )
 
 
 def _describe_parse_error(error: configparser.Error, text: str) -> str:

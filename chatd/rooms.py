@@ -106,6 +106,9 @@ class Room:
         self.sessions: dict[Any, None] = {}  # every joined session, in join order (fan-out)
         self.retry_window = retry_window
         self.pending = 0  # events posted and not yet committed or abandoned
+        # Kept in memory even with nobody in it (Redis mode: a conversation of the desk's,
+        # which every node follows).
+        self.kept = False
         self._recent: deque[Row] = deque(map(_row, recent), maxlen=memory_events)
         self.last_seq = max(last_seq, self._recent[-1][SEQ] if self._recent else 0)
         self.committed_seq = self.last_seq
@@ -157,7 +160,7 @@ class Room:
     @property
     def idle(self) -> bool:
         """Nobody in it and nothing on its way to the transcript: it may leave memory."""
-        return not self.sessions and self.pending == 0
+        return not self.sessions and self.pending == 0 and not self.kept
 
     # -- events -------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ import binascii
 import os
 import re
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from twisted.logger import Logger
@@ -226,11 +227,19 @@ class SupportDesk:
         self._customer_sessions: dict = {}
         self._told_online = False  # what customers were last told: is any agent online
         self._server = None
+        # Redis mode (chatd/redis/desk.py): tells the other nodes of this node's agents, and
+        # says whether this node runs the desk's one-at-a-time duties (auto-assignment).
+        self.shared = None
+        self.dropped: list = []  # called with each conversation's room as it leaves the queue
+        self.followed: list = []  # called with a room whose conversation just entered the queue
+        # The milestones the last observed room's events reached, for `_count_own`.
+        self._reached: tuple[str, list] = ("", [])
 
     def attach(self, server) -> None:
         self._server = server
         server.directory.guards.append(self)
         server.pipeline.observers.append(self.observe)
+        server.pipeline.origin_observers.append(self._count_own)
         server.handlers["queue"] = self.queue
         server.handlers["resolve"] = self.resolve
         server.handlers["assign"] = self.assign
@@ -275,6 +284,8 @@ class SupportDesk:
             self._agent_sessions[session] = None
             before = self.roster.status_of(session.user)
             agent = self.roster.connected(session.user, session.name)
+            if self.shared is not None:
+                self.shared.agent_sessions(agent.user, agent.name, agent.sessions)
             if agent.status != before:
                 self._availability_changed(agent)
         return {"availability": self.roster.status_of(session.user), "canned": self.canned}
@@ -324,6 +335,8 @@ class SupportDesk:
         if customer is None:
             return
         conversation = self.conversations.get(room.name)
+        created = False
+        reached = []
         for event in events:
             if conversation is None:
                 if event.kind != "message" or event.sender != customer:
@@ -331,23 +344,45 @@ class SupportDesk:
                 conversation = self.conversations[room.name] = Conversation(
                     room.name, customer, event.record.get("name", customer)
                 )
+                created = True
                 # A profile left before the first message (the widget asks first).
                 for earlier in room.events():
                     if earlier.kind == "profile" and earlier.seq < event.seq:
                         conversation.apply(earlier)
-            self._count(event, conversation.apply(event))
+            reached.append((event.seq, event, conversation.apply(event)))
+        self._reached = (room.name, reached)
         if conversation is None:
             return
-        conversation.agents = [
+        if created:
+            for follow in self.followed:
+                follow(room)
+        conversation.agents = self._agents_in(room)
+        self._tell_watchers(conversation)
+        if conversation.status == "open" and conversation.assignee is None:
+            self.auto_assign()
+        elif any(event.kind in ("status", "assignment") for event in events):
+            self.auto_assign()  # an agent may have room for another conversation now
+
+    def _agents_in(self, room: Room) -> list[str]:
+        """The agents among the room's members: by their sessions here, and (Redis mode) the
+        members on other nodes that are agents the roster knows."""
+        here = [
             user
             for user, member in room.members.items()
             if any(self.is_agent(session) for session in member.sessions)
         ]
-        self._tell_watchers(conversation)
-        if conversation.status == "open" and conversation.assignee is None:
-            self._auto_assign()
-        elif any(event.kind in ("status", "assignment") for event in events):
-            self._auto_assign()  # an agent may have room for another conversation now
+        return here + [user for user in room.others if self.roster.name_of(user) is not None]
+
+    def _count_own(self, room: Room, events: list[Event]) -> None:
+        """Count the KPIs of events this node posted (each is counted once in a cluster):
+        the milestones `observe` just found for them."""
+        name, reached = self._reached
+        if name != room.name or not reached:
+            return
+        own = {event.seq for event in events}
+        for seq, event, milestone in reached:
+            if seq in own:
+                self._count(event, milestone)
 
     def _count(self, event: Event, milestone: tuple[str, float] | None) -> None:
         """The desk's KPIs, from live events only (a restart replays none of them)."""
@@ -390,7 +425,7 @@ class SupportDesk:
             customer = customer_of(name)
             if customer is None:
                 continue
-            conversation = self._scan(store, name, customer, rotated.get(name, []))
+            conversation = self._scan(name, customer, store.read_back(name, rotated.get(name, [])))
             if conversation is not None and not self._expired(conversation, now):
                 self.conversations[name] = conversation
         self._log.info(
@@ -399,11 +434,41 @@ class SupportDesk:
             rooms=len(rooms),
         )
 
-    def _scan(self, store, name: str, customer: str, rotated: list) -> Conversation | None:
+    def adopt(self, room: Room) -> bool:
+        """Redis mode: a conversation's room this node now holds (it follows every one in the
+        queue): its entry is built again from the room's events, in memory then in the
+        transcripts, as `recover` does. False if the room is no conversation (yet)."""
+        customer = customer_of(room.name)
+        if customer is None:
+            return False
+        in_memory = room.events()
+        oldest = in_memory[0].seq if in_memory else room.committed_seq + 1
+
+        def newest_first():
+            yield from reversed(in_memory)
+            if oldest > 1:
+                for event in self._server.store.read_back(room.name):
+                    if event.epoch != room.epoch:
+                        return
+                    if event.seq < oldest:
+                        yield event
+
+        conversation = self._scan(room.name, customer, newest_first())
+        if conversation is None or self._expired(conversation, self._server.now()):
+            return False
+        self.conversations[room.name] = conversation
+        conversation.agents = self._agents_in(room)
+        self._tell_watchers(conversation)
+        for follow in self.followed:
+            follow(room)
+        return True
+
+    def _scan(self, name: str, customer: str, events: Iterable[Event]) -> Conversation | None:
+        """A conversation's entry from its room's events, newest first (a bounded scan)."""
         newest_first = []
         epoch = None
         resolved = assigned = False
-        for event in store.read_back(name, rotated):
+        for event in events:
             if epoch is None:
                 epoch = event.epoch
             if event.epoch != epoch:
@@ -459,6 +524,8 @@ class SupportDesk:
         now = self._server.now()
         for name in [n for n, c in self.conversations.items() if self._expired(c, now)]:
             del self.conversations[name]
+            for drop in self.dropped:
+                drop(name)
         wanted = [
             conversation
             for conversation in self.conversations.values()
@@ -573,6 +640,8 @@ class SupportDesk:
             )
         before = self.roster.status_of(session.user)
         agent = self.roster.choose(session.user, request.status)
+        if self.shared is not None:
+            self.shared.chose(agent.user, agent.chosen)
         if agent.status != before:
             self._availability_changed(agent)
         return wire.encode(
@@ -633,11 +702,13 @@ class SupportDesk:
         draft = Draft("assignment", fields, sender, server.now(), ref, claim=claim)
         server.post(room, draft, ack_to=ack_to if ref is not None else None, undo=undo)
 
-    def _auto_assign(self) -> None:
+    def auto_assign(self) -> None:
         """Give open unassigned conversations, most urgent first, to online agents in turn,
         each up to `max_open_per_agent` open conversations."""
         if self.config.auto_assign != "round_robin":
             return
+        if self.shared is not None and not self.shared.leads():
+            return  # another node assigns
         unassigned = sorted(
             (c for c in self.conversations.values() if c.status == "open" and c.assignee is None),
             key=Conversation.sort_key,
@@ -677,7 +748,7 @@ class SupportDesk:
                 if customer.connection is not None:
                     customer.connection.send(notice)
         if agent.status == ONLINE:
-            self._auto_assign()
+            self.auto_assign()
 
     def forget(self, session) -> None:
         self._watchers.pop(session, None)
@@ -685,7 +756,44 @@ class SupportDesk:
         if self._agent_sessions.pop(session, False) is None:
             before = self.roster.status_of(session.user)
             agent = self.roster.disconnected(session.user)
-            if agent is not None and agent.status != before:
+            if agent is None:
+                return
+            if self.shared is not None:
+                self.shared.agent_sessions(agent.user, agent.name, agent.sessions)
+            if agent.status != before:
+                self._availability_changed(agent)
+
+    # -- agents on other nodes (Redis mode, chatd/redis/desk.py) --------------------------------
+
+    def agent_elsewhere(self, node: str, user: str, name: str, sessions: int) -> None:
+        known = self.roster.name_of(user) is not None
+        before = self.roster.status_of(user)
+        agent = self.roster.seen_elsewhere(node, user, name, sessions)
+        if agent.status != before:
+            self._availability_changed(agent)
+        if not known:
+            self._newly_known_agent(user)
+
+    def _newly_known_agent(self, user: str) -> None:
+        """An agent first heard of from another node: the entries listing them among their
+        room's members gain them as an agent."""
+        rooms = self._server.directory.rooms
+        for conversation in self.conversations.values():
+            room = rooms.get(conversation.room)
+            if room is not None and user in room.others:
+                conversation.agents = self._agents_in(room)
+                self._tell_watchers(conversation)
+
+    def chosen_elsewhere(self, user: str, status: str) -> None:
+        before = self.roster.status_of(user)
+        agent = self.roster.choose(user, status)
+        if agent.status != before:
+            self._availability_changed(agent)
+
+    def node_gone(self, node: str) -> None:
+        """A node's agents' sessions count no more (it died, or this node lost track)."""
+        for agent, before in self.roster.node_gone(node):
+            if agent.status != before:
                 self._availability_changed(agent)
 
 

@@ -49,6 +49,7 @@ from chatd.read_markers import ReadMarkers
 from chatd.redaction import TranscriptEditor, at_once
 from chatd.redis.archiver import Archiver
 from chatd.redis.cluster import Cluster, check_durability
+from chatd.redis.desk import SharedDesk
 from chatd.retention import Retention
 from chatd.server import Server
 from chatd.sessions import SessionRegistry
@@ -378,6 +379,10 @@ def build_server(
         InternalNotes(desk).attach(server)
         if config.support.unattended_after > 0:
             UnattendedWatch(config.support.unattended_after, desk).attach(server)
+        if cluster is not None:
+            cluster.desk = SharedDesk(
+                clock, cluster, desk, server.directory, config.redis.node_lease
+            )
     editor = TranscriptEditor(store, offload)
     server.moderation = Moderation(
         config.rooms, config.support, editor, store.directory / STATE_FILE

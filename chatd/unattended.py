@@ -12,9 +12,15 @@ so that webhooks that want `unattended` get it in order with the room's other ev
 least once. One per waiting spell: the customer's further messages start no new timer until an
 agent has answered. After a restart the desk's recovered queue re-arms the timers (a spell that
 already has its event in the transcript is not fired again).
+
+In Redis mode every node follows every conversation and keeps its timers, but only the node
+that leads the desk (chatd/redis/desk.py) writes the event; the others look again a little
+later, in case the leader is gone.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from twisted.logger import Logger
 
@@ -23,6 +29,8 @@ from chatd.rooms import Draft, Room
 from chatd.support import customer_of
 
 SCAN_EVENTS = 500
+# Redis mode: a node that does not lead the desk looks again this often while a spell lasts.
+NOT_LEADING_RETRY = 5.0
 
 
 class UnattendedWatch:
@@ -40,6 +48,7 @@ class UnattendedWatch:
         self._server = server
         server.pipeline.observers.append(self.observe)
         server.on_start.append(self.recover)
+        self._desk.followed.append(self._followed)
 
     # -- following the conversations ----------------------------------------------------------
 
@@ -66,6 +75,16 @@ class UnattendedWatch:
         delay = max(since + self.after - clock.seconds(), 0.0)
         self._timers[room] = clock.callLater(delay, self._fire, room)
 
+    def _followed(self, room: Room) -> None:
+        """A conversation entered this node's queue (Redis mode: taken on from Redis)."""
+        conversation = self._desk.conversations[room.name]
+        if conversation.waiting_since is None or conversation.status != "open":
+            return
+        if _has_event_since(reversed(room.events()), conversation.waiting_since):
+            self._fired.add(room.name)
+        else:
+            self._waiting(room.name, conversation.waiting_since)
+
     def _answered(self, room: str) -> None:
         self._since.pop(room, None)
         self._fired.discard(room)
@@ -75,6 +94,14 @@ class UnattendedWatch:
 
     def _fire(self, room_name: str) -> None:
         self._timers.pop(room_name, None)
+        if room_name in self._fired:  # written meanwhile, by the node that leads the desk
+            self._since.pop(room_name, None)
+            return
+        shared = self._desk.shared
+        if shared is not None and not shared.leads():
+            clock = self._server.clock
+            self._timers[room_name] = clock.callLater(NOT_LEADING_RETRY, self._fire, room_name)
+            return
         since = self._since.pop(room_name, None)
         server = self._server
         room = server.directory.find(room_name)
@@ -101,16 +128,17 @@ class UnattendedWatch:
         for name, conversation in self._desk.conversations.items():
             if conversation.waiting_since is None or conversation.status != "open":
                 continue
-            if self._has_event_since(store, name, conversation.waiting_since):
+            if _has_event_since(store.read_back(name), conversation.waiting_since):
                 self._fired.add(name)
             else:
                 self._waiting(name, conversation.waiting_since)
 
-    @staticmethod
-    def _has_event_since(store, room: str, since: float) -> bool:
-        for count, event in enumerate(store.read_back(room)):
-            if event.ts < since or count >= SCAN_EVENTS:
-                return False
-            if event.kind == "unattended":
-                return True
-        return False
+
+def _has_event_since(newest_first: Iterable[Event], since: float) -> bool:
+    """Whether the spell that began at `since` has its `unattended` event already."""
+    for count, event in enumerate(newest_first):
+        if event.ts < since or count >= SCAN_EVENTS:
+            return False
+        if event.kind == "unattended":
+            return True
+    return False

@@ -67,6 +67,7 @@ class Cluster:
         self.node = node_name(config)
         self.commands = RedisLink(reactor, config, scripts=(POST, SYNC, *ARCHIVER_SCRIPTS))
         self.archiver: Archiver | None = None  # this node may archive ([redis] archiver)
+        self.desk = None  # the support desk's part in the cluster (desk.py), when it is on
         self.subscriber = RedisLink(
             reactor,
             config,
@@ -176,6 +177,8 @@ class Cluster:
         self.nodes.start()
         if self.archiver is not None:
             self.commands.on_up.append(self._start_archiver)
+        if self.desk is not None:
+            self.desk.start()
         self._probe_loop.start(self.config.probe_interval, now=False)
 
     def _start_archiver(self, _protocol) -> None:
@@ -186,9 +189,12 @@ class Cluster:
     def stop(self) -> defer.Deferred:
         if self._probe_loop.running:
             self._probe_loop.stop()
-        released = defer.gatherResults(
-            [self.nodes.stop()] + ([self.archiver.stop()] if self.archiver is not None else [])
-        )
+        stopping = [self.nodes.stop()]
+        if self.archiver is not None:
+            stopping.append(self.archiver.stop())
+        if self.desk is not None:
+            stopping.append(defer.maybeDeferred(self.desk.stop))
+        released = defer.gatherResults(stopping)
 
         def close(_ignored):
             return defer.gatherResults([self.commands.stop(), self.subscriber.stop()])

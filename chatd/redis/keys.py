@@ -52,6 +52,24 @@ class Keys:
         """Pub/sub channel a node publishes to itself, to know its subscription works."""
         return f"{self.prefix}:node:{node}:probe"
 
+    def agents(self, node: str) -> str:
+        """Hash: user -> `[name, sessions]` (JSON), the support agents a node holds."""
+        return f"{self.prefix}:node:{node}:agents"
+
+    def channels_of_rooms_named(self, start: str) -> str:
+        """PSUBSCRIBE pattern: the channels of every room whose name begins with `start`."""
+        return f"{_glob_escaped(self.prefix)}:{{{_glob_escaped(start)}*}}:events"
+
+    @property
+    def chosen(self) -> str:
+        """Hash: user -> `online` or `away`, what each support agent last said."""
+        return f"{self.prefix}:desk:chosen"
+
+    @property
+    def desk_leader(self) -> str:
+        """String with an expiry: the node that runs the desk's one-at-a-time duties."""
+        return f"{self.prefix}:desk:leader"
+
     @property
     def nodes(self) -> str:
         """Set: the nodes that have held presence (live or not yet reaped)."""
@@ -71,3 +89,7 @@ class Keys:
     def archiver(self) -> str:
         """String with an expiry: the node that archives, while its lease lasts."""
         return f"{self.prefix}:archiver"
+
+
+def _glob_escaped(text: str) -> str:
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)

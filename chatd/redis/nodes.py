@@ -48,10 +48,11 @@ class Nodes:
         self._lease = lease
         self._sequencer = sequencer
         self._held_here = held_here  # "ROOM USER" for each member this node holds now
+        self.on_dead: list[Callable[[str], None]] = []  # called with each dead node reaped
         self._loop = LoopingCall(self._beat)
         self._loop.clock = clock
         self._busy = False
-        link.on_up.append(lambda _protocol: self._reconcile())
+        link.on_up.append(self._connected)
 
     def start(self) -> None:
         self._loop.start(self._lease / 3, now=False)
@@ -103,6 +104,12 @@ class Nodes:
         dead = [node for node, exists in zip(others, alive, strict=True) if not exists]
         return defer.gatherResults([self._let_go(node, keep=set()) for node in dead])
 
+    def _connected(self, _protocol) -> None:
+        """Register in `nodes` and take the lease at once, before this node posts presence
+        or stores agents: a node that died before its first beat would be reaped by nobody."""
+        self._beat()
+        self._reconcile()
+
     def _reconcile(self) -> None:
         """Let go of what Redis says this node holds and it does not."""
         self._let_go(self.node, keep=self._held_here()).addErrback(
@@ -138,6 +145,8 @@ class Nodes:
         return done
 
     def _forget(self, node: str) -> Deferred:
+        for dead in self.on_dead:
+            dead(node)
         keys = self._keys
         return defer.gatherResults(
             self._link.pipeline([("DEL", keys.held(node)), ("SREM", keys.nodes, node)])

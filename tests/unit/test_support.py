@@ -700,3 +700,83 @@ def test_each_agent_sees_the_customer_messages_they_have_not_read(desk, person, 
     writes(server, customer, "four", clock)  # the live update carries each one's own count
     assert ann.connection.of_type("conversation")[-1]["unread"] == 2
     assert bob.connection.of_type("conversation")[-1]["unread"] == 4
+
+
+# -- several nodes (Redis mode: chatd/redis/desk.py is the other side of `shared`) --------------
+
+
+class Shared:
+    """What the desk tells the other nodes, recorded; and whether this node leads."""
+
+    def __init__(self, leading: bool = True):
+        self.leading = leading
+        self.told: list[tuple] = []
+
+    def leads(self) -> bool:
+        return self.leading
+
+    def agent_sessions(self, user: str, name: str, sessions: int) -> None:
+        self.told.append(("sessions", user, sessions))
+
+    def chose(self, user: str, status: str) -> None:
+        self.told.append(("chose", user, status))
+
+
+def test_this_node_s_agents_and_their_choices_are_told_to_the_other_nodes(desk, person):
+    server = desk()
+    server.desk.shared = shared = Shared()
+    agent = person(server, "ag", agent=True)
+    server.handle(agent, wire.Availability(status="away", ref=None))
+    server.disconnect(agent)
+    assert shared.told == [("sessions", "ag", 1), ("chose", "ag", "away"), ("sessions", "ag", 0)]
+
+
+def test_agents_on_other_nodes_are_online_here_until_their_node_is_gone(desk, person):
+    server = desk()
+    server.desk.shared = Shared()
+    customer = person(server, "alice")
+    watcher = person(server, "boss", agent=True)
+    server.handle(watcher, wire.Availability(status="away", ref=None))
+    queue(server, watcher)
+    server.desk.agent_elsewhere("node-b", "ag", "Agatha", 2)
+    server.desk.agent_elsewhere("node-c", "ag", "Agatha", 1)
+    server.desk.chosen_elsewhere("ag", "away")
+    server.desk.chosen_elsewhere("ag", "online")
+    server.desk.agent_elsewhere("node-c", "ag", "Agatha", 0)  # still on node b
+    server.desk.node_gone("node-b")
+    told = [f["online"] for f in customer.connection.of_type("agents")]
+    assert told == [True, False, True, False, True, False]  # boss; then ag, elsewhere
+    updates = [(f["user"], f["name"], f["status"]) for f in watcher.connection.of_type("agent")]
+    assert updates == [
+        ("ag", "Agatha", "online"),
+        ("ag", "Agatha", "away"),
+        ("ag", "Agatha", "online"),
+        ("ag", "Agatha", "offline"),
+    ]
+
+
+def test_only_the_node_that_leads_the_desk_auto_assigns(desk, person, clock):
+    server = desk(auto_assign="round_robin", max_open_per_agent=0)
+    server.desk.shared = shared = Shared(leading=False)
+    agent = person(server, "ag", agent=True)
+    room = writes(server, person(server, "alice"), "help", clock)
+    clock.advance(0)
+    assert assignee(server, agent, room) is None  # another node assigns
+    shared.leading = True
+    server.desk.auto_assign()  # as chatd/redis/desk.py does when this node takes the lease
+    clock.advance(0)
+    assert assignee(server, agent, room) == "ag"
+
+
+def test_a_claim_refused_where_seqs_are_given_does_not_undo_a_later_assignment(desk, person, clock):
+    server = desk()
+    agent = person(server, "ag", agent=True)
+    room = writes(server, person(server, "alice"), "help", clock)
+    conversation = server.desk.conversations[room]
+    posted = []
+    server.pipeline.post = lambda room, draft, ack_to=None, undo=None: posted.append(undo)
+    assign(server, agent, room)
+    assert conversation.assignee == "ag"  # taken as done at once
+    conversation.assignee, conversation.assignee_name = "bo", "Bo"  # another node's came first
+    posted[0]()  # ours is refused (conflict)
+    assert conversation.assignee == "bo"

@@ -295,3 +295,42 @@ def test_a_bot_message_is_no_answer(desk, clock):
     clock.advance(60)
     clock.advance(0)
     assert len(carol.of_type("unattended")) == 1
+
+
+class NotLeading:
+    """The desk's Redis-mode part as the unattended watch sees it: another node leads."""
+
+    leading = False
+
+    def leads(self) -> bool:
+        return self.leading
+
+
+def test_unattended_is_written_only_by_the_node_that_leads_the_desk(desk, clock):
+    server, carol = desk()
+    server.desk.shared = shared = NotLeading()
+    say(server, "carol", "hello?")
+    clock.advance(0)
+    clock.advance(60)
+    clock.advance(0)
+    assert carol.of_type("unattended") == []  # another node's duty
+    shared.leading = True  # that node died and this one took the lease over
+    clock.advance(5)
+    clock.advance(0)
+    assert len(carol.of_type("unattended")) == 1
+
+
+def test_unattended_written_by_the_leading_node_is_not_written_again(desk, clock):
+    server, carol = desk()
+    server.desk.shared = shared = NotLeading()
+    say(server, "carol", "hello?")
+    clock.advance(0)
+    clock.advance(60)
+    room = server.directory.find("support-carol")
+    fields = {"customer": "carol", "since": "x", "after": 60.0}  # as the leader wrote it
+    server.post(room, Draft("unattended", fields, None, server.now()))
+    clock.advance(0)
+    shared.leading = True
+    clock.advance(30)
+    clock.advance(0)
+    assert len(carol.of_type("unattended")) == 1
