@@ -43,21 +43,27 @@ def new_visitor_id() -> str:
 
 
 def load_or_create_key(directory: Path) -> bytes:
-    """The daemon's visitor key, made on first use (0600, never rewritten)."""
+    """The daemon's visitor key, made on first use (0600, never rewritten). Written aside and
+    linked into place, so that nodes starting at once on one directory (Redis mode) never read
+    a key half written: the first link wins and every node reads that one."""
     path = directory / KEY_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        key = path.read_bytes()
-        if len(key) < KEY_BYTES:
-            raise ValueError(f"{path} holds fewer than {KEY_BYTES} bytes") from None
-        return key
-    key = secrets.token_bytes(KEY_BYTES)
-    try:
-        os.write(fd, key)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    if not path.exists():
+        aside = directory / f".{KEY_FILE}.{secrets.token_hex(8)}"
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, secrets.token_bytes(KEY_BYTES))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            pass  # another node's came first
+        finally:
+            os.unlink(aside)
+    key = path.read_bytes()
+    if len(key) < KEY_BYTES:
+        raise ValueError(f"{path} holds fewer than {KEY_BYTES} bytes")
     return key
 
 

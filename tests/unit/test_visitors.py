@@ -1,7 +1,9 @@
 """Anonymous visitors: ids chatd issues itself, secrets it can check after any restart, and
 nothing a visitor can use to become an agent or another user."""
 
+import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -163,3 +165,17 @@ def test_through_a_listener_a_visitor_comes_back_and_a_forger_is_closed(make_ser
     assert back.of_type("welcome")[-1]["user"] == welcome["user"]
     assert forger.of_type("error")[-1]["code"] == errors.AUTH_FAILED
     assert forger.of_type("welcome") == []
+
+
+def test_nodes_making_the_key_at_once_all_read_the_first_one_linked(tmp_path, monkeypatch):
+    # Another node links its key in while this one is writing its own aside.
+    real_link = os.link
+
+    def link_after_another(source, target):
+        if not Path(target).exists():
+            Path(target).write_bytes(b"k" * 32)
+        return real_link(source, target)
+
+    monkeypatch.setattr(os, "link", link_after_another)
+    assert load_or_create_key(tmp_path) == b"k" * 32
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["visitor.key"]  # nothing left aside
