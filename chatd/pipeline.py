@@ -160,6 +160,8 @@ class Pipeline:
         # Frames a room's members share (`outgoing.prepare_frames`, or with compression
         # `Deflater.outgoing`); ephemeral fan-out (typing, read markers) uses it too.
         self.prepare = prepare
+        # Redis mode: tells the other nodes of what `tell_room` sent here (cluster.py).
+        self.relay: Callable[[Room, list[bytes], str | None], None] | None = None
         self._metrics = metrics
         self.observers: list[Observer] = []
         # Observers that must see each event once in a cluster, on the node that posted it
@@ -260,6 +262,18 @@ class Pipeline:
         for room in {posted.room for posted in batch}:
             for settled in self.settled:
                 settled(room)
+
+    def tell_room(
+        self, room: Room, lines: list[bytes], skip_user: str | None = None, relay: bool = True
+    ) -> None:
+        """Ephemeral fan-out (typing, read markers): frames that are no event, to the room's
+        sessions but `skip_user`'s, framed once; in Redis mode to the other nodes' too."""
+        frames = self.prepare(lines)
+        for session in room.sessions:
+            if session.user != skip_user:
+                session.connection.send_prepared(frames)
+        if relay and self.relay is not None:
+            self.relay(room, lines, skip_user)
 
     def deliver_sequenced(self, room: Room, events: list[Event], own: list[Event]) -> None:
         """Redis mode: events sequenced in Redis (by any node) reach this node's members, in

@@ -195,9 +195,7 @@ class ReadMarkers:
         room = self._server.directory.rooms.get(name)
         if room is None or room.epoch != epoch:
             return
-        frames = self._server.pipeline.prepare(lines)
-        for session in room.sessions:
-            session.connection.send_prepared(frames)
+        self._server.pipeline.tell_room(room, lines)
 
     def _append(self, data: bytes) -> None:
         if self._fd is None:

@@ -117,7 +117,5 @@ class TypingIndicators:
     # -- fan-out ------------------------------------------------------------------------------
 
     def _tell(self, room: Room, user: str, name: str, is_typing: bool) -> None:
-        frames = self._server.pipeline.prepare([wire.typing(room.name, user, name, is_typing)])
-        for session in room.sessions:
-            if session.user != user:
-                session.connection.send_prepared(frames)
+        frame = wire.typing(room.name, user, name, is_typing)
+        self._server.pipeline.tell_room(room, [frame], skip_user=user)

@@ -31,7 +31,7 @@ from chatd.metrics import Metrics
 from chatd.redis.archiver import SCRIPTS as ARCHIVER_SCRIPTS
 from chatd.redis.archiver import Archiver
 from chatd.redis.client import RedisLink
-from chatd.redis.feeds import CLOSE_SERVICE_RESTART, SYNC, Feeds
+from chatd.redis.feeds import CLOSE_SERVICE_RESTART, EPHEMERAL, SYNC, Feeds
 from chatd.redis.keys import Keys
 from chatd.redis.nodes import Nodes
 from chatd.redis.notices import Notices
@@ -88,6 +88,7 @@ class Cluster:
             memory_events=lambda name: self.server.directory.memory_events(name),
             read_transcript=self._read_transcript,
             gap_timeout=config.probe_interval,
+            ephemeral=self._heard_ephemeral,
         )
         self.feeds.listen(self._probe_channel, self._probe_heard)
         self.notices = Notices(self.commands, keys, self.node)
@@ -116,6 +117,25 @@ class Cluster:
     def attach_server(self, server) -> None:
         self.server = server
         server.directory.replicas = self.feeds
+        server.pipeline.relay = self._relay
+
+    # -- ephemeral fan-out across nodes -------------------------------------------------------
+
+    def _relay(self, room: Room, lines: list[bytes], skip_user: str | None) -> None:
+        """Publish frames that are no event on the room's channel: `~NODE SKIP_USER` and the
+        frames, a line each (JSON has no raw newline). At most once, as the frames are."""
+        if not self.commands.connected:
+            return
+        head = f"{EPHEMERAL.decode()}{self.node} {skip_user or ''}".encode()
+        payload = b"\n".join([head, *lines])
+        channel = self.keys.channel(room.name)
+        self.commands.execute("PUBLISH", channel, payload).addErrback(lambda _failure: None)
+
+    def _heard_ephemeral(self, room: Room, payload: bytes) -> None:
+        head, *lines = payload.split(b"\n")
+        node, _sep, skip_user = head.decode().partition(" ")
+        if node != self.node and lines:
+            self.server.pipeline.tell_room(room, lines, skip_user or None, relay=False)
 
     # -- what the feeds need of the server ----------------------------------------------------
 

@@ -28,6 +28,9 @@ from chatd.rooms import Room
 SYNC = Script("sync")
 FILL_COUNT = 1000
 CLOSE_SERVICE_RESTART = 1012
+# A message on a room's channel that is no event (typing, read markers) begins with this: an
+# event's line begins with '{'.
+EPHEMERAL = b"~"
 
 
 class RoomFeed:
@@ -64,6 +67,7 @@ class Feeds:
         memory_events: Callable[[str], int],
         read_transcript: Callable[[str, str, int, int], list[Event]],
         gap_timeout: float,
+        ephemeral: Callable[[Room, bytes], None] = lambda room, payload: None,
     ):
         self._clock = clock
         self._commands = commands
@@ -75,6 +79,7 @@ class Feeds:
         self._memory_events = memory_events
         self._read_transcript = read_transcript
         self._gap_timeout = gap_timeout
+        self._ephemeral = ephemeral
         self.feeds: dict[str, RoomFeed] = {}  # by room name, for the rooms taken on
         self._by_channel: dict[bytes, RoomFeed] = {}
         self._loading: dict[str, list[Deferred]] = {}
@@ -195,6 +200,10 @@ class Feeds:
             hear = self._listeners.get(channel)
             if hear is not None:
                 hear(line)
+            return
+        if line[:1] == EPHEMERAL:
+            if not isinstance(feed, _Early):  # nothing to catch up on: it was of the moment
+                self._ephemeral(feed.room, line[1:])
             return
         if isinstance(feed, _Early):
             feed.lines.append(line)

@@ -293,3 +293,22 @@ def test_the_archiver_writes_everything_once_across_the_death_of_the_archiving_n
 
 def other_name(daemon, nodes) -> bytes:
     return next(name for name, node in nodes.items() if node is daemon).encode()
+
+
+def test_typing_on_one_node_reaches_members_on_the_other_and_is_never_recorded(cluster, clients):
+    a, b = cluster
+    ann, bob = connect(clients, a, "ann"), connect(clients, b, "bob")
+    ann.join(ROOM)
+    bob.join(ROOM)
+    read_until_seq(ann, 2)
+    ann.send({"type": "typing", "room": ROOM, "typing": True})
+    told = bob.expect(type="typing", user="ann", typing=True)
+    assert (told["room"], told["name"]) == (ROOM, "ann")
+    ann.say(ROOM, "done typing", "a-1")  # a message ends its sender's indicator
+    frames = [bob.recv(), bob.recv()]
+    assert {f["type"] for f in frames} == {"typing", "message"}
+    assert [f["typing"] for f in frames if f["type"] == "typing"] == [False]
+    bob.send({"type": "read", "room": ROOM, "seq": 3, "id": "r1"})  # told to ann's node too
+    ann.expect(type="read", room=ROOM, user="bob", seq=3)
+    wait_for(lambda: transcript(a), 10, "the transcript")
+    assert all(event["type"] != "typing" for event in transcript(a))

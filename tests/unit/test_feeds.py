@@ -74,6 +74,7 @@ class Harness:
         self.own: list[int] = []
         self.resets: list[str] = []
         self.transcript: list[Event] = []
+        self.ephemeral: list[tuple[str, bytes]] = []
         self.feeds = Feeds(
             self.clock,
             self.commands,
@@ -85,6 +86,7 @@ class Harness:
             memory_events=lambda name: 100,
             read_transcript=self.read_transcript,
             gap_timeout=GAP_TIMEOUT,
+            ephemeral=lambda room, payload: self.ephemeral.append((room.name, payload)),
         )
 
     @staticmethod
@@ -256,3 +258,11 @@ def test_channels_and_patterns_that_are_no_rooms_are_heard_and_subscribed_again(
         ("SUBSCRIBE", b"chatd:notices"),
         ("SUBSCRIBE", CHANNEL),
     ]
+
+
+def test_what_is_no_event_on_a_room_s_channel_is_handed_over_not_delivered(feeds):
+    feeds.take_on(early=[b"~node-b ann\n{}"])  # heard while the snapshot was read: dropped
+    feeds.push(b"~node-b ann\n{}")
+    feeds.push(line(1))
+    assert feeds.ephemeral == [(ROOM, b"node-b ann\n{}")]
+    assert feeds.delivered == [1]  # the seq order is not disturbed
