@@ -21,6 +21,10 @@ it held is told `unavailable`. At start the journal is read whole, the last line
 with a warning. When the journal holds more than twice as many lines as there are markers
 (and at least `compact_lines`), it is rewritten with one line per marker, atomically
 (chatd/rewrite.py).
+
+In Redis mode (`shared`, chatd/redis/reads.py) the markers are stored in Redis instead of the
+journal, and a node knows those of the rooms it holds: from the room's snapshot when it takes
+the room on (`adopt`), then from the `read` frames told to the room by any node (`heard`).
 """
 
 from __future__ import annotations
@@ -104,6 +108,7 @@ class ReadMarkers:
         self._fd: int | None = None
         self.failing: str | None = None  # the cause of the last failed write, until a success
         self._server = None
+        self.shared = None  # Redis mode: where markers are stored (chatd/redis/reads.py)
 
     def attach(self, server) -> None:
         self._server = server
@@ -120,10 +125,11 @@ class ReadMarkers:
         return marker.seq if marker is not None and marker.epoch == epoch else 0
 
     def joined_fields(self, session, room: Room) -> dict:
-        """`read`: the markers of the room's members (the joiner's own included)."""
+        """`read`: the markers of the room's members (the joiner's own included; in Redis
+        mode those on other nodes too)."""
         markers = self._markers.get(room.name, {})
         read = {}
-        for user in room.members:
+        for user in room.names() if room.others else room.members:
             marker = markers.get(user)
             if marker is not None and marker.epoch == room.epoch:
                 read[user] = marker.seq
@@ -161,18 +167,33 @@ class ReadMarkers:
         batch, self._pending = self._pending, {}
         if not batch:
             return
+        if self.shared is not None:
+            entries = [
+                (room, user, p.marker.epoch, p.marker.seq, p.marker.ts)
+                for (room, user), p in batch.items()
+            ]
+            stored = self.shared.store(entries)
+            stored.addCallbacks(lambda _: self._stored(batch), self._unstored, errbackArgs=(batch,))
+            return
         data = b"".join(journal_line(room, user, p.marker) for (room, user), p in batch.items())
         try:
             self._append(data)
         except OSError as error:
             self._failed(error, batch)
             return
-        if self.failing is not None:
-            self._log.info(
-                "the read markers journal is writable again ({cause})", cause=self.failing
-            )
-            self.failing = None
         self._lines += len(batch)
+        self._stored(batch)
+        if self._lines > max(self.compact_lines, 2 * self._count):
+            self._compact()
+
+    def _unstored(self, failure, batch: dict[tuple[str, str], Pending]) -> None:
+        self._failed(failure.value, batch)
+
+    def _stored(self, batch: dict[tuple[str, str], Pending]) -> None:
+        """The batch is durable: in force here, and told to the rooms."""
+        if self.failing is not None:
+            self._log.info("read markers are stored again ({cause})", cause=self.failing)
+            self.failing = None
         told: dict[tuple[str, str], list[bytes]] = {}  # by (room, epoch)
         for (room, user), pending in batch.items():
             marker = pending.marker
@@ -182,13 +203,29 @@ class ReadMarkers:
             )
         for (name, epoch), lines in told.items():
             self._tell(name, epoch, lines)
-        if self._lines > max(self.compact_lines, 2 * self._count):
-            self._compact()
 
     def _set(self, room: str, user: str, marker: Marker) -> None:
         markers = self._markers.setdefault(room, {})
         self._count += user not in markers
         markers[user] = marker
+
+    # -- Redis mode: markers from the other nodes ----------------------------------------------
+
+    def adopt(self, room: str, markers: dict[str, Marker]) -> None:
+        """A room taken on from Redis: its markers as Redis has them."""
+        self._count -= len(self._markers.pop(room, {}))
+        for user, marker in markers.items():
+            self._set(room, user, marker)
+
+    def heard(self, room: Room, lines: list[bytes]) -> None:
+        """Frames another node told the room: its `read` frames move markers here too."""
+        now = self._server.now()
+        for line in lines:
+            if not line.startswith(b'{"type":"read"'):
+                continue
+            frame = json.loads(line)
+            if frame.get("seq", 0) > self.of(room.name, frame["user"], room.epoch):
+                self._set(room.name, frame["user"], Marker(room.epoch, frame["seq"], now))
 
     def _tell(self, name: str, epoch: str, lines: list[bytes]) -> None:
         """The room's sessions get its new markers of this turn in one write."""
@@ -213,14 +250,14 @@ class ReadMarkers:
                 os.ftruncate(self._fd, size)  # no torn line left behind to glue the next to
             raise
 
-    def _failed(self, error: OSError, batch: dict[tuple[str, str], Pending]) -> None:
-        cause = failure_cause(error)
+    def _failed(self, error: Exception, batch: dict[tuple[str, str], Pending]) -> None:
+        cause = failure_cause(error) if isinstance(error, OSError) else str(error)
         if cause != self.failing:
             self.failing = cause
             self._log.critical(
-                "cannot write the read markers journal {path}: {error}; the readers are told"
-                " to retry (logged once until writes succeed again or the cause changes)",
-                path=str(self.path),
+                "cannot store read markers in {place}: {error}; the readers are told to retry"
+                " (logged once until writes succeed again or the cause changes)",
+                place="Redis" if self.shared is not None else str(self.path),
                 error=str(error),
             )
         metrics = self._server.metrics
@@ -233,7 +270,9 @@ class ReadMarkers:
     # -- the journal ---------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Read the journal: the last line of each (room, user) wins."""
+        """Read the journal: the last line of each (room, user) wins (not in Redis mode)."""
+        if self.shared is not None:
+            return
         try:
             handle = open(self.path, "r+b")  # noqa: SIM115
         except FileNotFoundError:
@@ -299,7 +338,7 @@ class ReadMarkers:
         for key in [key for key in self._pending if key[1] == user]:
             del self._pending[key]
         self._count -= erased
-        if erased:
+        if erased and self.shared is None:
             self._compact()
         return erased
 

@@ -50,6 +50,7 @@ from chatd.redaction import TranscriptEditor, at_once
 from chatd.redis.archiver import Archiver
 from chatd.redis.cluster import Cluster, check_durability
 from chatd.redis.desk import SharedDesk
+from chatd.redis.reads import SharedReadMarkers
 from chatd.retention import Retention
 from chatd.server import Server
 from chatd.sessions import SessionRegistry
@@ -395,6 +396,8 @@ def build_server(
     TypingIndicators(config.rooms.typing_timeout).attach(server)
     server.read_markers = ReadMarkers(store.directory, config.transcripts.fsync == "batch")
     server.read_markers.attach(server)
+    if cluster is not None:
+        server.read_markers.shared = SharedReadMarkers(cluster.commands, cluster.keys)
     return server
 
 

@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from chatd.config import ConfigError, RedisConfig
 from chatd.events import Event
 from chatd.metrics import Metrics
+from chatd.read_markers import Marker
 from chatd.redis.archiver import SCRIPTS as ARCHIVER_SCRIPTS
 from chatd.redis.archiver import Archiver
 from chatd.redis.client import RedisLink
@@ -35,6 +36,7 @@ from chatd.redis.feeds import CLOSE_SERVICE_RESTART, EPHEMERAL, SYNC, Feeds
 from chatd.redis.keys import Keys
 from chatd.redis.nodes import Nodes
 from chatd.redis.notices import Notices
+from chatd.redis.reads import READ, parse_marker
 from chatd.redis.sequencer import POST, RedisSequencer
 from chatd.rooms import Room
 
@@ -65,7 +67,7 @@ class Cluster:
         self.config = config
         self.keys = keys = Keys(config.key_prefix)
         self.node = node_name(config)
-        self.commands = RedisLink(reactor, config, scripts=(POST, SYNC, *ARCHIVER_SCRIPTS))
+        self.commands = RedisLink(reactor, config, scripts=(POST, SYNC, READ, *ARCHIVER_SCRIPTS))
         self.archiver: Archiver | None = None  # this node may archive ([redis] archiver)
         self.desk = None  # the support desk's part in the cluster (desk.py), when it is on
         self.subscriber = RedisLink(
@@ -89,6 +91,7 @@ class Cluster:
             read_transcript=self._read_transcript,
             gap_timeout=config.probe_interval,
             ephemeral=self._heard_ephemeral,
+            took_on_reads=self._took_on_reads,
         )
         self.feeds.listen(self._probe_channel, self._probe_heard)
         self.notices = Notices(self.commands, keys, self.node)
@@ -136,6 +139,22 @@ class Cluster:
         node, _sep, skip_user = head.decode().partition(" ")
         if node != self.node and lines:
             self.server.pipeline.tell_room(room, lines, skip_user or None, relay=False)
+            self.server.read_markers.heard(room, lines)
+
+    def _took_on_reads(self, room: Room, flat: list[bytes]) -> None:
+        markers = {}
+        for i in range(0, len(flat), 2):
+            try:
+                epoch, seq, ts = parse_marker(flat[i + 1])
+            except ValueError:
+                self._log.error(
+                    "an unreadable read marker in room {room}: {value!r}",
+                    room=room.name,
+                    value=flat[i + 1][:80],
+                )
+                continue
+            markers[flat[i].decode()] = Marker(epoch, seq, ts)
+        self.server.read_markers.adopt(room.name, markers)
 
     # -- what the feeds need of the server ----------------------------------------------------
 

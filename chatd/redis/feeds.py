@@ -68,6 +68,7 @@ class Feeds:
         read_transcript: Callable[[str, str, int, int], list[Event]],
         gap_timeout: float,
         ephemeral: Callable[[Room, bytes], None] = lambda room, payload: None,
+        took_on_reads: Callable[[Room, list[bytes]], None] = lambda room, reads: None,
     ):
         self._clock = clock
         self._commands = commands
@@ -80,6 +81,7 @@ class Feeds:
         self._read_transcript = read_transcript
         self._gap_timeout = gap_timeout
         self._ephemeral = ephemeral
+        self._took_on_reads = took_on_reads  # the read markers of a room just taken on
         self.feeds: dict[str, RoomFeed] = {}  # by room name, for the rooms taken on
         self._by_channel: dict[bytes, RoomFeed] = {}
         self._loading: dict[str, list[Deferred]] = {}
@@ -130,7 +132,7 @@ class Feeds:
         keys = self._keys
         return self._commands.run(
             SYNC,
-            [keys.meta(name), keys.log(name), keys.names(name)],
+            [keys.meta(name), keys.log(name), keys.names(name), keys.reads(name)],
             [self._memory_events(name), create_epoch or ""],
         )
 
@@ -141,10 +143,11 @@ class Feeds:
             for waiter in self._loading.pop(name):
                 waiter.callback(None)
             return
-        epoch, seq, names, lines = reply[0].decode(), reply[1], reply[2], reply[3]
+        epoch, seq, names, lines, reads = reply[0].decode(), reply[1], reply[2], reply[3], reply[4]
         recent = [Event.from_line(line) for line in lines]
         room = self._make_room(name, epoch, recent, seq)  # may refuse (max_rooms): errback
         room.others = {names[i].decode(): names[i + 1].decode() for i in range(0, len(names), 2)}
+        self._took_on_reads(room, reads)
         feed = self.feeds[name] = RoomFeed(room)
         feed.known_seq = seq
         self._by_channel[channel] = feed

@@ -36,6 +36,10 @@ class Keys:
         """Hash: user -> display name, of the room's members."""
         return f"{self.prefix}:{{{room}}}:names"
 
+    def reads(self, room: str) -> str:
+        """Hash: user -> `EPOCH SEQ TS`, each member's read marker (read.lua)."""
+        return f"{self.prefix}:{{{room}}}:reads"
+
     def archived(self, room: str) -> str:
         """String `EPOCH SEQ`: the last event the archiver has made durable in a transcript."""
         return f"{self.prefix}:{{{room}}}:archived"

@@ -312,3 +312,28 @@ def test_typing_on_one_node_reaches_members_on_the_other_and_is_never_recorded(c
     ann.expect(type="read", room=ROOM, user="bob", seq=3)
     wait_for(lambda: transcript(a), 10, "the transcript")
     assert all(event["type"] != "typing" for event in transcript(a))
+
+
+def test_read_markers_are_kept_in_redis_and_known_on_every_node(cluster, clients, make_node):
+    a, b = cluster
+    ann, bob = connect(clients, a, "ann"), connect(clients, b, "bob")
+    ann.join(ROOM)
+    bob.join(ROOM)
+    read_until_seq(ann, 2)
+    for n in range(3):
+        ann.say(ROOM, f"m{n}", f"a-{n}")
+    read_until_seq(bob, 5)
+    bob.send({"type": "read", "room": ROOM, "seq": 5, "id": "r1"})
+    bob.expect(type="read", room=ROOM, user="bob", seq=5)
+    ann.expect(type="read", room=ROOM, user="bob", seq=5)
+    bob.send({"type": "read", "room": ROOM, "seq": 4, "id": "r2"})  # never moves back
+    bob.expect(type="read", room=ROOM, user="bob", seq=5)
+
+    # Another session of bob's, on the node where ann is, and a node that takes the room on
+    # afresh: both know bob's marker.
+    again = connect(clients, a, "bob")
+    assert again.join(ROOM, own_presence=False)["read"] == {"bob": 5}
+    c = make_node("c")
+    cat = connect(clients, c, "cat")
+    assert cat.join(ROOM)["read"] == {"bob": 5}
+    assert not (a.transcripts / "read-markers.journal").exists()  # Redis holds them

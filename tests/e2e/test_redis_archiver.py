@@ -41,7 +41,7 @@ def post(redis, room: str, number: int, epoch: str = "E1", day: int = 1) -> byte
         f"{PREFIX}:node:n1:held",
         f"{PREFIX}:unarchived",
     ]
-    args = [head, tail, epoch, 0, 0, "ann", "Ann", room, f"{PREFIX}:{{{room}}}:events"]
+    args = [head, tail, epoch, 0, 0, "ann", "Ann", room, f"{PREFIX}:{{{room}}}:events", "", 0]
     got_epoch, seq, stored = redis.command("EVAL", POST, len(keys), *keys, *args)
     assert stored == 1
     return f'{head}"epoch":"{got_epoch.decode()}","seq":{seq},{tail}'.encode()
