@@ -159,13 +159,19 @@ class Directory:
             return defer.maybeDeferred(self.open, session, name)
 
         def found(room: Room | None) -> Deferred | Room:
-            if room is not None:
-                return room
-            self._may_create(session, name)
-            made = self.replicas.take_on(name, self._make_epoch())
-            return made.addCallback(lambda room: self._created(session, room))
+            if room is None:
+                self._may_create(session, name)
+                made = self.replicas.take_on(name, self._make_epoch())
+                return made.addCallback(self._created_for, session)
+            self.check_may_see(session, name)  # again: with what Redis says (a ban)
+            return room
 
         return self.replicas.take_on(name, None).addCallback(found)
+
+    def _created_for(self, room: Room, session) -> Room:
+        self._created(session, room)
+        self.check_may_see(session, room.name)  # again: with what Redis says (a ban)
+        return room
 
     def visible_later(self, session, name: str) -> Deferred:
         """`visible`, as a Deferred (Redis mode: taken on there if it exists)."""
@@ -176,6 +182,7 @@ class Directory:
         def found(room: Room | None) -> Room:
             if room is None:
                 raise ChatError(errors.UNKNOWN_ROOM, f"there is no room {name!r}")
+            self.check_may_see(session, name)  # again: with what Redis says (a ban)
             return room
 
         return self.replicas.take_on(name, None).addCallback(found)

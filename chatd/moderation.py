@@ -20,6 +20,13 @@ in a small state file beside the transcripts (`moderation.json`), rewritten atom
 change, which is what is enforced: a ban must outlast any number of restarts, retention passes
 and erasures, which may remove the event itself, and finding the bans in force must not mean
 reading a room's whole history.
+
+In Redis mode (`shared`) each change of a user's sanctions in a room is stored in Redis (a
+hash per room, `Keys.sanctions`) before its event is posted, instead of `moderation.json`
+(whose sanctions are carried over into Redis at start); a node taking a room on gets
+them with the room's snapshot (`adopt`), and a node holding it applies the sanction events
+other nodes post (`follow`): its copy is updated and its sessions of a kicked or banned user
+leave the room. A join taken on from Redis checks the ban again once the room's are known.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from twisted.logger import Logger
 from chatd import errors, rewrite, wire
 from chatd.config import RoomsConfig, SupportConfig
 from chatd.errors import ChatError
-from chatd.events import Event, format_ts
+from chatd.events import Event, format_ts, parse_ts
 from chatd.redaction import TEXT_KINDS, TranscriptEditor, edit, files_from, redact
 from chatd.rooms import Draft, Room, presence_draft
 from chatd.support import customer_of
@@ -104,6 +111,9 @@ class Moderation:
         self.editor = editor
         self.sanctions = Sanctions(state_path)
         self._server = None
+        # Redis mode (chatd/redis/cluster.py): `store(room, user_key, kinds)` keeps a user's
+        # sanctions in a room in Redis.
+        self.shared = None
 
     def attach(self, server) -> None:
         self._server = server
@@ -119,6 +129,11 @@ class Moderation:
         rewrite.remove_stale(self.editor.store.directory)
         self.sanctions.load()
         self.sanctions.prune(self._server.now())
+        if self.shared is not None:
+            # Redis holds them from now on: what a single process had imposed is carried
+            # over, and the file (which nodes on one host would rewrite together) is left.
+            self.shared.carry_over(self.sanctions.rooms)
+            self.sanctions.path = None
 
     # -- who may -----------------------------------------------------------------------------
 
@@ -276,7 +291,10 @@ class Moderation:
         fields = {"from": session.user, "name": session.name, "user": request.user}
         if request.duration is not None:
             until = now + request.duration if request.duration > 0 else None
-            self.sanctions.set(room.name, self._key(request.user), request.type, until, now)
+            key = self._key(request.user)
+            self.sanctions.set(room.name, key, request.type, until, now)
+            if self.shared is not None:
+                self.shared.store(room.name, key, self.sanctions.rooms.get(room.name, {}).get(key))
             fields["duration"] = request.duration
             fields["until"] = format_ts(until) if until is not None else None
         if request.ref is not None:
@@ -293,6 +311,45 @@ class Moderation:
         )
         if request.type == "kick" or (request.type == "ban" and request.duration):
             self._remove(room, request.user, session.user, request.type)
+
+    # -- Redis mode: what other nodes did ------------------------------------------------------
+
+    def adopt(self, room: str, flat: list[bytes]) -> None:
+        """A room taken on from Redis: its sanctions in force, as Redis has them."""
+        users = {}
+        for i in range(0, len(flat), 2):
+            try:
+                kinds = json.loads(flat[i + 1])
+                users[flat[i].decode()] = {kind: float(until) for kind, until in kinds.items()}
+            except (ValueError, TypeError, AttributeError):
+                self._log.error(
+                    "unreadable sanctions in Redis for room {room}: {value!r}",
+                    room=room,
+                    value=flat[i + 1][:80],
+                )
+        if users or room in self.sanctions.rooms:
+            self.sanctions.rooms[room] = users
+            self.sanctions.prune(self._server.now())
+            self.sanctions.save()
+
+    def follow(self, room: Room, events: list[Event]) -> None:
+        """A pipeline observer (Redis mode): the sanctions any node imposed in the room hold
+        here too, and this node's sessions of a kicked or banned user leave it."""
+        now = self._server.now()
+        for event in events:
+            if event.kind not in ("kick", "ban", "mute"):
+                continue
+            record = event.record
+            user = record.get("user")
+            if not isinstance(user, str):
+                continue
+            if "duration" in record:
+                until = parse_ts(record["until"]) if record.get("until") else None
+                key = self._key(user)
+                if self.sanctions.until(room.name, key, event.kind, now) != until:
+                    self.sanctions.set(room.name, key, event.kind, until, now)
+            if event.kind == "kick" or (event.kind == "ban" and record.get("duration")):
+                self._remove(room, user, record.get("from", ""), event.kind)
 
     def _remove(self, room: Room, user: str, by: str, why: str) -> None:
         """Every session of `user` leaves the room (one `leave` event), and is told why."""

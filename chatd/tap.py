@@ -51,6 +51,7 @@ from chatd.redis.archiver import Archiver
 from chatd.redis.cluster import Cluster, check_durability
 from chatd.redis.desk import SharedDesk
 from chatd.redis.reads import SharedReadMarkers
+from chatd.redis.sanctions import SharedSanctions
 from chatd.retention import Retention
 from chatd.server import Server
 from chatd.sessions import SessionRegistry
@@ -389,6 +390,9 @@ def build_server(
         config.rooms, config.support, editor, store.directory / STATE_FILE
     )
     server.moderation.attach(server)
+    if cluster is not None:
+        server.moderation.shared = SharedSanctions(cluster.commands, cluster.keys)
+        server.pipeline.observers.append(server.moderation.follow)
     server.retention = Retention(config.retention, config.rooms, editor)
     server.retention.attach(server)
     server.erasure = Erasure(editor)

@@ -215,7 +215,7 @@ class RedisLink:
             if self._said_down:
                 self._log.info("connected to Redis again ({name})", name=self._name)
                 self._said_down = False
-            for hook in self.on_up:
+            for hook in list(self.on_up):  # a hook may remove itself
                 hook(protocol)
 
         def refused(failure: Failure):

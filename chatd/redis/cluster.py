@@ -91,7 +91,7 @@ class Cluster:
             read_transcript=self._read_transcript,
             gap_timeout=config.probe_interval,
             ephemeral=self._heard_ephemeral,
-            took_on_reads=self._took_on_reads,
+            adopted=self._adopted,
         )
         self.feeds.listen(self._probe_channel, self._probe_heard)
         self.notices = Notices(self.commands, keys, self.node)
@@ -141,7 +141,12 @@ class Cluster:
             self.server.pipeline.tell_room(room, lines, skip_user or None, relay=False)
             self.server.read_markers.heard(room, lines)
 
-    def _took_on_reads(self, room: Room, flat: list[bytes]) -> None:
+    def _adopted(self, room: Room, reads: list[bytes], sanctions: list[bytes]) -> None:
+        """A room just taken on: its read markers and sanctions as Redis has them."""
+        self._adopt_reads(room, reads)
+        self.server.moderation.adopt(room.name, sanctions)
+
+    def _adopt_reads(self, room: Room, flat: list[bytes]) -> None:
         markers = {}
         for i in range(0, len(flat), 2):
             try:

@@ -68,7 +68,7 @@ class Feeds:
         read_transcript: Callable[[str, str, int, int], list[Event]],
         gap_timeout: float,
         ephemeral: Callable[[Room, bytes], None] = lambda room, payload: None,
-        took_on_reads: Callable[[Room, list[bytes]], None] = lambda room, reads: None,
+        adopted: Callable[[Room, list[bytes], list[bytes]], None] = lambda room, r, s: None,
     ):
         self._clock = clock
         self._commands = commands
@@ -81,7 +81,8 @@ class Feeds:
         self._read_transcript = read_transcript
         self._gap_timeout = gap_timeout
         self._ephemeral = ephemeral
-        self._took_on_reads = took_on_reads  # the read markers of a room just taken on
+        # A room just taken on, with its read markers and sanctions (flat HGETALL replies).
+        self._adopted = adopted
         self.feeds: dict[str, RoomFeed] = {}  # by room name, for the rooms taken on
         self._by_channel: dict[bytes, RoomFeed] = {}
         self._loading: dict[str, list[Deferred]] = {}
@@ -132,7 +133,13 @@ class Feeds:
         keys = self._keys
         return self._commands.run(
             SYNC,
-            [keys.meta(name), keys.log(name), keys.names(name), keys.reads(name)],
+            [
+                keys.meta(name),
+                keys.log(name),
+                keys.names(name),
+                keys.reads(name),
+                keys.sanctions(name),
+            ],
             [self._memory_events(name), create_epoch or ""],
         )
 
@@ -143,11 +150,11 @@ class Feeds:
             for waiter in self._loading.pop(name):
                 waiter.callback(None)
             return
-        epoch, seq, names, lines, reads = reply[0].decode(), reply[1], reply[2], reply[3], reply[4]
+        epoch, seq, names, lines = reply[0].decode(), reply[1], reply[2], reply[3]
         recent = [Event.from_line(line) for line in lines]
         room = self._make_room(name, epoch, recent, seq)  # may refuse (max_rooms): errback
         room.others = {names[i].decode(): names[i + 1].decode() for i in range(0, len(names), 2)}
-        self._took_on_reads(room, reads)
+        self._adopted(room, reply[4], reply[5])
         feed = self.feeds[name] = RoomFeed(room)
         feed.known_seq = seq
         self._by_channel[channel] = feed

@@ -40,6 +40,10 @@ class Keys:
         """Hash: user -> `EPOCH SEQ TS`, each member's read marker (read.lua)."""
         return f"{self.prefix}:{{{room}}}:reads"
 
+    def sanctions(self, room: str) -> str:
+        """Hash: user key -> `{"ban": until, "mute": until}` (JSON), the sanctions in force."""
+        return f"{self.prefix}:{{{room}}}:sanctions"
+
     def archived(self, room: str) -> str:
         """String `EPOCH SEQ`: the last event the archiver has made durable in a transcript."""
         return f"{self.prefix}:{{{room}}}:archived"

@@ -3,10 +3,11 @@
 -- every event after this snapshot reaches it there.
 --
 -- KEYS[1] meta   KEYS[2] log   KEYS[3] names   KEYS[4] reads (read markers)
+-- KEYS[5] sanctions (bans and mutes in force)
 -- ARGV[1] how many of the latest events   ARGV[2] an epoch to create the room with ('': none)
 --
--- Returns {epoch, seq, {user, name, ...}, {line, ...}, {user, marker, ...}}, or {false} for a
--- room Redis does not know and may not create.
+-- Returns {epoch, seq, {user, name, ...}, {line, ...}, {user, marker, ...}, {user, sanctions,
+-- ...}}, or {false} for a room Redis does not know and may not create.
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   if ARGV[2] == '' then
@@ -25,4 +26,7 @@ if count > 0 then
     lines[#lines + 1] = entries[i][2][2]
   end
 end
-return {epoch, tonumber(seq), redis.call('HGETALL', KEYS[3]), lines, redis.call('HGETALL', KEYS[4])}
+return {
+  epoch, tonumber(seq), redis.call('HGETALL', KEYS[3]), lines,
+  redis.call('HGETALL', KEYS[4]), redis.call('HGETALL', KEYS[5])
+}

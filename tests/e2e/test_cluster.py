@@ -5,6 +5,7 @@ archiver; the failures of Redis itself are in test_cluster_faults.py."""
 
 from __future__ import annotations
 
+import json
 import time
 
 from chatd_harness import assert_contiguous, assert_message, assert_presence, wait_for
@@ -337,3 +338,50 @@ def test_read_markers_are_kept_in_redis_and_known_on_every_node(cluster, clients
     cat = connect(clients, c, "cat")
     assert cat.join(ROOM)["read"] == {"bob": 5}
     assert not (a.transcripts / "read-markers.journal").exists()  # Redis holds them
+
+
+def test_a_ban_and_a_mute_on_one_node_hold_on_every_node(make_node, clients, tmp_path):
+    moderated = {"support": {"trial_agents": "mod"}, "room:lobby": {"moderate": "agent"}}
+    a, b = make_node("a", **moderated), make_node("b", **moderated)
+    troll, noisy = connect(clients, b, "troll"), connect(clients, b, "noisy")
+    mod = connect(clients, a, "mod")
+    for client in (troll, noisy, mod):
+        client.join(ROOM, own_presence=False)
+
+    mod.send({"type": "ban", "room": ROOM, "user": "troll", "duration": 60, "id": "b1"})
+    left, _ = troll.recv_until(lambda f: f["type"] == "left")
+    assert (left["room"], left["reason"], left["by"]) == (ROOM, "ban", "mod")
+    troll.send({"type": "join", "room": ROOM, "id": "j1"})
+    assert troll.recv_until(lambda f: f.get("ref") == "j1")[0]["code"] == "forbidden"
+
+    mod.send({"type": "mute", "room": ROOM, "user": "noisy", "duration": 60, "id": "m1"})
+    mod.recv_until(lambda f: f["type"] == "ack" and f["id"] == "m1")
+    wait_for(lambda: any(f["type"] == "mute" for f in noisy.received) or noisy.recv(), 5, "mute")
+    noisy.send({"type": "say", "room": ROOM, "text": "still here", "id": "n1"})
+    assert noisy.recv_until(lambda f: f.get("ref") == "n1")[0]["code"] == "forbidden"
+
+    # A node started afterwards, with transcripts (and moderation.json) of its own, learns
+    # the ban from Redis as it takes the room on.
+    elsewhere = {"directory": tmp_path / "elsewhere", "rotate": "never"}
+    c = make_node("c", transcripts=elsewhere, redis={"archiver": "no"}, **moderated)
+    again = connect(clients, c, "troll")
+    again.send({"type": "join", "room": ROOM, "id": "j2"})
+    refused = again.recv_until(lambda f: f.get("ref") == "j2")[0]
+    assert (refused["type"], refused["code"]) == ("error", "forbidden")
+    assert "banned" in refused["message"]
+
+
+def test_bans_a_single_process_imposed_are_carried_over_into_redis(make_node, clients, tmp_path):
+    a = make_node("a", start=False)
+    a.transcripts.mkdir(parents=True, exist_ok=True)
+    until = time.time() + 3600
+    state = {"version": 1, "rooms": {ROOM: {"troll": {"ban": until}}}}
+    (a.transcripts / "moderation.json").write_text(json.dumps(state))
+    a.start()
+    wait_for(lambda: "carried over into Redis" in a.log, 10, "the carry-over")
+    elsewhere = {"directory": tmp_path / "elsewhere", "rotate": "never"}
+    b = make_node("b", transcripts=elsewhere, redis={"archiver": "no"})
+    troll = connect(clients, b, "troll")
+    troll.send({"type": "join", "room": ROOM, "id": "j1"})
+    refused = troll.recv_until(lambda f: f.get("ref") == "j1")[0]
+    assert (refused["type"], refused["code"]) == ("error", "forbidden")

@@ -111,7 +111,7 @@ class Harness:
         for pushed in early:  # heard while the snapshot is read
             self.push(pushed, end=False)
         _args, snapshot = self.commands.take("EVALSHA")
-        snapshot.callback([epoch.encode(), seq, [], [], []])
+        snapshot.callback([epoch.encode(), seq, [], [], [], []])
         rooms = []
         taken.addCallback(rooms.append)
         return rooms[0]
