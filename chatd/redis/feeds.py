@@ -132,8 +132,8 @@ class Feeds:
         keys = self._keys
         return self._commands.run(
             SYNC,
-            [keys.meta(name), keys.log(name), keys.names(name), keys.reads(name)],
-            [self._memory_events(name), create_epoch or ""],
+            [keys.meta(name), keys.log(name), keys.names(name), keys.reads(name), keys.rooms],
+            [self._memory_events(name), create_epoch or "", name],
         )
 
     def _took_on(self, reply, name: str, channel: bytes, early: list[bytes]) -> None:

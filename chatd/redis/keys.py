@@ -1,6 +1,6 @@
 """Where chatd keeps things in Redis. Every key of a room carries the room in a hash tag
 (`{room}`), so that one room's keys stay in one slot if Redis Cluster is used later; the
-node-wide keys (`held`, `nodes`, `unarchived`) are why a first version needs one primary.
+node-wide keys (`held`, `nodes`, `rooms`, `unarchived`) are why a first version needs one primary.
 """
 
 from __future__ import annotations
@@ -78,6 +78,12 @@ class Keys:
     def nodes(self) -> str:
         """Set: the nodes that have held presence (live or not yet reaped)."""
         return f"{self.prefix}:nodes"
+
+    @property
+    def rooms(self) -> str:
+        """Sorted set, every score 0: the name of every room Redis has given an epoch (the
+        server API's room list pages through it by name)."""
+        return f"{self.prefix}:rooms"
 
     @property
     def unarchived(self) -> str:
