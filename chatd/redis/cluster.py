@@ -3,6 +3,8 @@
 - `commands`: scripts, reads, leases. `subscriber`: the rooms' channels and the probe.
 - `feeds` keep the rooms this node holds current (feeds.py); `sequencer` posts (sequencer.py);
   `nodes` renews this node's lease and lets go of dead nodes' members (nodes.py).
+- What belongs to a user rather than to a room: each user's sessions counted over every node
+  (session_counts.py).
 - The probe: every `[redis] probe_interval` the node publishes to a channel of its own and
   expects to hear it back on its subscription. Pub/sub can die silently while the connection
   looks fine (Centrifugo #1189); a probe that stays unheard for three intervals makes the
@@ -38,6 +40,7 @@ from chatd.redis.nodes import Nodes
 from chatd.redis.notices import Notices
 from chatd.redis.reads import READ, parse_marker
 from chatd.redis.sequencer import POST, RedisSequencer
+from chatd.redis.session_counts import SESSIONS, SessionCounts
 from chatd.rooms import Room
 
 CLOSE_GOING_AWAY = 1001
@@ -67,7 +70,9 @@ class Cluster:
         self.config = config
         self.keys = keys = Keys(config.key_prefix)
         self.node = node_name(config)
-        self.commands = RedisLink(reactor, config, scripts=(POST, SYNC, READ, *ARCHIVER_SCRIPTS))
+        self.commands = RedisLink(
+            reactor, config, scripts=(POST, SYNC, READ, SESSIONS, *ARCHIVER_SCRIPTS)
+        )
         self.archiver: Archiver | None = None  # this node may archive ([redis] archiver)
         self.desk = None  # the support desk's part in the cluster (desk.py), when it is on
         self.subscriber = RedisLink(
@@ -108,6 +113,7 @@ class Cluster:
             self.sequencer,
             self._held_here,
         )
+        self.session_counts = SessionCounts(self.commands, keys, self.node)
         self._probe_loop = LoopingCall(self._probe)
         self._probe_loop.clock = reactor
         self._heard = reactor.seconds()
@@ -121,6 +127,7 @@ class Cluster:
         self.server = server
         server.directory.replicas = self.feeds
         server.pipeline.relay = self._relay
+        self.session_counts.attach(server)
 
     # -- ephemeral fan-out across nodes -------------------------------------------------------
 
