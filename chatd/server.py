@@ -4,8 +4,8 @@ The protocol hands every welcomed request here (`handle`), with the session that
 answer is the reply frame to send, if any. Sessions (sessions.py), rooms in memory and their
 permissions (directory.py) and the commit pipeline (pipeline.py) are its parts; extensions such
 as the support desk attach through its hooks (`handlers`, `welcome_fields`, `joined_fields`,
-`on_session_end`, `on_start`, `on_shutdown`), the directory's guards and the pipeline's
-observers, never through branches here. Redis mode also counts each new session
+`on_session_end`, `on_rename`, `on_start`, `on_shutdown`), the directory's guards and the
+pipeline's observers, never through branches here. Redis mode also counts each new session
 across the nodes before it is opened (`session_counts`, chatd/redis/session_counts.py).
 """
 
@@ -82,6 +82,8 @@ class Server:
         self.welcome_fields: list[Callable[[Session], dict]] = []
         self.joined_fields: list[Callable[[Session, Room], dict]] = []
         self.on_session_end: list[Callable[[Session], None]] = []
+        # (user, name): the user's display name changed on this node (a refresh, a profile).
+        self.on_rename: list[Callable[[str, str], None]] = []
         self.on_start: list[Callable[[], None]] = []
         self.on_shutdown: list[Callable[[], None]] = []
         self._sweep_call = None
@@ -173,6 +175,7 @@ class Server:
     def refresh(self, session: Session, identity: Identity, ref: str | None) -> bytes:
         if self.revocations.revokes(identity.user, identity.token_id):
             raise ChatError(errors.AUTH_FAILED, "this token or user has been revoked", ref)
+        before = session.name
         try:
             self.sessions.refresh(session, identity)
         except ChatError as error:
@@ -180,6 +183,9 @@ class Server:
             raise
         for name in session.rooms:  # the new token may carry a new display name
             self.directory.rooms[name].members[session.user].name = session.name
+        if session.name != before:
+            for hook in self.on_rename:
+                hook(session.user, session.name)
         self._watch_expiry(session)
         return wire.refreshed(session.expires_at, ref)
 
@@ -190,6 +196,8 @@ class Server:
             session.name = name
             for room in session.rooms:
                 self.directory.rooms[room].members[session.user].name = name
+        for hook in self.on_rename:
+            hook(user, name)
 
     def _watch_expiry(self, session: Session) -> None:
         self._forget_expiry(session)

@@ -4,7 +4,7 @@
 - `feeds` keep the rooms this node holds current (feeds.py); `sequencer` posts (sequencer.py);
   `nodes` renews this node's lease and lets go of dead nodes' members (nodes.py).
 - What belongs to a user rather than to a room: each user's sessions counted over every node
-  (session_counts.py).
+  (session_counts.py), display names (renames.py), told through notices.py.
 - The probe: every `[redis] probe_interval` the node publishes to a channel of its own and
   expects to hear it back on its subscription. Pub/sub can die silently while the connection
   looks fine (Centrifugo #1189); a probe that stays unheard for three intervals makes the
@@ -39,6 +39,7 @@ from chatd.redis.keys import Keys
 from chatd.redis.nodes import Nodes
 from chatd.redis.notices import Notices
 from chatd.redis.reads import READ, parse_marker
+from chatd.redis.renames import RENAME, Renames
 from chatd.redis.sequencer import POST, RedisSequencer
 from chatd.redis.session_counts import SESSIONS, SessionCounts
 from chatd.rooms import Room
@@ -71,7 +72,7 @@ class Cluster:
         self.keys = keys = Keys(config.key_prefix)
         self.node = node_name(config)
         self.commands = RedisLink(
-            reactor, config, scripts=(POST, SYNC, READ, SESSIONS, *ARCHIVER_SCRIPTS)
+            reactor, config, scripts=(POST, SYNC, READ, SESSIONS, RENAME, *ARCHIVER_SCRIPTS)
         )
         self.archiver: Archiver | None = None  # this node may archive ([redis] archiver)
         self.desk = None  # the support desk's part in the cluster (desk.py), when it is on
@@ -114,6 +115,7 @@ class Cluster:
             self._held_here,
         )
         self.session_counts = SessionCounts(self.commands, keys, self.node)
+        self.renames = Renames(self.commands, keys, self.notices, self.node)
         self._probe_loop = LoopingCall(self._probe)
         self._probe_loop.clock = reactor
         self._heard = reactor.seconds()
@@ -128,6 +130,7 @@ class Cluster:
         server.directory.replicas = self.feeds
         server.pipeline.relay = self._relay
         self.session_counts.attach(server)
+        self.renames.attach(server)
 
     # -- ephemeral fan-out across nodes -------------------------------------------------------
 
