@@ -167,6 +167,12 @@ class Directory:
 
         return self.replicas.take_on(name, None).addCallback(found)
 
+    def find_later(self, name: str) -> Deferred:
+        """`find`, as a Deferred (Redis mode: taken on there if it exists)."""
+        if self.replicas is None or name in self.rooms:
+            return defer.maybeDeferred(self.find, name)
+        return self.replicas.take_on(name, None)
+
     def visible_later(self, session, name: str) -> Deferred:
         """`visible`, as a Deferred (Redis mode: taken on there if it exists)."""
         if self.replicas is None or name in self.rooms:

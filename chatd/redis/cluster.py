@@ -3,8 +3,9 @@
 - `commands`: scripts, reads, leases. `subscriber`: the rooms' channels and the probe.
 - `feeds` keep the rooms this node holds current (feeds.py); `sequencer` posts (sequencer.py);
   `nodes` renews this node's lease and lets go of dead nodes' members (nodes.py).
-- What belongs to a user rather than to a room: each user's sessions counted over every node
-  (session_counts.py), display names (renames.py), told through notices.py.
+- What belongs to a user or to the whole cluster rather than to a room: each user's sessions
+  counted over every node (session_counts.py), display names (renames.py), the server API's
+  disconnects (disconnects.py) and room list (room_index.py), told through notices.py.
 - The probe: every `[redis] probe_interval` the node publishes to a channel of its own and
   expects to hear it back on its subscription. Pub/sub can die silently while the connection
   looks fine (Centrifugo #1189); a probe that stays unheard for three intervals makes the
@@ -34,12 +35,14 @@ from chatd.read_markers import Marker
 from chatd.redis.archiver import SCRIPTS as ARCHIVER_SCRIPTS
 from chatd.redis.archiver import Archiver
 from chatd.redis.client import RedisLink
+from chatd.redis.disconnects import Disconnects
 from chatd.redis.feeds import CLOSE_SERVICE_RESTART, EPHEMERAL, SYNC, Feeds
 from chatd.redis.keys import Keys
 from chatd.redis.nodes import Nodes
 from chatd.redis.notices import Notices
 from chatd.redis.reads import READ, parse_marker
 from chatd.redis.renames import RENAME, Renames
+from chatd.redis.room_index import RoomIndex
 from chatd.redis.sequencer import POST, RedisSequencer
 from chatd.redis.session_counts import SESSIONS, SessionCounts
 from chatd.rooms import Room
@@ -116,6 +119,8 @@ class Cluster:
         )
         self.session_counts = SessionCounts(self.commands, keys, self.node)
         self.renames = Renames(self.commands, keys, self.notices, self.node)
+        self.disconnects = Disconnects(self.notices, self.session_counts, self.node)
+        self.room_index = RoomIndex(self.commands, keys)
         self._probe_loop = LoopingCall(self._probe)
         self._probe_loop.clock = reactor
         self._heard = reactor.seconds()
@@ -131,6 +136,7 @@ class Cluster:
         server.pipeline.relay = self._relay
         self.session_counts.attach(server)
         self.renames.attach(server)
+        self.disconnects.attach(server)
 
     # -- ephemeral fan-out across nodes -------------------------------------------------------
 
