@@ -8,6 +8,7 @@ import time
 
 import pytest
 from chatd_harness import RECV_TIMEOUT, api_call, mint_token, wait_for
+from cluster_settings import COMMAND_TIMEOUT
 
 SECRET = b"a-cluster-test-secret-of-at-least-32-bytes!"
 KEY = "e2e-cluster-api-key-0123456789abcdef"
@@ -90,6 +91,31 @@ def test_the_session_limit_counts_the_sessions_on_every_node(nodes, clients):
         if reply["type"] == "welcome":
             break
         assert reply["code"] == "too_many_sessions" and time.monotonic() < deadline, reply
+        time.sleep(0.05)
+
+
+def test_a_hello_while_redis_is_frozen_is_unavailable_and_may_be_sent_again(
+    make_node, clients, redis_server
+):
+    a = make_node("a", redis={"cutoff": "30s"})  # this test is about the command timeout
+    client = clients(a.url())
+    redis_server.freeze()
+    try:
+        sent = time.monotonic()
+        client.send({"type": "hello", "name": "ann", "id": "h"})
+        refusal = client.expect(type="error", ref="h")
+        assert refusal["code"] == "unavailable", refusal
+        assert time.monotonic() - sent < COMMAND_TIMEOUT + 3
+        assert a.running
+    finally:
+        redis_server.thaw()
+    deadline = time.monotonic() + RECV_TIMEOUT
+    while True:  # the node connects to Redis again first
+        client.send({"type": "hello", "name": "ann", "id": "h"})
+        reply = client.recv_until(lambda frame: frame["type"] in ("welcome", "error"))[0]
+        if reply["type"] == "welcome":
+            break
+        assert reply["code"] == "unavailable" and time.monotonic() < deadline, reply
         time.sleep(0.05)
 
 
