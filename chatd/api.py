@@ -337,15 +337,15 @@ class ApiResource(Resource):
             _string(body, "room"), _string(body, "text"), _string(body, "from"), _string(body, "id")
         )
 
-    def get_rooms(self, request) -> dict:
+    def get_rooms(self, request) -> dict | Deferred:
         after = _query(request, "after")
         limit = _query_integer(request, "limit", default=100, maximum=1000)
         return self.backend.rooms(after, limit)
 
-    def get_room(self, request, room: str) -> dict:
+    def get_room(self, request, room: str) -> dict | Deferred:
         return self.backend.room(room)
 
-    def get_history(self, request, room: str) -> dict:
+    def get_history(self, request, room: str) -> dict | Deferred:
         before = _query_integer(request, "before", default=None)
         limit = _query_integer(request, "limit", default=None)
         return self.backend.history(room, before, limit)
@@ -366,10 +366,10 @@ class ApiResource(Resource):
         client_id = _string(body, "id") if "id" in body else None
         return self.backend.assign(room, body["agent"], _string(body, "from"), client_id)
 
-    def get_user(self, request, user: str) -> dict:
+    def get_user(self, request, user: str) -> dict | Deferred:
         return self.backend.user(user)
 
-    def post_disconnect(self, request) -> dict:
+    def post_disconnect(self, request) -> dict | Deferred:
         body = _json_body(request)
         code = body.get("code", errors.CLOSE_DISCONNECTED)
         if not isinstance(code, int) or isinstance(code, bool):

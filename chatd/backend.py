@@ -4,6 +4,11 @@ api.py turns HTTP requests into these calls and their results (or `ChatError`s) 
 Everything here goes through the same paths as the clients' requests: a publish is posted by
 `Server.post` like a client's `say` (same seq, durability, ordering and retry de-duplication by
 (sender, id)); only its sender is one of `[api] bots`, and its event carries `"bot": true`.
+
+In Redis mode (`server.cluster` set) the lookups and the disconnect reach past this node: the
+room list adds every room Redis knows, a room's details are read from its replica (taken on
+for the call if this node does not hold it) with the members present through other nodes, a
+user's sessions are counted on every live node, and a disconnect is told to every node.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from chatd.config import HistoryConfig
 from chatd.errors import ChatError
 from chatd.events import Event
 from chatd.names import CLIENT_ID, ROOM_NAME, ROOM_RULE, USER_ID, USER_RULE
+from chatd.redis.client import RedisError, RedisUnavailable
 from chatd.rooms import Draft, Room, message_draft
 from chatd.support import customer_of
 
@@ -167,10 +173,22 @@ class Backend:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def rooms(self, after: str | None, limit: int) -> dict:
-        """Rooms in memory or with a transcript, by name, a page at a time."""
+    def rooms(self, after: str | None, limit: int) -> dict | Deferred:
+        """Rooms in memory or with a transcript (Redis mode: or known to Redis), by name, a
+        page at a time."""
+        cluster = self.server.cluster
+        if cluster is None:
+            return self._rooms_page(after, limit, [])
+        # One more than a page: with the names known here, enough to fill it and say `next`
+        # (a room Redis knows past these sorts after all of them).
+        known = cluster.room_index.names_after(after, limit + 1)
+        return known.addCallbacks(
+            lambda names: self._rooms_page(after, limit, names), _redis_unavailable
+        )
+
+    def _rooms_page(self, after: str | None, limit: int, known: list[str]) -> dict:
         loaded = self.server.directory.rooms
-        names = sorted(set(loaded) | set(self.server.store.rooms()))
+        names = sorted(set(loaded) | set(self.server.store.rooms()) | set(known))
         if after is not None:
             names = [name for name in names if name > after]
         page = names[:limit]
@@ -184,11 +202,23 @@ class Backend:
         more = len(names) > limit
         return {"rooms": listed, "next": page[-1] if more else None}
 
-    def room(self, name: str) -> dict:
-        room = self._find(name)
+    def room(self, name: str) -> dict | Deferred:
+        found = self._find_later(name)
+        if isinstance(found, Deferred):
+            return found.addCallback(self._room_details)
+        return self._room_details(found)
+
+    @staticmethod
+    def _room_details(room: Room) -> dict:
         members = [
             {"user": user, "name": member.name, "sessions": len(member.sessions)}
             for user, member in room.members.items()
+        ]
+        # Redis mode: members connected through other nodes only (their sessions are there).
+        members += [
+            {"user": user, "name": name, "sessions": 0}
+            for user, name in room.others.items()
+            if user not in room.members
         ]
         return {
             "room": room.name,
@@ -197,8 +227,13 @@ class Backend:
             "members": members,
         }
 
-    def history(self, name: str, before: int | None, limit: int | None) -> dict:
-        room = self._find(name)
+    def history(self, name: str, before: int | None, limit: int | None) -> dict | Deferred:
+        found = self._find_later(name)
+        if isinstance(found, Deferred):
+            return found.addCallback(self._history_of, before, limit)
+        return self._history_of(found, before, limit)
+
+    def _history_of(self, room: Room, before: int | None, limit: int | None) -> dict:
         config = self._history
         limit = min(limit or config.replay_events or config.page_limit, config.page_limit)
         before = before if before is not None else room.committed_seq + 1
@@ -217,25 +252,55 @@ class Backend:
         self.server.directory.touch(room)
         return room
 
-    def user(self, user: str) -> dict:
+    def _find_later(self, name: str) -> Room | Deferred:
+        """`_find`; in Redis mode, for a room this node does not hold, a Deferred: the room
+        taken on from Redis."""
+        directory = self.server.directory
+        if directory.replicas is None or name in directory.rooms:
+            return self._find(name)
+        self._check_room_name(name)
+
+        def found(room: Room | None) -> Room:
+            if room is None:
+                raise ChatError(errors.UNKNOWN_ROOM, f"there is no room {name!r}")
+            directory.touch(room)
+            return room
+
+        return directory.find_later(name).addCallbacks(found, _redis_unavailable)
+
+    def user(self, user: str) -> dict | Deferred:
+        """Whether `user` is online, with how many sessions (Redis mode: on every live node;
+        their names and rooms are this node's sessions')."""
         if not USER_ID.fullmatch(user):
             raise ChatError(errors.BAD_NAME, USER_RULE)
         sessions = self.server.sessions.of_user(user)
+        cluster = self.server.cluster
+        if cluster is None:
+            return self._user_details(user, sessions, 0)
+        elsewhere = cluster.session_counts.elsewhere(user)
+        return elsewhere.addCallback(lambda count: self._user_details(user, sessions, count))
+
+    @staticmethod
+    def _user_details(user: str, sessions: list, elsewhere: int) -> dict:
         rooms = sorted({room for session in sessions for room in session.rooms})
         names = sorted({session.name for session in sessions})
         return {
             "user": sessions[0].user if sessions else user,
-            "online": bool(sessions),
-            "sessions": len(sessions),
+            "online": bool(sessions) or elsewhere > 0,
+            "sessions": len(sessions) + elsewhere,
             "names": names,
             "rooms": rooms,
         }
 
     # -- ending -------------------------------------------------------------------------------
 
-    def disconnect(self, user: str, code: int, reason: str, revoke: bool) -> dict:
+    def disconnect(self, user: str, code: int, reason: str, revoke: bool) -> dict | Deferred:
         """Close every connection of `user` (and, with `revoke`, add the user to
-        `[auth] revoked_file` so that it cannot say hello again until removed)."""
+        `[auth] revoked_file` so that it cannot say hello again until removed).
+
+        Redis mode: this node's at once, then the other nodes are told (disconnects.py); the
+        answer, once they have been, counts this node's sessions closed and the sessions
+        the other live nodes had by Redis's counts."""
         if not isinstance(user, str) or not USER_ID.fullmatch(user):
             raise ChatError(errors.BAD_NAME, USER_RULE)
         if code not in CLOSE_CODES:
@@ -254,7 +319,14 @@ class Backend:
             user=user,
             revoked=" and revoked the user" if revoke else "",
         )
-        return {"user": user, "closed": len(sessions), "revoked": revoke}
+        answer = {"user": user, "closed": len(sessions), "revoked": revoke}
+        cluster = self.server.cluster
+        if cluster is None:
+            return answer
+        if revoke:
+            code, reason = errors.CLOSE_REVOKED, "revoked"
+        told = cluster.disconnects.elsewhere(user, code, reason, revoke)
+        return told.addCallback(lambda elsewhere: {**answer, "closed": len(sessions) + elsewhere})
 
     def _revoke(self, user: str) -> None:
         revocations = self.server.revocations
@@ -281,3 +353,9 @@ class Backend:
         room = self._find(name)
         sessions = self.server.close_room(room)
         return {"room": name, "closed": len(sessions)}
+
+
+def _redis_unavailable(failure):
+    """Redis did not answer a lookup: `unavailable` (503), so the caller retries."""
+    failure.trap(RedisUnavailable, RedisError)
+    raise ChatError(errors.UNAVAILABLE, f"Redis does not answer ({failure.value}); retry")

@@ -173,6 +173,12 @@ class Directory:
         self.check_may_see(session, room.name)  # again: with what Redis says (a ban)
         return room
 
+    def find_later(self, name: str) -> Deferred:
+        """`find`, as a Deferred (Redis mode: taken on there if it exists)."""
+        if self.replicas is None or name in self.rooms:
+            return defer.maybeDeferred(self.find, name)
+        return self.replicas.take_on(name, None)
+
     def visible_later(self, session, name: str) -> Deferred:
         """`visible`, as a Deferred (Redis mode: taken on there if it exists)."""
         if self.replicas is None or name in self.rooms:

@@ -22,7 +22,8 @@ def _errors(*statuses: int) -> dict:
         405: "Wrong method (method_not_allowed)",
         409: "Not possible here (not_support_room, no_revocation_list)",
         413: "Body larger than [api] max_body (too_large)",
-        503: "Not stored in time or transcripts not writable (unavailable); retry",
+        503: "Not stored in time, transcripts not writable, or (Redis mode) Redis did not"
+        " answer (unavailable); retry",
     }
     return {str(s): _json(_ref("Error"), text[s]) for s in (401, 405, 413, *statuses)}
 
@@ -98,7 +99,9 @@ SCHEMAS = {
                 "items": {
                     "type": "object",
                     "required": ["user", "name", "sessions"],
-                    "properties": {"user": _STRING, "name": _STRING, "sessions": _SEQ},
+                    # sessions: on the answering node (Redis mode: 0 for a member there
+                    # only through other nodes)
+                    "properties": {"user": _STRING, "name": _STRING, "sessions": _INTEGER},
                     "additionalProperties": False,
                 },
             },
@@ -184,19 +187,23 @@ DOCUMENT = {
         },
         "/api/rooms": {
             "get": {
-                "summary": "Rooms in memory or with a transcript, by name",
+                "summary": "Rooms in memory or with a transcript (Redis mode: or known to"
+                " Redis), by name",
                 "parameters": [
                     {"name": "after", "in": "query", "schema": _STRING},
                     {"name": "limit", "in": "query", "schema": {**_SEQ, "maximum": 1000}},
                 ],
-                "responses": {"200": _json(_ref("RoomList"), "A page of rooms"), **_errors(400)},
+                "responses": {
+                    "200": _json(_ref("RoomList"), "A page of rooms"),
+                    **_errors(400, 503),
+                },
             }
         },
         "/api/rooms/{room}": {
             "get": {
-                "summary": "A room's epoch, seq and members",
+                "summary": "A room's epoch, seq and members (Redis mode: on every node)",
                 "parameters": [_ROOM],
-                "responses": {"200": _json(_ref("Room"), "The room"), **_errors(400, 404)},
+                "responses": {"200": _json(_ref("Room"), "The room"), **_errors(400, 404, 503)},
             }
         },
         "/api/rooms/{room}/history": {
@@ -207,7 +214,7 @@ DOCUMENT = {
                     {"name": "before", "in": "query", "schema": _SEQ},
                     {"name": "limit", "in": "query", "schema": _SEQ},
                 ],
-                "responses": {"200": _json(_ref("History"), "Events"), **_errors(400, 404)},
+                "responses": {"200": _json(_ref("History"), "Events"), **_errors(400, 404, 503)},
             }
         },
         "/api/rooms/{room}/close": {
@@ -247,7 +254,7 @@ DOCUMENT = {
             "get": {
                 "summary": "Whether a user is online, with how many sessions, in which rooms",
                 "parameters": [{"name": "user", "in": "path", "required": True, "schema": _STRING}],
-                "responses": {"200": _json(_ref("User"), "The user"), **_errors(400)},
+                "responses": {"200": _json(_ref("User"), "The user"), **_errors(400, 503)},
             }
         },
         "/api/disconnect": {

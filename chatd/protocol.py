@@ -343,20 +343,53 @@ class ChatServerProtocol(WebSocketServerProtocol):
         context = self.factory.context
         try:
             identity = context.authenticator.identify(frame)
-            session, fields = context.server.hello(self, identity, frame)
+            welcome = context.server.hello(self, identity, frame)
         except ChatError as refusal:
-            if refusal.code in FATAL_AT_HELLO:
-                self._log.info(
-                    "{peer} was refused at hello: {why}",
-                    peer=self.peer_address,
-                    why=refusal.message,
-                )
-                self._refuse(refusal.code, refusal.message, frame.ref)
-                self.close_with(CLOSE_POLICY_VIOLATION, "authentication failed")
-                return
-            raise
+            self._refused_at_hello(refusal, frame.ref)
+            return
+        if isinstance(welcome, Deferred):  # Redis mode: the user's sessions counted first
+            self._awaiting = welcome
+            if self._held is None:
+                self._held = deque()
+            welcome.addCallbacks(self._welcomed_later, self._not_welcomed, errbackArgs=(frame,))
+            welcome.addBoth(self._serve_held)
+            return
+        self._welcome(*welcome)
+
+    def _refused_at_hello(self, refusal: ChatError, ref: str | None) -> None:
+        if refusal.code in FATAL_AT_HELLO:
+            self._log.info(
+                "{peer} was refused at hello: {why}",
+                peer=self.peer_address,
+                why=refusal.message,
+            )
+            self._refuse(refusal.code, refusal.message, ref)
+            self.close_with(CLOSE_POLICY_VIOLATION, "authentication failed")
+            return
+        self._refuse(refusal.code, refusal.message, refusal.ref or ref)
+
+    def _welcomed_later(self, opened: tuple[Session, dict]) -> None:
+        session, fields = opened
+        if self.state != WebSocketProtocol.STATE_OPEN:
+            # Closed while its hello waited: the session it was given ends at once.
+            self.factory.context.server.disconnect(session)
+            return
+        self._welcome(session, fields)
+
+    def _not_welcomed(self, failure, frame: wire.Hello) -> None:
+        if self.state != WebSocketProtocol.STATE_OPEN:
+            return
+        if failure.check(ChatError):
+            self._refused_at_hello(failure.value, frame.ref)
+            return
+        self._log.failure("could not welcome {peer}", failure, peer=self.peer_address)
+        self._refuse(errors.UNAVAILABLE, "the server cannot welcome you now; retry", frame.ref)
+
+    def _welcome(self, session: Session, fields: dict) -> None:
+        context = self.factory.context
         self.session = session
-        self._hello_deadline.cancel()
+        if self._hello_deadline is not None and self._hello_deadline.active():
+            self._hello_deadline.cancel()
         self._hello_deadline = None
         self._log.info(
             "{peer} is {user} on {listener} (session {session}{resumed})",

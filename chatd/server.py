@@ -4,15 +4,16 @@ The protocol hands every welcomed request here (`handle`), with the session that
 answer is the reply frame to send, if any. Sessions (sessions.py), rooms in memory and their
 permissions (directory.py) and the commit pipeline (pipeline.py) are its parts; extensions such
 as the support desk attach through its hooks (`handlers`, `welcome_fields`, `joined_fields`,
-`on_session_end`, `on_start`, `on_shutdown`), the directory's guards and the pipeline's
-observers, never through branches here.
+`on_session_end`, `on_rename`, `on_start`, `on_shutdown`), the directory's guards and the
+pipeline's observers, never through branches here. Redis mode also counts each new session
+across the nodes before it is opened (`session_counts`, chatd/redis/session_counts.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -28,6 +29,15 @@ from chatd.pipeline import Pipeline
 from chatd.rooms import Draft, Room, message_draft, presence_draft
 from chatd.sessions import Session, SessionRegistry
 from chatd.transcript import TranscriptStore
+
+
+class SessionCounter(Protocol):
+    """Counts each user's sessions beyond this node (Redis mode)."""
+
+    def claim(self, user: str) -> Deferred: ...
+
+    def release(self, user: str) -> None: ...
+
 
 # How often idle rooms are unloaded and idle transcript files closed, at most.
 SWEEP_INTERVAL = 30.0
@@ -59,6 +69,9 @@ class Server:
         self.revocations = revocations or Revocations(None)
         self.desk = None  # the support desk, when [support] is enabled (tap.build_server)
         self.cluster = None  # Redis mode's part of the node (chatd/redis/cluster.py)
+        # Redis mode: `claim(user)` a place for a new session among every node's (a Deferred
+        # that fails with a ChatError), `release(user)` it when the session ends.
+        self.session_counts: SessionCounter | None = None
         self.handlers: dict[str, Callable[[Session, Any], bytes | None]] = {
             "join": self.join,
             "leave": self.leave,
@@ -69,6 +82,8 @@ class Server:
         self.welcome_fields: list[Callable[[Session], dict]] = []
         self.joined_fields: list[Callable[[Session, Room], dict]] = []
         self.on_session_end: list[Callable[[Session], None]] = []
+        # (user, name): the user's display name changed on this node (a refresh, a profile).
+        self.on_rename: list[Callable[[str, str], None]] = []
         self.on_start: list[Callable[[], None]] = []
         self.on_shutdown: list[Callable[[], None]] = []
         self._sweep_call = None
@@ -110,10 +125,33 @@ class Server:
 
     # -- sessions -----------------------------------------------------------------------------
 
-    def hello(self, connection, identity: Identity, hello: wire.Hello) -> tuple[Session, dict]:
-        """Welcome a connection: a new session, another of its user's, or one taken over."""
+    def hello(
+        self, connection, identity: Identity, hello: wire.Hello
+    ) -> tuple[Session, dict] | Deferred:
+        """Welcome a connection: a new session, another of its user's, or one taken over.
+
+        In Redis mode a new session first claims its place among the user's sessions on every
+        node (`[auth] max_sessions_per_user` counts them all): the welcome is then a Deferred."""
         if self.revocations.revokes(identity.user, identity.token_id):
             raise ChatError(errors.AUTH_FAILED, "this token or user has been revoked")
+        counts = self.session_counts
+        if counts is None or self.sessions.resumable(identity.user, hello.resume) is not None:
+            return self._open(connection, identity, hello)
+        claimed = counts.claim(identity.user)
+        return claimed.addCallback(lambda _: self._open_claimed(connection, identity, hello))
+
+    def _open_claimed(self, connection, identity: Identity, hello: wire.Hello):
+        """`_open` with a place claimed: given back unless a new session takes it."""
+        try:
+            session, fields = self._open(connection, identity, hello)
+        except ChatError:
+            self.session_counts.release(identity.user)
+            raise
+        if fields["resumed"]:  # taken over meanwhile after all: no new session
+            self.session_counts.release(identity.user)
+        return session, fields
+
+    def _open(self, connection, identity: Identity, hello: wire.Hello) -> tuple[Session, dict]:
         opened = self.sessions.open(connection, identity, secret=hello.secret, resume=hello.resume)
         session = opened.session
         if opened.replaced is not None:
@@ -137,6 +175,7 @@ class Server:
     def refresh(self, session: Session, identity: Identity, ref: str | None) -> bytes:
         if self.revocations.revokes(identity.user, identity.token_id):
             raise ChatError(errors.AUTH_FAILED, "this token or user has been revoked", ref)
+        before = session.name
         try:
             self.sessions.refresh(session, identity)
         except ChatError as error:
@@ -144,6 +183,9 @@ class Server:
             raise
         for name in session.rooms:  # the new token may carry a new display name
             self.directory.rooms[name].members[session.user].name = session.name
+        if session.name != before:
+            for hook in self.on_rename:
+                hook(session.user, session.name)
         self._watch_expiry(session)
         return wire.refreshed(session.expires_at, ref)
 
@@ -154,6 +196,8 @@ class Server:
             session.name = name
             for room in session.rooms:
                 self.directory.rooms[room].members[session.user].name = name
+        for hook in self.on_rename:
+            hook(user, name)
 
     def _watch_expiry(self, session: Session) -> None:
         self._forget_expiry(session)

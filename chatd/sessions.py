@@ -156,6 +156,10 @@ class SessionRegistry:
         """The user secret welcome carries: open mode's, or the one the identity proved."""
         return user.secret if self.open_mode or identity.secret is not None else None
 
+    def resumable(self, user: str, resume: str | None) -> Session | None:
+        """The session of `user` that `resume` would take over, if any."""
+        return self._resumable(self._users.get(self.key_of(user)), resume)
+
     def _resumable(self, user: User | None, resume: str | None) -> Session | None:
         if user is None or not resume:
             return None

@@ -151,7 +151,8 @@ class RedisLink:
     """A connection to Redis that comes back by itself: `ClientService` reconnects with
     backoff; `prepare` (AUTH, SELECT, SCRIPT LOAD) runs before a connection is used.
 
-    `on_up` / `on_down` callbacks hear of each connection made ready and each one lost.
+    `on_up` / `on_down` callbacks hear of each connection made ready and each one lost;
+    `connection` waits for one (a node just started, or reconnecting).
     """
 
     _log = Logger()
@@ -167,6 +168,9 @@ class RedisLink:
     ):
         self._scripts = scripts
         self._name = name
+        self._clock = reactor
+        self._connect_timeout = config.connect_timeout
+        self._waiting: list[Deferred] = []  # for `connection`
         self.protocol: RedisProtocol | None = None
         self.on_up: list[Callable[[RedisProtocol], None]] = []
         self.on_down: list[Callable[[], None]] = []
@@ -217,6 +221,9 @@ class RedisLink:
                 self._said_down = False
             for hook in list(self.on_up):  # a hook may remove itself
                 hook(protocol)
+            waiting, self._waiting = self._waiting, []
+            for waiter in waiting:
+                waiter.callback(None)
 
         def refused(failure: Failure):
             error = failure.value
@@ -246,6 +253,21 @@ class RedisLink:
             self._said_down = True
         for hook in self.on_down:
             hook()
+
+    def connection(self) -> Deferred:
+        """Fires once connected and ready (at once if it is, after the `on_up` hooks if not);
+        fails with RedisUnavailable if that takes longer than `connect_timeout`."""
+        if self.protocol is not None:
+            return defer.succeed(None)
+        waiter: Deferred = Deferred(lambda cancelled: self._waiting.remove(cancelled))
+
+        def timed_out(failure: Failure):
+            failure.trap(defer.TimeoutError)
+            raise RedisUnavailable(f"not connected to Redis within {self._connect_timeout}s")
+
+        self._waiting.append(waiter)
+        waiter.addTimeout(self._connect_timeout, self._clock)
+        return waiter.addErrback(timed_out)
 
     def execute(self, *args) -> Deferred:
         if self.protocol is None:

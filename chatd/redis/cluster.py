@@ -3,6 +3,9 @@
 - `commands`: scripts, reads, leases. `subscriber`: the rooms' channels and the probe.
 - `feeds` keep the rooms this node holds current (feeds.py); `sequencer` posts (sequencer.py);
   `nodes` renews this node's lease and lets go of dead nodes' members (nodes.py).
+- What belongs to a user or to the whole cluster rather than to a room: each user's sessions
+  counted over every node (session_counts.py), display names (renames.py), the server API's
+  disconnects (disconnects.py) and room list (room_index.py), told through notices.py.
 - The probe: every `[redis] probe_interval` the node publishes to a channel of its own and
   expects to hear it back on its subscription. Pub/sub can die silently while the connection
   looks fine (Centrifugo #1189); a probe that stays unheard for three intervals makes the
@@ -32,12 +35,16 @@ from chatd.read_markers import Marker
 from chatd.redis.archiver import SCRIPTS as ARCHIVER_SCRIPTS
 from chatd.redis.archiver import Archiver
 from chatd.redis.client import RedisLink
+from chatd.redis.disconnects import Disconnects
 from chatd.redis.feeds import CLOSE_SERVICE_RESTART, EPHEMERAL, SYNC, Feeds
 from chatd.redis.keys import Keys
 from chatd.redis.nodes import Nodes
 from chatd.redis.notices import Notices
 from chatd.redis.reads import READ, parse_marker
+from chatd.redis.renames import RENAME, Renames
+from chatd.redis.room_index import RoomIndex
 from chatd.redis.sequencer import POST, RedisSequencer
+from chatd.redis.session_counts import SESSIONS, SessionCounts
 from chatd.rooms import Room
 
 CLOSE_GOING_AWAY = 1001
@@ -67,7 +74,9 @@ class Cluster:
         self.config = config
         self.keys = keys = Keys(config.key_prefix)
         self.node = node_name(config)
-        self.commands = RedisLink(reactor, config, scripts=(POST, SYNC, READ, *ARCHIVER_SCRIPTS))
+        self.commands = RedisLink(
+            reactor, config, scripts=(POST, SYNC, READ, SESSIONS, RENAME, *ARCHIVER_SCRIPTS)
+        )
         self.archiver: Archiver | None = None  # this node may archive ([redis] archiver)
         self.desk = None  # the support desk's part in the cluster (desk.py), when it is on
         self.subscriber = RedisLink(
@@ -108,6 +117,10 @@ class Cluster:
             self.sequencer,
             self._held_here,
         )
+        self.session_counts = SessionCounts(self.commands, keys, self.node)
+        self.renames = Renames(self.commands, keys, self.notices, self.node)
+        self.disconnects = Disconnects(self.notices, self.session_counts, self.node)
+        self.room_index = RoomIndex(self.commands, keys)
         self._probe_loop = LoopingCall(self._probe)
         self._probe_loop.clock = reactor
         self._heard = reactor.seconds()
@@ -121,6 +134,9 @@ class Cluster:
         self.server = server
         server.directory.replicas = self.feeds
         server.pipeline.relay = self._relay
+        self.session_counts.attach(server)
+        self.renames.attach(server)
+        self.disconnects.attach(server)
 
     # -- ephemeral fan-out across nodes -------------------------------------------------------
 

@@ -139,8 +139,9 @@ class Feeds:
                 keys.names(name),
                 keys.reads(name),
                 keys.sanctions(name),
+                keys.rooms,
             ],
-            [self._memory_events(name), create_epoch or ""],
+            [self._memory_events(name), create_epoch or "", name],
         )
 
     def _took_on(self, reply, name: str, channel: bytes, early: list[bytes]) -> None:

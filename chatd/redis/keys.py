@@ -1,6 +1,7 @@
 """Where chatd keeps things in Redis. Every key of a room carries the room in a hash tag
 (`{room}`), so that one room's keys stay in one slot if Redis Cluster is used later; the
-node-wide keys (`held`, `nodes`, `unarchived`) are why a first version needs one primary.
+node-wide keys (`held`, `sessions`, `nodes`, `rooms`, `unarchived`) are why a first version
+needs one primary.
 """
 
 from __future__ import annotations
@@ -48,13 +49,23 @@ class Keys:
         """String `EPOCH SEQ`: the last event the archiver has made durable in a transcript."""
         return f"{self.prefix}:{{{room}}}:archived"
 
+    @property
+    def node_prefix(self) -> str:
+        """What each key of one node starts with, before its name (sessions.lua builds the
+        other nodes' `alive` and `sessions` keys from it)."""
+        return f"{self.prefix}:node:"
+
     def held(self, node: str) -> str:
         """Hash: `ROOM USER` -> display name, for each member a node holds sessions of."""
-        return f"{self.prefix}:node:{node}:held"
+        return f"{self.node_prefix}{node}:held"
+
+    def sessions(self, node: str) -> str:
+        """Hash: user -> how many sessions of the user the node has (in rooms or not)."""
+        return f"{self.node_prefix}{node}:sessions"
 
     def alive(self, node: str) -> str:
         """String with an expiry: the node's lease; gone, the node is taken for dead."""
-        return f"{self.prefix}:node:{node}:alive"
+        return f"{self.node_prefix}{node}:alive"
 
     def probe(self, node: str) -> str:
         """Pub/sub channel a node publishes to itself, to know its subscription works."""
@@ -80,8 +91,14 @@ class Keys:
 
     @property
     def nodes(self) -> str:
-        """Set: the nodes that have held presence (live or not yet reaped)."""
+        """Set: the nodes that have held presence or sessions (live or not yet reaped)."""
         return f"{self.prefix}:nodes"
+
+    @property
+    def rooms(self) -> str:
+        """Sorted set, every score 0: the name of every room Redis has given an epoch (the
+        server API's room list pages through it by name)."""
+        return f"{self.prefix}:rooms"
 
     @property
     def unarchived(self) -> str:

@@ -1,12 +1,13 @@
 """The nodes of a cluster: each holds a lease; the members of a dead one are let go.
 
-Presence is counted in Redis per node (`held`: which members a node holds sessions of), so
-that a node that dies does not leave its users in the rooms for ever: every node renews its
-own lease (`alive`, expiring after `[redis] node_lease`) and looks for nodes whose lease has
-run out; for each member such a node held, it posts the presence change a leaving session
-would have (post.lua takes it back from the dead node's count, and writes the `leave` event
-when no node holds the user any more). Two nodes doing it at once is harmless: post.lua
-takes each held member back once.
+Presence is counted in Redis per node (`held`: which members a node holds sessions of;
+`sessions`: how many sessions of each user it has), so that a node that dies does not leave
+its users in the rooms, or counted against `[auth] max_sessions_per_user`, for ever: every
+node renews its own lease (`alive`, expiring after `[redis] node_lease`) and looks for nodes
+whose lease has run out; for each member such a node held, it posts the presence change a
+leaving session would have (post.lua takes it back from the dead node's count, and writes
+the `leave` event when no node holds the user any more), then deletes the node's keys. Two
+nodes doing it at once is harmless: post.lua takes each held member back once.
 
 The same runs for the node itself when it (re)connects to Redis: what Redis says it holds
 and its rooms do not (a run before a restart under the same name, a leave whose post failed
@@ -105,8 +106,10 @@ class Nodes:
         return defer.gatherResults([self._let_go(node, keep=set()) for node in dead])
 
     def _connected(self, _protocol) -> None:
-        """Register in `nodes` and take the lease at once, before this node posts presence
-        or stores agents: a node that died before its first beat would be reaped by nobody."""
+        """Register in `nodes` and take the lease at once, before this node posts presence,
+        stores agents or counts sessions: a node that died before its first beat would be
+        reaped by nobody, and the other nodes count its sessions (session_counts.py) only
+        while its lease lasts."""
         self._beat()
         self._reconcile()
 
@@ -149,5 +152,7 @@ class Nodes:
             dead(node)
         keys = self._keys
         return defer.gatherResults(
-            self._link.pipeline([("DEL", keys.held(node)), ("SREM", keys.nodes, node)])
+            self._link.pipeline(
+                [("DEL", keys.held(node)), ("DEL", keys.sessions(node)), ("SREM", keys.nodes, node)]
+            )
         )

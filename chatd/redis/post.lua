@@ -4,6 +4,7 @@
 -- KEYS[3] retry    string: the seq of a sent id  KEYS[4] count  hash: user -> nodes holding them
 -- KEYS[5] names    hash: user -> display name    KEYS[6] held   hash: "room user" -> name, of a node
 -- KEYS[7] unarchived  set of rooms the archiver has work in
+-- KEYS[8] rooms    sorted set: every room Redis has given an epoch
 -- ARGV[1] the line's head, up to the epoch      ARGV[2] the line's tail, after the seq
 -- ARGV[3] an epoch for a room Redis does not know yet
 -- ARGV[4] retry window in ms (0: not a retryable message)
@@ -20,6 +21,7 @@ if not epoch then
   epoch = ARGV[3]
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
   redis.call('DEL', KEYS[2])  -- a log left from a lost epoch would refuse seq 1
+  redis.call('ZADD', KEYS[8], 0, ARGV[8])
 end
 if ARGV[4] ~= '0' then
   local earlier = redis.call('GET', KEYS[3])

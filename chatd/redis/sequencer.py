@@ -97,6 +97,7 @@ class RedisSequencer:
                 keys.names(room),
                 keys.held(held_by or self._node),
                 keys.unarchived,
+                keys.rooms,
             ],
             [
                 head,

@@ -3,8 +3,9 @@
 -- every event after this snapshot reaches it there.
 --
 -- KEYS[1] meta   KEYS[2] log   KEYS[3] names   KEYS[4] reads (read markers)
--- KEYS[5] sanctions (bans and mutes in force)
+-- KEYS[5] sanctions (bans and mutes in force)   KEYS[6] rooms (sorted set of every room)
 -- ARGV[1] how many of the latest events   ARGV[2] an epoch to create the room with ('': none)
+-- ARGV[3] the room's name
 --
 -- Returns {epoch, seq, {user, name, ...}, {line, ...}, {user, marker, ...}, {user, sanctions,
 -- ...}}, or {false} for a room Redis does not know and may not create.
@@ -16,6 +17,7 @@ if not epoch then
   epoch = ARGV[2]
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
   redis.call('DEL', KEYS[2])  -- a log left from a lost epoch would refuse seq 1
+  redis.call('ZADD', KEYS[6], 0, ARGV[3])
 end
 local seq = redis.call('HGET', KEYS[1], 'seq')
 local lines = {}

@@ -40,6 +40,7 @@ def post(redis, room: str, number: int, epoch: str = "E1", day: int = 1) -> byte
         f"{PREFIX}:{{{room}}}:names",
         f"{PREFIX}:node:n1:held",
         f"{PREFIX}:unarchived",
+        f"{PREFIX}:rooms",
     ]
     args = [head, tail, epoch, 0, 0, "ann", "Ann", room, f"{PREFIX}:{{{room}}}:events", "", 0]
     got_epoch, seq, stored = redis.command("EVAL", POST, len(keys), *keys, *args)

@@ -8,12 +8,14 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.internet import defer
 from twisted.internet.testing import StringTransport
 
 from chatd import errors, wire
 from chatd.api import ApiKeys, build_api_site
 from chatd.auth import Identity
 from chatd.backend import Backend
+from chatd.redis.client import RedisUnavailable
 
 KEY = "k-test-0123456789abcdef"
 OLD_KEY = "k-old-0123456789abcdef"
@@ -404,3 +406,88 @@ def test_fuzzed_input_never_yields_a_5xx(api, route, body, query, segment):
     status, answer = api.call(method, path, body)
     assert status < 500, answer
     assert status == 200 or set(answer) == {"error"}
+
+
+# -- Redis mode: the calls that reach past this node --------------------------------------------
+
+
+class ClusterView:
+    """Stands in for `server.cluster` as the backend asks it: the rooms Redis knows, a user's
+    sessions on the other nodes, and disconnects told to them (recorded)."""
+
+    def __init__(self, rooms=(), elsewhere=0, down=False):
+        self.room_index = self.session_counts = self.disconnects = self
+        self.known = sorted(rooms)
+        self.others = elsewhere
+        self.down = down
+        self.asked: list[tuple] = []
+        self.told: list[tuple] = []
+
+    def names_after(self, after, count):
+        self.asked.append((after, count))
+        if self.down:
+            return defer.fail(RedisUnavailable("not connected to Redis"))
+        return defer.succeed([name for name in self.known if after is None or name > after][:count])
+
+    def elsewhere(self, user, *disconnect):
+        if disconnect:
+            self.told.append((user, *disconnect))
+        return defer.succeed(self.others)
+
+
+def test_the_room_list_pages_through_redis_s_rooms_and_the_node_s_own(api, enter):
+    enter(api.server, "alice", "lobby")
+    api.server.cluster = cluster = ClusterView(rooms=["a1", "m2", "z3"])
+    status, first = api.call("GET", "/api/rooms?limit=2")
+    assert (status, [r["room"] for r in first["rooms"]], first["next"]) == (
+        200,
+        ["a1", "lobby"],
+        "lobby",
+    )
+    assert first["rooms"][0] == {"room": "a1", "loaded": False}
+    assert first["rooms"][1]["loaded"] is True
+    _status, second = api.call("GET", "/api/rooms?limit=2&after=lobby")
+    assert ([r["room"] for r in second["rooms"]], second["next"]) == (["m2", "z3"], None)
+    assert cluster.asked == [(None, 3), ("lobby", 3)]
+
+
+def test_the_room_list_without_redis_is_unavailable(api):
+    api.server.cluster = ClusterView(down=True)
+    status, body = api.call("GET", "/api/rooms")
+    assert (status, body["error"]["code"]) == (503, errors.UNAVAILABLE)
+
+
+def test_room_details_list_the_members_present_through_other_nodes(api, enter):
+    enter(api.server, "alice", "lobby")
+    api.server.rooms["lobby"].others["cat"] = "Cat"
+    _status, room = api.call("GET", "/api/rooms/lobby")
+    assert room["members"] == [
+        {"user": "alice", "name": "alice", "sessions": 1},
+        {"user": "cat", "name": "Cat", "sessions": 0},
+    ]
+
+
+def test_user_details_count_the_sessions_on_other_nodes(api, enter):
+    enter(api.server, "alice", "lobby")
+    api.server.cluster = ClusterView(elsewhere=2)
+    _status, alice = api.call("GET", "/api/users/alice")
+    assert (alice["online"], alice["sessions"], alice["rooms"]) == (True, 3, ["lobby"])
+    _status, bob = api.call("GET", "/api/users/bob")  # connected elsewhere only
+    assert (bob["online"], bob["sessions"], bob["rooms"]) == (True, 2, [])
+
+
+def test_disconnect_closes_here_and_tells_the_other_nodes(make_api, tmp_path, enter):
+    revoked = tmp_path / "revoked"
+    revoked.write_text("# revoked\n")
+    api = make_api(auth={"revoked_file": revoked})
+    _s, alice, _j = enter(api.server, "alice", "lobby")
+    api.server.cluster = cluster = ClusterView(elsewhere=2)
+    body = {"user": "alice", "code": 4321, "reason": "shop"}
+    status, answer = api.call("POST", "/api/disconnect", body)
+    assert (status, answer) == (200, {"user": "alice", "closed": 3, "revoked": False})
+    assert alice.closed == (4321, "shop")
+    _status, answer = api.call("POST", "/api/disconnect", {**body, "revoke": True})
+    assert cluster.told == [
+        ("alice", 4321, "shop", False),
+        ("alice", errors.CLOSE_REVOKED, "revoked", True),
+    ]
