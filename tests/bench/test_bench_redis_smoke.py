@@ -24,14 +24,17 @@ def redis_server_installed() -> None:
 def test_quick_redis_mode_one_and_two_processes(run_quick, redis_server_installed):
     stdout, records = run_quick("c,cpu", "chatd,chatd-redis,chatd-redis-x2")
     assert "(c) many rooms" in stdout and "(cpu) server CPU" in stdout, stdout
-    assert not [r for r in records if r["kind"] == "skipped"], stdout
+    # Only wss may be skipped, and only for a loadgen built without OpenSSL's headers.
+    skipped = [r for r in records if r["kind"] == "skipped"]
+    assert all(r["transport"] == "wss" and "without TLS" in r["reason"] for r in skipped), stdout
+    wss = [] if skipped else ["wss"]
     (run,) = [r for r in records if r["kind"] == "run"]
     assert run["cores"] >= 1 and set(run["redis_pinning"]) == {"chatd-redis", "chatd-redis-x2"}
 
     summaries = {
         (r["scenario"], r["server"], r["transport"]): r for r in records if r["kind"] == "summary"
     }
-    for scenario, transports in (("c", ["ws"]), ("cpu", ["ws", "wss"])):
+    for scenario, transports in (("c", ["ws"]), ("cpu", ["ws", *wss])):
         for transport in transports:
             for server in ("chatd", "chatd-redis", "chatd-redis-x2"):
                 summary = summaries[scenario, server, transport]
@@ -54,13 +57,11 @@ def test_quick_redis_mode_one_and_two_processes(run_quick, redis_server_installe
     steps = [r for r in records if r["kind"] == "step" and r["server"].startswith("chatd-redis")]
     assert steps and all(step["redis_cpu_s"] >= 0 for step in steps), steps
     costs = {(r["scenario"], r["transport"]): r for r in records if r["kind"] == "redis"}
-    assert set(costs) == {("c", "ws"), ("cpu", "ws"), ("cpu", "wss")}, costs
+    assert set(costs) == {("c", "ws"), ("cpu", "ws"), *(("cpu", t) for t in wss)}, costs
     assert "added_us_per_message" in costs["c", "ws"], costs
     assert "x2_us_per_message" in costs["cpu", "ws"], costs
     assert "Redis's cost (c) ws" in stdout, stdout
-    # The scaling compares the sweeps' best passing steps: only when both had one (a loaded
-    # machine may fail every step of a quick sweep on latency; that is not the machinery's fault).
-    if summaries["c", "chatd-redis", "ws"].get("max") and summaries[
-        "c", "chatd-redis-x2", "ws"
-    ].get("max"):
-        assert "x2_scaling" in costs["c", "ws"] and "Scaling (c) ws" in stdout, stdout
+    # The scaling (its figure may be missing: a loaded machine can fail a quick sweep's steps
+    # on latency, which is not the machinery's fault).
+    assert "x2_scaling" in costs["c", "ws"] and "x2_peak_scaling" in costs["c", "ws"], costs
+    assert "Scaling (c) ws" in stdout, stdout
