@@ -1,12 +1,15 @@
 """chatd's benchmark: start each server, drive it with the C load generator, print a table.
 
-    python bench/run.py [--scenarios a,b,...] [--quick] [--compression]
-                        [--servers chatd,autobahn,websockets,websockets-uvloop,node,c]
+    python bench/run.py [--scenarios a,b,...] [--quick] [--compression] [--cores N]
+                        [--servers chatd,autobahn,websockets,websockets-uvloop,node,c,
+                                   chatd-redis,chatd-redis-x2,...]
 
 Every (scenario, server) pair gets a freshly started server pinned to CPU 0 and the load
-generator pinned to CPU 1. Each loadgen step and each scenario's summary is appended as a JSON
-line to the results file; the table at the end gives chatd's figures as ratios to the baselines
-measured in the same run. bench/README.md explains the method and every figure.
+generator pinned to CPU 1; chatd-redis and chatd-redis-xN get a redis-server of their own and
+1 or N chatd nodes, pinned as `Pinning.of` says. Each loadgen step and each scenario's summary
+is appended as a JSON line to the results file; the table at the end gives chatd's figures as
+ratios to the baselines measured in the same run. bench/README.md explains the method and every
+figure.
 """
 
 from __future__ import annotations
@@ -46,6 +49,18 @@ NO_DEFLATE = {  # ... and without permessage-deflate: every scenario under --com
     "c": "no deflate in the C baseline",
 }
 SERVER_CPU, LOADGEN_CPU = "0", "1"
+# chatd in Redis mode: `chatd-redis` is one node, `chatd-redis-xN` N nodes (N >= 2), each with a
+# redis-server of its own, started empty for every (scenario, server, transport).
+REDIS_SERVER = re.compile(r"chatd-redis(?:-x([2-9]|[1-9]\d+))?")
+REDIS_SETTINGS = ("appendonly yes", "appendfsync always", "maxmemory-policy noeviction")
+NO_REDIS = {  # the scenario modes Redis mode does not run: why
+    "idle": "idle connections touch no Redis: measured with chatd alone",
+    "handshake": "handshakes touch no Redis: measured with chatd alone",
+    "storm": "the storm restarts one process; Redis mode's restarts are tested in tests/",
+    "hold": "one process up to the open-file limit: measured with chatd alone",
+}
+# --cores N: the cores the harness may pin onto, 0..N-1 (default: every core of the machine).
+CORES = os.cpu_count() or 1
 START_TIMEOUT = 30.0
 # The checkout chatd runs from (its PYTHONPATH): this one, or --chatd DIR (e.g. an older commit
 # checked out with `git worktree add`, to compare in one session with the same harness).
@@ -329,11 +344,63 @@ def free_port() -> int:
 
 
 def can_pin() -> bool:
-    return shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+    return shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2 and CORES >= 2
 
 
-def pinned(cpu: str, command: list[str]) -> list[str]:
-    return ["taskset", "-c", cpu, *command] if can_pin() else command
+def pinned(cpu: str | None, command: list[str]) -> list[str]:
+    return ["taskset", "-c", cpu, *command] if cpu and can_pin() else command
+
+
+def redis_nodes(server: str) -> int | None:
+    """How many chatd nodes a Redis-mode server name stands for; None: not Redis mode."""
+    match = REDIS_SERVER.fullmatch(server)
+    return None if match is None else int(match.group(1) or 1)
+
+
+@dataclass(frozen=True)
+class Pinning:
+    """Which cores each process of a (scenario, server) may run on (taskset -c lists)."""
+
+    servers: tuple[str, ...]  # one per server process (chatd node)
+    loadgen: str | None
+    redis: str | None
+    measured: str | None  # the servers' cores when they have them to themselves (`others`)
+    shared: str  # what shares a core, said plainly; empty when every process has its own
+
+    @classmethod
+    def of(cls, processes: int = 1, redis: bool = False) -> Pinning:
+        """A core of its own for each server process when --cores leaves one more for the
+        loadgen; redis-server on the cores after that, else beside the loadgen. With fewer
+        cores, the processes take them in turn and the loadgen and redis-server may run on any:
+        the figures are then bound by the cores, not by the processes."""
+        if not can_pin():
+            return cls((None,) * processes, None, None, None, "not pinned")
+        cores = [str(core) for core in range(CORES)]
+        if processes == 1 and not redis:  # the plain servers, as ever
+            return cls((SERVER_CPU,), LOADGEN_CPU, None, SERVER_CPU, "")
+        if processes + 1 <= CORES:
+            servers, loadgen, rest = cores[:processes], cores[processes], cores[processes + 1 :]
+            shared = "" if rest else f"redis-server shares core {loadgen} with the loadgen"
+            redis_cores = ",".join(rest) or loadgen
+            return cls(tuple(servers), loadgen, redis_cores, ",".join(servers), shared)
+        anywhere = ",".join(cores)
+        return cls(
+            tuple(cores[i % CORES] for i in range(processes)),
+            anywhere,
+            anywhere,
+            None,
+            f"core-bound: {processes} chatd processes, redis-server and the loadgen share"
+            f" {CORES} cores",
+        )
+
+    def describe(self) -> str:
+        if not self.loadgen:
+            return self.shared
+        what = "chatd nodes" if len(self.servers) > 1 else "server"
+        servers = ", ".join(f"-c {core}" for core in self.servers)
+        redis = f", redis-server -c {self.redis}" if self.redis else ""
+        shared = f"; {self.shared}" if self.shared else ""
+        return f"{what} {servers}, loadgen -c {self.loadgen}{redis}{shared}"
 
 
 def node_ready() -> str | None:
@@ -382,6 +449,16 @@ class Running:
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.port]
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.pid]
+
+    redis_pid = None
 
     def rss_kib(self) -> int:
         status = Path(f"/proc/{self.pid}/status").read_text()
@@ -432,8 +509,11 @@ def chatd_config(
     compression: bool,
     ports: dict[str, int],
     max_connections: int,
+    redis: dict[str, str] | None = None,
+    name: str = "chatd.ini",
 ) -> Path:
-    """`ports`: the fixed port of a transport (a restart must come back on it), else 0."""
+    """`ports`: the fixed port of a transport (a restart must come back on it), else 0;
+    `redis`: the node's [redis] section (Redis mode)."""
     sections = {
         "ws": {"port": ports.get("ws", 0)},
         "wss": {"port": ports.get("wss", 0)},
@@ -456,13 +536,15 @@ def chatd_config(
             sections["limits"]["ping_timeout"] = f"{ping:g}s"
     if compression:
         sections["limits"]["compression"] = "yes"
+    if redis:
+        sections["redis"] = redis
     for section, values in CHATD_SETTINGS.items():
         sections.setdefault(section, {}).update(values)
     text = "".join(
         f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()) + "\n"
         for name, values in sections.items()
     )
-    path = work / "chatd.ini"
+    path = work / name
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -478,11 +560,17 @@ def start_server(
     compression: bool = False,
     port: int = 0,
     max_connections: int = 20000,
-) -> Running:
+    pinning: Pinning | None = None,
+) -> Running | Cluster:
     """`ping`: keepalive every `ping` seconds (0 or None: the baselines' default, none);
     `compression`: permessage-deflate (not for the servers in NO_DEFLATE); `port`: listen
-    there (0: any free port); `max_connections`: chatd's [limits] max_connections."""
+    there (0: any free port); `max_connections`: chatd's [limits] max_connections;
+    `pinning`: the cores (default: the plain servers' core)."""
     work.mkdir(parents=True, exist_ok=True)
+    pinning = pinning or Pinning.of(redis_nodes(name) or 1, redis_nodes(name) is not None)
+    if redis_nodes(name):
+        settings = (fsync, ping, compression, {}, max_connections)
+        return start_cluster(name, transport, work, cert, key, settings, pinning)
     tls = ["--tls", str(cert), str(key)] if transport == "wss" else []
     fixed = ["--port", str(port)] if port else []
     keepalive = ["--ping", f"{ping:g}"] if ping else []
@@ -492,8 +580,8 @@ def start_server(
     if name == "chatd":
         ports = {transport: port} if port else {}
         config = chatd_config(work, cert, key, fsync, ping, compression, ports, max_connections)
-        command = [str(PYTHON.parent / "twistd"), "--nodaemon", "--pidfile=", "chatd"]
-        command += ["--config", str(config)]
+        command, env = chatd_command(config)
+        return launch(name, transport, command, env, work, work / f"{name}-{transport}.log")
     elif name == "autobahn":
         command = [str(PYTHON), str(BASELINES / "autobahn_prepared.py"), *fixed, *tls]
         command += keepalive
@@ -517,19 +605,130 @@ def start_server(
     else:
         command = ["node", str(BASELINES / "node_ws.js"), *fixed, *tls, *keepalive, *deflate]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if name == "chatd":
-        # Run the checkout's chatd (and find its twistd plugin) whatever is installed.
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHATD_ROOT), env.get("PYTHONPATH")]))
     return launch(name, transport, command, env, work, work / f"{name}-{transport}.log")
 
 
-def launch(
-    name: str, transport: str, command: list[str], env: dict, work: Path, log: Path
-) -> Running:
-    """Start a server pinned to its core, its output to `log`; return once it listens."""
+def chatd_command(config: Path) -> tuple[list[str], dict]:
+    """twistd running the checkout's chatd (and finding its plugin) whatever is installed."""
+    command = [str(PYTHON.parent / "twistd"), "--nodaemon", "--pidfile=", "chatd"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHATD_ROOT), env.get("PYTHONPATH")]))
+    return [*command, "--config", str(config)], env
+
+
+@dataclass
+class Cluster:
+    """chatd in Redis mode: a redis-server of its own (empty: the bench's clients reuse their
+    names and message ids, which a Redis that remembered them would answer as retries) and the
+    chatd nodes sharing rooms through it."""
+
+    redis: subprocess.Popen
+    nodes: list[Running] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return self.nodes[0].port
+
+    @property
+    def pid(self) -> int:
+        return self.nodes[0].pid
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    @property
+    def pids(self) -> list[int]:
+        return [node.pid for node in self.nodes]
+
+    @property
+    def redis_pid(self) -> int:
+        return self.redis.pid
+
+    @property
+    def metrics_port(self) -> int | None:  # the first node's collector pauses stand for all
+        return self.nodes[0].metrics_port if self.nodes else None
+
+    def stop(self) -> None:
+        for node in self.nodes:  # before Redis, so that they leave cleanly
+            node.stop()
+        self.redis.terminate()
+        try:
+            self.redis.wait(15)
+        except subprocess.TimeoutExpired:
+            self.redis.kill()
+            self.redis.wait(5)
+
+
+def start_redis(directory: Path, cpus: str | None) -> tuple[subprocess.Popen, int]:
+    """An empty redis-server in `directory` with the durability chatd requires (REDIS_SETTINGS,
+    no snapshots); (its process, its port) once it answers."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server)")
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = directory / "redis.conf"
+    lines = [f"port {port}", "bind 127.0.0.1", f"dir {directory}", 'save ""', *REDIS_SETTINGS]
+    conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    log = directory / "redis.log"
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            pinned(SERVER_CPU, command),
+            pinned(cpus, [binary, str(conf)]),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+                probe.sendall(b"PING\r\n")
+                if probe.recv(64).startswith(b"+PONG"):
+                    return process, port
+        except OSError:
+            time.sleep(0.05)
+    if process.poll() is None:
+        process.kill()
+        process.wait(5)
+    raise RuntimeError(f"redis-server did not start:\n{log.read_text(errors='replace')[-2000:]}")
+
+
+def start_cluster(
+    name: str, transport: str, work: Path, cert: Path, key: Path, settings: tuple, pinning: Pinning
+) -> Cluster:
+    """A redis-server, then one chatd node per core of `pinning.servers`, one after the other,
+    sharing `work` (one transcript directory, written by whichever node holds the archiver's
+    lease). `settings`: chatd_config's (fsync, ping, compression, ports, max_connections)."""
+    redis, port = start_redis(work / "redis", pinning.redis)
+    cluster = Cluster(redis)
+    try:
+        for i, cpu in enumerate(pinning.servers):
+            node = f"bench{i}"
+            redis_section = {"url": f"redis://127.0.0.1:{port}/0", "node": node}
+            config = chatd_config(work, cert, key, *settings, redis_section, f"{node}.ini")
+            command, env = chatd_command(config)
+            log = work / f"{name}-{node}-{transport}.log"
+            cluster.nodes.append(launch("chatd", transport, command, env, work, log, cpu))
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def launch(
+    name: str,
+    transport: str,
+    command: list[str],
+    env: dict,
+    work: Path,
+    log: Path,
+    cpu: str | None = SERVER_CPU,
+) -> Running:
+    """Start a server pinned to `cpu`, its output to `log`; return once it listens."""
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            pinned(cpu, command),
             cwd=work,
             stdin=subprocess.DEVNULL,
             stdout=output,
@@ -567,19 +766,30 @@ def launch(
 
 
 def loadgen_command(
-    loadgen: Path, scenario: Scenario, options: dict, server: Running, tls: bool, deflate: bool
+    loadgen: Path,
+    scenario: Scenario,
+    options: dict,
+    server: Running | Cluster,
+    tls: bool,
+    deflate: bool,
+    pinning: Pinning,
 ):
-    command = [str(loadgen), "--mode", scenario.mode, "--port", str(server.port)]
-    command += ["--server-pid", str(server.pid)]
-    if can_pin():
-        command += ["--server-core", SERVER_CPU]
+    """Several servers (chatd nodes): their ports, each room's members spread over them, their
+    CPU summed, and redis-server's apart."""
+    command = [str(loadgen), "--mode", scenario.mode]
+    command += ["--port", ",".join(map(str, server.ports))]
+    command += ["--server-pid", ",".join(map(str, server.pids))]
+    if pinning.measured:
+        command += ["--server-core", pinning.measured]
+    if server.redis_pid:
+        command += ["--redis-pid", str(server.redis_pid)]
     for option, value in options.items():
         command += [f"--{option.replace('_', '-')}", str(value)]
     if tls:
         command.append("--tls")
     if deflate:
         command.append("--deflate")
-    return pinned(LOADGEN_CPU, command)
+    return pinned(pinning.loadgen, command)
 
 
 def run_loadgen(
@@ -675,6 +885,23 @@ def pause_figures(at_connect: dict | None, at_end: dict | None) -> dict:
     }
 
 
+def per_message(step: dict) -> dict:
+    """CPU per message sent (the server's, over all its processes, and redis-server's apart in
+    Redis mode), which Redis's cost is counted in: one script call and one pub/sub message per
+    message, whatever the room's size."""
+
+    def us(seconds: float) -> float | None:
+        return round(seconds * 1e6 / step["sent"], 1) if seconds >= 0 and step["sent"] else None
+
+    figures = {"server_cpu_us_per_message": us(step["server_cpu_s"])}
+    if "redis_cpu_s" in step:
+        figures.update(
+            redis_cpu_us_per_delivery=step["redis_cpu_us_per_delivery"],
+            redis_cpu_us_per_message=us(step["redis_cpu_s"]),
+        )
+    return figures
+
+
 def summarize(scenario: Scenario, lines: list[dict]) -> dict:
     """The figures the table shows, from the loadgen's lines for one server and transport."""
     done = lines[-1]
@@ -722,6 +949,13 @@ def summarize(scenario: Scenario, lines: list[dict]) -> dict:
             first_close=done["first_close"],
             all_delivered=done["lost"] == 0 and done["dups"] == 0 and done["gaps"] == 0,
         )
+        if "ready_per_port" in connect:  # several servers: the clients each held
+            summary["clients_per_server"] = connect["ready_per_port"]
+        # Every step's rate and cost, to compare two servers at the rates both were sent.
+        summary["peak_delivered_dps"] = max((step["delivered_dps"] for step in steps), default=0)
+        summary["by_rate"] = [
+            {"rate": step["rate"], "ok": step["ok"]} | per_message(step) for step in steps
+        ]
         for label, step in (("max", best), ("first", first)):
             if step is None:
                 continue
@@ -736,7 +970,7 @@ def summarize(scenario: Scenario, lines: list[dict]) -> dict:
                     "loadgen_cpu_pct",
                     "core_others_pct",
                 )
-            }
+            } | per_message(step)
     elif scenario.mode == "storm":
         armed = next(line for line in lines if line["phase"] == "armed")
         storm = next(line for line in lines if line["phase"] == "storm")
@@ -863,7 +1097,10 @@ class Run:
                 self.skip(scenario.key, "*", transport, "the loadgen was built without TLS")
                 continue
             for name in servers:
-                if name not in scenario.servers:
+                # Redis mode runs the scenarios every server runs (not f: the fsync of chatd's
+                # own transcripts, which in Redis mode are not on the acknowledgement's path)
+                everyone = redis_nodes(name) and scenario.servers == SERVERS
+                if name not in scenario.servers and not everyone:
                     continue
                 if transport == "wss" and name in NO_TLS:
                     self.skip(scenario.key, name, transport, NO_TLS[name])
@@ -873,6 +1110,9 @@ class Run:
                     continue
                 if self.compression and name in NO_DEFLATE:
                     self.skip(scenario.key, name, transport, NO_DEFLATE[name])
+                    continue
+                if redis_nodes(name) and scenario.mode in NO_REDIS:
+                    self.skip(scenario.key, name, transport, NO_REDIS[scenario.mode])
                     continue
                 self.one(scenario, name, transport, options, ping)
 
@@ -887,6 +1127,7 @@ class Run:
         started = time.monotonic()
         work = self.work / f"{scenario.key}-{name}-{transport}"
         loadavg = os.getloadavg()[0]
+        pinning = Pinning.of(redis_nodes(name) or 1, redis_nodes(name) is not None)
         try:
             server = start_server(
                 name,
@@ -899,6 +1140,7 @@ class Run:
                 self.compression,
                 port=free_port() if scenario.restart else 0,
                 max_connections=options["clients"] if scenario.up_to_limit else 20000,
+                pinning=pinning,
             )
         except RuntimeError as error:
             print(" failed to start")
@@ -906,7 +1148,13 @@ class Run:
             return
         try:
             command = loadgen_command(
-                self.loadgen, scenario, options, server, transport == "wss", self.compression
+                self.loadgen,
+                scenario,
+                options,
+                server,
+                transport == "wss",
+                self.compression,
+                pinning,
             )
             lines = run_loadgen(command, server, options["max_seconds"], scenario.restart)
             pauses = pause_figures(
@@ -946,6 +1194,12 @@ class Run:
             summary["fd_limit"] = self.fd_limit
             summary["clients_wanted"] = (scenario.quick if self.quick else scenario.full)["clients"]
         summary["loadavg_1m_at_start"] = loadavg
+        if redis_nodes(name):
+            summary.update(
+                chatd_processes=redis_nodes(name),
+                pinning=pinning.describe(),
+                core_bound=pinning.measured is None,
+            )
         self.summaries[scenario.key, name, transport] = summary
         self.record(kind="summary", **where, **summary)
         print(f" {time.monotonic() - started:.0f}s")
@@ -1108,6 +1362,15 @@ def text_per_wire(v: dict) -> str:
 DEFLATE_COLUMN = ("text÷wire", 11, text_per_wire)
 
 
+def redis_columns(step) -> list:
+    """What a message costs the servers (all of a Redis-mode server's nodes) and redis-server,
+    at the step the table shows (`step`: best or first)."""
+    return [
+        ("µs/msg", 10, lambda v: fmt(step(v).get("server_cpu_us_per_message"), 1)),
+        ("redis µs/msg", 14, lambda v: fmt(step(v).get("redis_cpu_us_per_message"), 1)),
+    ]
+
+
 def table_of(scenario: Scenario, compression: bool):
     if scenario.key == "cpu":
         table = CPU_TABLE
@@ -1156,11 +1419,110 @@ def print_table(run: Run, order: list[str], servers: list[str]) -> None:
                 print(f"({key}) {scenario.title} [{run.label(transport)}]")
                 if scenario.mode == "storm" and any(name != "chatd" for name, _ in rows):
                     print("  (the baselines have no resume: their rows are reconnect + join only)")
-                print_rows(table_of(scenario, run.compression), rows)
+                table = table_of(scenario, run.compression)
+                if scenario.mode == "chat" and any(redis_nodes(name) for name, _ in rows):
+                    columns, figure, note = table
+                    step = first if key == "cpu" else best
+                    table = [*columns, *redis_columns(step)], figure, note
+                print_rows(table, rows)
                 print()
     for scenario, server, transport, reason in run.skipped:
         last = reason.strip().splitlines()[-1] if reason.strip() else "?"
         print(f"skipped ({scenario}) {server} {transport}: {last}")
+
+
+def redis_cost(plain: dict, one: dict) -> dict | None:
+    """chatd-redis's CPU per message against chatd's at the rates both were sent (a step's cost
+    per message falls as the rate grows and more events share a write or a Redis batch); the
+    headline is the highest rate at which both steps passed, else the lowest they share."""
+    rates = {
+        step["rate"]: step
+        for step in plain.get("by_rate", [])
+        if step["server_cpu_us_per_message"] is not None
+    }
+    pairs = [
+        (rates[step["rate"]], step)
+        for step in one.get("by_rate", [])
+        if step["rate"] in rates and step["server_cpu_us_per_message"] is not None
+    ]
+    if not pairs:
+        return None
+    pairs.sort(key=lambda pair: pair[0]["rate"])
+    passed = [pair for pair in pairs if pair[0]["ok"] and pair[1]["ok"]]
+    a, b = (passed or pairs[:1])[-1]
+    return {
+        "at_rate": a["rate"],
+        "chatd_us_per_message": a["server_cpu_us_per_message"],
+        "redis_mode_us_per_message": b["server_cpu_us_per_message"],
+        "added_us_per_message": round(
+            b["server_cpu_us_per_message"] - a["server_cpu_us_per_message"], 1
+        ),
+        "redis_us_per_message": b.get("redis_cpu_us_per_message"),
+        "by_rate": [
+            {
+                "rate": a["rate"],
+                "chatd": a["server_cpu_us_per_message"],
+                "redis_mode": b["server_cpu_us_per_message"],
+                "redis_server": b.get("redis_cpu_us_per_message"),
+            }
+            for a, b in pairs
+        ],
+    }
+
+
+def compare_redis(run: Run, order: list[str], servers: list[str]) -> None:
+    """What Redis mode costs per message (chatd-redis against chatd, `redis_cost`) and how it
+    scales (chatd-redis-xN against chatd-redis: the sweep's best passing throughput, and its
+    highest delivered at any step; the cpu scenario's rate is fixed, so there the CPU per
+    message summed over the nodes); printed and recorded (`kind` "redis")."""
+    many = [name for name in servers if (redis_nodes(name) or 0) > 1]
+    for key in order:
+        if SCENARIOS[key].mode != "chat":
+            continue
+        for transport in SCENARIOS[key].transports:
+            got = {name: run.summaries.get((key, name, transport)) for name in servers}
+            plain, one = got.get("chatd"), got.get("chatd-redis")
+            where = f"({key}) {run.label(transport)}"
+            record = dict(scenario=key, transport=run.label(transport))
+            cost = redis_cost(plain, one) if plain and one else None
+            if cost:
+                steps = "; ".join(
+                    f"{r['rate']:g} msg/s: {r['chatd']:,.1f} → {r['redis_mode']:,.1f}"
+                    f" ({r['redis_mode'] - r['chatd']:+,.1f}),"
+                    f" redis-server {fmt(r['redis_server'], 1)}"
+                    for r in cost["by_rate"]
+                )
+                print(f"Redis's cost {where}, µs of CPU per message, chatd → chatd-redis: {steps}")
+                record.update(cost)
+            for name in many:
+                v = got.get(name)
+                if not (one and v and first(one) and first(v)):
+                    continue
+                n = redis_nodes(name)
+                bound = f" [{v['pinning']}]" if v.get("core_bound") else ""
+                if key == "cpu":  # a fixed rate: nothing to scale but the CPU it takes
+                    x1, xn = first(one), first(v)
+                    print(
+                        f"{name} {where}, fixed rate: {fmt(xn['server_cpu_us_per_message'], 1)}"
+                        f" µs of chatd CPU per message over {n} processes, against"
+                        f" {fmt(x1['server_cpu_us_per_message'], 1)} in one{bound}"
+                    )
+                    record[f"x{n}_us_per_message"] = xn["server_cpu_us_per_message"]
+                    continue
+                x1, xn = best(one).get("delivered_dps"), best(v).get("delivered_dps")
+                peak1, peakn = one["peak_delivered_dps"], v["peak_delivered_dps"]
+                scaling = round(xn / x1, 3) if x1 and xn else None
+                print(
+                    f"Scaling {where}: {name} {fmt(xn)} deliveries/s at its best passing step,"
+                    f" chatd-redis {fmt(x1)}: {fmt(scaling, 2)}x with {n} processes; highest"
+                    f" delivered at any step {fmt(peakn)} and {fmt(peak1)}:"
+                    f" {fmt(peakn / peak1 if peak1 else None, 2)}x{bound}"
+                )
+                record[f"x{n}_scaling"] = scaling
+                record[f"x{n}_peak_scaling"] = round(peakn / peak1, 3) if peak1 else None
+                record[f"x{n}_core_bound"] = v.get("core_bound")
+            if len(record) > 2:
+                run.record(kind="redis", **record)
 
 
 # -- main -----------------------------------------------------------------------------------------
@@ -1174,7 +1536,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="comma-separated, from: " + ",".join(SCENARIOS) + " (default: %(default)s)",
     )
     parser.add_argument(
-        "--servers", default=",".join(SERVERS), help="comma-separated, from: " + ",".join(SERVERS)
+        "--servers",
+        default=",".join(SERVERS),
+        help="comma-separated, from: " + ",".join(SERVERS) + ", and, only when named, chatd in"
+        " Redis mode with a redis-server of its own: chatd-redis (one process) and chatd-redis-xN"
+        " (N processes, the clients of each room spread over them), e.g. chatd-redis-x2",
+    )
+    parser.add_argument(
+        "--cores",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="pin onto cores 0..N-1 (default: all, %(default)s): chatd-redis-xN gets a core per"
+        " process when N+1 cores leave the loadgen one, else they all share (core-bound)",
     )
     parser.add_argument("--quick", action="store_true", help="tiny scales (the smoke test)")
     parser.add_argument(
@@ -1224,15 +1597,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         if key not in SCENARIOS:
             parser.error(f"unknown scenario {key!r}")
     for name in args.servers:
-        if name not in SERVERS:
+        if name not in SERVERS and not redis_nodes(name):
             parser.error(f"unknown server {name!r}")
+    if not 1 <= args.cores <= (os.cpu_count() or 1):
+        parser.error(f"--cores: this machine has {os.cpu_count()} cores, not {args.cores}")
     return args
 
 
 def main(argv: list[str]) -> int:
-    global CHATD_ROOT
+    global CHATD_ROOT, CORES
     args = parse_args(argv)
     CHATD_ROOT = args.chatd.resolve()
+    CORES = args.cores
     started = time.monotonic()
     fd_limit = raise_fd_limit()
     facts = machine_facts()
@@ -1262,6 +1638,11 @@ def main(argv: list[str]) -> int:
     print(f"loadgen: {how}")
     if "c" in servers:
         print(f"C baseline: {c_baseline}")
+    layouts = {}
+    for name in servers:
+        if redis_nodes(name):
+            layouts[name] = Pinning.of(redis_nodes(name), True).describe()
+            print(f"{name}: {layouts[name]}")
     with tempfile.TemporaryDirectory(prefix="chatd-bench-") as tmp:
         work = Path(tmp)
         cert, key = make_certificate(work)
@@ -1292,6 +1673,8 @@ def main(argv: list[str]) -> int:
             loadgen=how,
             c_baseline=c_baseline,
             pinning=pinning,
+            cores=CORES,
+            redis_pinning=layouts,
             fd_limit=fd_limit,
         )
         for note in notes:
@@ -1311,6 +1694,7 @@ def main(argv: list[str]) -> int:
                 print(f"({key}) {scenario.title}")
                 run.scenario(scenario, servers)
         print_table(run, args.scenarios, servers)
+        compare_redis(run, args.scenarios, servers)
     print(f"\n{time.monotonic() - started:.0f}s; results appended to {args.results}")
     return 0
 

@@ -38,6 +38,13 @@
  * the port is chosen at connect by the whole 4-tuple), so more connections than one source
  * address's ~28k ephemeral ports can reach one server port.
  *
+ * --port P1,P2,...: several servers sharing rooms (chatd nodes on one Redis). Each room's members
+ * are spread over them in turn (the k-th member of a room connects to port k % their number), so
+ * every room has members on every server and every message crosses between them. With
+ * --server-pid and --server-core as lists, the servers' CPU is summed over their processes and
+ * `others` is taken over their cores; --redis-pid: a process whose CPU (redis-server's) each
+ * chat step reports on its own (redis_cpu_s, redis_cpu_us_per_delivery).
+ *
  * --deflate: every client offers permessage-deflate (RFC 7692) and inflates each message the
  * server sent compressed (RSV1), one zlib stream per connection; its own frames stay
  * uncompressed, as the RFC allows. A server that declines is used uncompressed and counted.
@@ -75,6 +82,7 @@ typedef struct ssl_st SSL;
 #endif
 
 #define MAX_STEPS 40
+#define MAX_SERVERS 64 /* --port, --server-pid, --server-core: at most this many each */
 #define HBUCKETS 1280
 #define STDIN_KEY UINT32_MAX
 #ifndef IP_BIND_ADDRESS_NO_PORT
@@ -87,7 +95,9 @@ typedef struct ssl_st SSL;
 static struct {
     const char *host, *path, *sni, *mode, *prefix;
     int port, tls, clients, rooms, senders, refine, max_steps, text_bytes, concurrency, warmup;
-    int server_pid, server_core, deflate;
+    int server_pid, server_core, deflate, redis_pid;
+    int ports[MAX_SERVERS], nports, server_pids[MAX_SERVERS], npids;
+    int server_cores[MAX_SERVERS], ncores;
     double rate, factor, max_rate, step_s, drain_s, p99_ms, duration_s, hold_s, max_s, settle_s;
     double connect_s, disturbed_pct, window_s, storm_s;
     int repeats, sources, room_size, first_room, history, missed;
@@ -119,13 +129,13 @@ static double self_cpu_s(void)
            (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
-/* utime and stime of the server process (all its threads), from /proc/PID/stat; -1 if unknown */
-static int server_times(double *user, double *sys)
+/* utime and stime of a process (all its threads), from /proc/PID/stat; -1 if unknown */
+static int process_times(int pid, double *user, double *sys)
 {
-    if (opt.server_pid <= 0)
+    if (pid <= 0)
         return -1;
     char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", opt.server_pid);
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
     FILE *f = fopen(path, "r");
     if (!f)
         return -1;
@@ -142,6 +152,29 @@ static int server_times(double *user, double *sys)
     return 0;
 }
 
+/* utime and stime of the server processes (--server-pid: one, or several summed); -1 if unknown */
+static int server_times(double *user, double *sys)
+{
+    if (opt.npids <= 1)
+        return process_times(opt.server_pid, user, sys);
+    *user = *sys = 0;
+    for (int i = 0; i < opt.npids; i++) {
+        double u, s;
+        if (process_times(opt.server_pids[i], &u, &s) != 0)
+            return -1;
+        *user += u;
+        *sys += s;
+    }
+    return 0;
+}
+
+/* utime + stime of --redis-pid; -1 if unknown or not given */
+static double redis_cpu_s(void)
+{
+    double user, sys;
+    return process_times(opt.redis_pid, &user, &sys) == 0 ? user + sys : -1;
+}
+
 /* utime + stime of the server process; -1 if unknown */
 static double server_cpu_s(void)
 {
@@ -149,30 +182,36 @@ static double server_cpu_s(void)
     return server_times(&user, &sys) == 0 ? user + sys : -1;
 }
 
-/* jiffies the server's core spent on processes (user, nice, system) and on interrupts */
+/* jiffies the server's core (or cores: summed) spent on processes (user, nice, system) and on
+ * interrupts */
 static int core_jiffies(unsigned long long *procs, unsigned long long *irqs)
 {
     if (opt.server_core < 0)
         return -1;
-    char want[16], line[512];
-    snprintf(want, sizeof want, "cpu%d ", opt.server_core);
     FILE *f = fopen("/proc/stat", "r");
     if (!f)
         return -1;
-    int found = -1;
+    char line[512];
+    int found = 0;
+    *procs = *irqs = 0;
     while (fgets(line, sizeof line, f)) {
         unsigned long long user, nice, sys, idle, iowait, irq, softirq;
-        if (strncmp(line, want, strlen(want)) == 0 &&
-            sscanf(line + strlen(want), "%llu %llu %llu %llu %llu %llu %llu", &user, &nice, &sys,
-                   &idle, &iowait, &irq, &softirq) == 7) {
-            *procs = user + nice + sys;
-            *irqs = irq + softirq;
-            found = 0;
-            break;
+        int cpu, at = 0;
+        if (strncmp(line, "cpu", 3) != 0 || line[3] < '0' || line[3] > '9' ||
+            sscanf(line + 3, "%d %n", &cpu, &at) != 1 || at == 0)
+            continue;
+        int mine = 0;
+        for (int i = 0; i < opt.ncores; i++)
+            mine |= opt.server_cores[i] == cpu;
+        if (mine && sscanf(line + 3 + at, "%llu %llu %llu %llu %llu %llu %llu", &user, &nice,
+                           &sys, &idle, &iowait, &irq, &softirq) == 7) {
+            *procs += user + nice + sys;
+            *irqs += irq + softirq;
+            found++;
         }
     }
     fclose(f);
-    return found;
+    return found == opt.ncores ? 0 : -1;
 }
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15u;
@@ -518,6 +557,19 @@ static void send_text(struct conn *c, const char *fmt, ...)
     send_frame(c, 1, buf, (size_t)n);
 }
 
+/* --port P1,P2,...: the k-th member of each room connects to port k % their number */
+static int port_of(int idx)
+{
+    if (opt.nports <= 1)
+        return opt.port;
+    int member = idx; /* its place among its room's members */
+    if (opt.room_size > 0 && idx >= opt.first_room)
+        member = (idx - opt.first_room) % opt.room_size;
+    else if (opt.room_size <= 0 && opt.rooms > 0)
+        member = idx / opt.rooms;
+    return opt.ports[member % opt.nports];
+}
+
 static void send_upgrade(struct conn *c)
 {
     static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -531,7 +583,7 @@ static void send_upgrade(struct conn *c)
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
                      "Sec-WebSocket-Version: 13\r\n%s\r\n",
-                     opt.path, opt.tls ? opt.sni : opt.host, opt.port, key,
+                     opt.path, opt.tls ? opt.sni : opt.host, port_of(c->idx), key,
                      opt.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
                                    "client_max_window_bits\r\n"
                                  : "");
@@ -591,7 +643,8 @@ static void conn_open(struct conn *c)
         if (bind(c->fd, (struct sockaddr *)&src, sizeof src) < 0)
             die("bind to 127.0.0.%d: %s", 1 + c->idx % opt.sources, strerror(errno));
     }
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt.port)};
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_port = htons((uint16_t)port_of(c->idx));
     inet_pton(AF_INET, opt.host, &sa.sin_addr);
     c->st = S_TCP;
     c->events = EPOLLIN | EPOLLOUT;
@@ -1264,9 +1317,19 @@ static void connect_clients(int upto)
         }
     }
     printf("{\"phase\":\"connect\",\"clients\":%d,\"ready\":%d,\"failed\":%llu,\"seconds\":%.3f,"
-           "\"settle_seconds\":%.3f}\n",
+           "\"settle_seconds\":%.3f",
            upto, ready, (unsigned long long)tot.connect_failures, (quiet_from - t0) / 1e9,
            (now_ns() - quiet_from) / 1e9);
+    if (opt.nports > 1) { /* several servers: how many ready clients each holds, by --port */
+        for (int p = 0; p < opt.nports; p++) {
+            int n = 0;
+            for (int i = 0; i < upto; i++)
+                n += conns[i].st == S_READY && port_of(i) == opt.ports[p];
+            printf("%s%d", p ? "," : ",\"ready_per_port\":[", n);
+        }
+        printf("]");
+    }
+    printf("}\n");
     fflush(stdout);
 }
 
@@ -1290,7 +1353,7 @@ static int run_step(int k, double rate, const int *senders, int nsenders, int ma
     cur_step = k;
     s->rate = rate;
     s->seconds = opt.step_s;
-    double cpu0 = server_cpu_s(), self0 = self_cpu_s();
+    double cpu0 = server_cpu_s(), self0 = self_cpu_s(), redis0 = redis_cpu_s();
     unsigned long long procs0 = 0, irqs0 = 0, procs1 = 0, irqs1 = 0;
     int core = core_jiffies(&procs0, &irqs0);
     uint64_t t0 = now_ns(), end = t0 + (uint64_t)(opt.step_s * 1e9);
@@ -1311,7 +1374,7 @@ static int run_step(int k, double rate, const int *senders, int nsenders, int ma
     uint64_t drain_end = now_ns() + (uint64_t)(opt.drain_s * 1e9);
     while ((s->received < s->expected || s->acks < s->sent) && now_ns() < drain_end)
         poll_once(2);
-    double cpu1 = server_cpu_s(), self1 = self_cpu_s();
+    double cpu1 = server_cpu_s(), self1 = self_cpu_s(), redis1 = redis_cpu_s();
     if (core == 0)
         core = core_jiffies(&procs1, &irqs1);
     uint64_t t1 = now_ns();
@@ -1324,7 +1387,8 @@ static int run_step(int k, double rate, const int *senders, int nsenders, int ma
     int ok = s->sent > 0 && lost == 0 && s->acks >= s->sent && p99 <= opt.p99_ms;
     double server = cpu0 >= 0 && cpu1 >= 0 ? cpu1 - cpu0 : -1;
     double others = core == 0 && server >= 0
-                        ? fmax(0, 100.0 * ((double)(procs1 - procs0) / hz - server) / wall)
+                        ? fmax(0, 100.0 * ((double)(procs1 - procs0) / hz - server) / wall) /
+                              opt.ncores
                         : -1;
     int repeat = may_repeat && others > opt.disturbed_pct && !lost;
     printf("{\"phase\":\"step\",\"step\":%d,\"rate\":%.2f,\"seconds\":%.3f,\"sent\":%llu,"
@@ -1334,7 +1398,7 @@ static int run_step(int k, double rate, const int *senders, int nsenders, int ma
            "\"server_cpu_us_per_delivery\":%.3f,\"loadgen_cpu_s\":%.3f,"
            "\"loadgen_cpu_pct\":%.1f,\"wall_s\":%.3f,\"dups\":%llu,\"gaps\":%llu,"
            "\"errors\":%llu,\"dropped\":%llu,\"core_others_pct\":%.1f,"
-           "\"core_irq_pct\":%.1f,\"repeated\":%s,\"ok\":%s}\n",
+           "\"core_irq_pct\":%.1f,\"repeated\":%s,\"ok\":%s",
            k, rate, opt.step_s, (unsigned long long)s->sent, (unsigned long long)s->acks,
            (unsigned long long)s->expected, (unsigned long long)s->received,
            (unsigned long long)lost, (double)s->expected / opt.step_s,
@@ -1344,8 +1408,14 @@ static int run_step(int k, double rate, const int *senders, int nsenders, int ma
            100.0 * (self1 - self0) / wall, wall,
            (unsigned long long)tot.dups, (unsigned long long)tot.gaps,
            (unsigned long long)tot.errors, (unsigned long long)tot.dropped,
-           others, core == 0 ? 100.0 * (double)(irqs1 - irqs0) / hz / wall : -1,
+           others, core == 0 ? 100.0 * (double)(irqs1 - irqs0) / hz / wall / opt.ncores : -1,
            repeat ? "true" : "false", ok ? "true" : "false");
+    if (opt.redis_pid > 0) { /* redis-server's CPU, on its own */
+        double redis = redis0 >= 0 && redis1 >= 0 ? redis1 - redis0 : -1;
+        printf(",\"redis_cpu_s\":%.3f,\"redis_cpu_us_per_delivery\":%.3f", redis,
+               redis >= 0 && s->received ? redis * 1e6 / (double)s->received : -1);
+    }
+    printf("}\n");
     fflush(stdout);
     if (lost)
         return -1; /* a backlog we could not drain: the next step would measure it, stop */
@@ -1441,7 +1511,8 @@ static void idle_window(void)
     double server = known ? user1 - user0 + sys1 - sys0 : -1;
     uint64_t pings = tot.pings - pings0;
     double others = core == 0 && server >= 0
-                        ? fmax(0, 100.0 * ((double)(procs1 - procs0) / hz - server) / wall)
+                        ? fmax(0, 100.0 * ((double)(procs1 - procs0) / hz - server) / wall) /
+                              opt.ncores
                         : -1;
     printf("{\"phase\":\"window\",\"seconds\":%.3f,\"connections_at_start\":%d,"
            "\"connections\":%d,\"pings\":%llu,\"server_cpu_s\":%.3f,\"server_user_s\":%.3f,"
@@ -1454,7 +1525,7 @@ static void idle_window(void)
            server >= 0 && pings ? server * 1e6 / (double)pings : -1, self1 - self0,
            100.0 * (self1 - self0) / wall, (unsigned long long)(tot.dropped - dropped0),
            (unsigned long long)(tot.server_closes - closes0), others,
-           core == 0 ? 100.0 * (double)(irqs1 - irqs0) / hz / wall : -1);
+           core == 0 ? 100.0 * (double)(irqs1 - irqs0) / hz / wall / opt.ncores : -1);
     fflush(stdout);
 }
 
@@ -1526,6 +1597,7 @@ static void run_storm(void)
     printf("{\"phase\":\"armed\",\"ready\":%d,\"rooms\":%d}\n", armed, opt.rooms);
     fflush(stdout);
     opt.server_pid = wait_for_go();
+    opt.npids = 1;
     storm_phase = 2;
     uint64_t unnoticed = 0;
     for (int i = 0; i < nconns; i++) {
@@ -1614,17 +1686,33 @@ static void run_handshakes(void)
 /* ---------------------------------------------------------------------------------------------
  * main */
 
+/* N or N1,N2,...: the numbers into `out` (at most MAX_SERVERS); how many */
+static int int_list(const char *arg, int *out, const char *what)
+{
+    int n = 0;
+    for (const char *p = arg; *p;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || n == MAX_SERVERS || (*end && *end != ','))
+            die("%s wants N or N1,N2,... (at most %d), got %s", what, MAX_SERVERS, arg);
+        out[n++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    return n;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: loadgen --port N [--tls] [--mode chat|idle|handshake|hold|storm]\n"
+            "usage: loadgen --port N[,N...] [--tls] [--mode chat|idle|handshake|hold|storm]\n"
             "  [--clients N] [--sources N] [--room-size N] [--first-room N] [--history N]\n"
             "  [--missed N] [--storm-seconds S]\n"
             "  [--rooms N] [--senders N] [--rate MSGS_PER_S] [--factor F] [--refine N]\n"
             "  [--max-steps N] [--max-rate R] [--step-seconds S] [--drain-seconds S]\n"
             "  [--p99-ms MS] [--text-bytes N] [--concurrency N] [--duration S] [--warmup N]\n"
-            "  [--hold-seconds S] [--settle-seconds S] [--max-seconds S] [--server-pid PID]\n"
-            "  [--server-core N] [--disturbed-pct P] [--repeats N] [--connect-seconds S]\n"
+            "  [--hold-seconds S] [--settle-seconds S] [--max-seconds S]\n"
+            "  [--server-pid PID[,PID...]] [--server-core N[,N...]] [--redis-pid PID]\n"
+            "  [--disturbed-pct P] [--repeats N] [--connect-seconds S]\n"
             "  [--name-prefix P] [--path /ws] [--sni NAME] [--window-seconds S] [--deflate]\n");
     exit(2);
 }
@@ -1644,12 +1732,12 @@ int main(int argc, char **argv)
         {"disturbed-pct", 1, 0, 'U'}, {"repeats", 1, 0, 'Y'},       {"window-seconds", 1, 0, 'W'},
         {"deflate", 0, 0, 'z'},       {"sources", 1, 0, 'a'},       {"room-size", 1, 0, 'e'},
         {"first-room", 1, 0, 'f'},    {"history", 1, 0, 'h'},       {"missed", 1, 0, 'x'},
-        {"storm-seconds", 1, 0, 'g'}, {0, 0, 0, 0},
+        {"storm-seconds", 1, 0, 'g'}, {"redis-pid", 1, 0, 'I'},     {0, 0, 0, 0},
     };
     int o;
     while ((o = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (o) {
-        case 'p': opt.port = atoi(optarg); break;
+        case 'p': opt.nports = int_list(optarg, opt.ports, "--port"); break;
         case 'T': opt.tls = 1; break;
         case 'm': opt.mode = optarg; break;
         case 'c': opt.clients = atoi(optarg); break;
@@ -1670,12 +1758,12 @@ int main(int argc, char **argv)
         case 'H': opt.hold_s = atof(optarg); break;
         case 'Q': opt.settle_s = atof(optarg); break;
         case 'M': opt.max_s = atof(optarg); break;
-        case 'i': opt.server_pid = atoi(optarg); break;
+        case 'i': opt.npids = int_list(optarg, opt.server_pids, "--server-pid"); break;
         case 'n': opt.prefix = optarg; break;
         case 'u': opt.path = optarg; break;
         case 'N': opt.sni = optarg; break;
         case 'Z': opt.connect_s = atof(optarg); break;
-        case 'O': opt.server_core = atoi(optarg); break;
+        case 'O': opt.ncores = int_list(optarg, opt.server_cores, "--server-core"); break;
         case 'U': opt.disturbed_pct = atof(optarg); break;
         case 'Y': opt.repeats = atoi(optarg); break;
         case 'W': opt.window_s = atof(optarg); break;
@@ -1686,9 +1774,13 @@ int main(int argc, char **argv)
         case 'h': opt.history = atoi(optarg); break;
         case 'x': opt.missed = atoi(optarg); break;
         case 'g': opt.storm_s = atof(optarg); break;
+        case 'I': opt.redis_pid = atoi(optarg); break;
         default: usage();
         }
     }
+    opt.port = opt.nports > 0 ? opt.ports[0] : 0;
+    opt.server_pid = opt.npids > 0 ? opt.server_pids[0] : 0;
+    opt.server_core = opt.ncores > 0 ? opt.server_cores[0] : -1;
     int chat = strcmp(opt.mode, "chat") == 0, idle = strcmp(opt.mode, "idle") == 0;
     int handshake = strcmp(opt.mode, "handshake") == 0, hold = strcmp(opt.mode, "hold") == 0;
     int storming = strcmp(opt.mode, "storm") == 0;
