@@ -172,6 +172,7 @@ def archive(args: argparse.Namespace) -> int:
 
 def _archiver(reactor, config: Config, store):
     """The link and the archiver `chatd archive` runs."""
+    from chatd.redaction import TranscriptEditor
     from chatd.redis.archiver import SCRIPTS, Archiver
     from chatd.redis.client import RedisLink
     from chatd.redis.keys import Keys
@@ -189,6 +190,7 @@ def _archiver(reactor, config: Config, store):
         lease=redis.node_lease,
         fsync=True,  # it trims from Redis only what it made durable
         keep=config.history.memory_events,
+        editor=TranscriptEditor(store),  # edits and deletions reach the files it writes
     )
     return link, archiver
 

@@ -24,6 +24,7 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from twisted.internet.defer import inlineCallbacks
@@ -91,8 +92,11 @@ class Erasure:
 
     _log = Logger()
 
-    def __init__(self, editor: TranscriptEditor):
+    def __init__(self, editor: TranscriptEditor, may_rewrite: Callable[[], bool] = lambda: True):
         self.editor = editor
+        # Redis mode: only the node archiving now serves the tool's requests (its `editor`
+        # is the archiver's: the one process that writes transcripts).
+        self.may_rewrite = may_rewrite
         self._server = None
         self._call = None
         self._busy = False
@@ -138,7 +142,7 @@ class Erasure:
 
     def _poll(self) -> None:
         self._call = self._server.clock.callLater(POLL_INTERVAL, self._poll)
-        if self._busy:
+        if self._busy or not self.may_rewrite():
             return
         directory = self.editor.store.directory
         try:

@@ -27,6 +27,13 @@ hash per room, `Keys.sanctions`) before its event is posted, instead of `moderat
 them with the room's snapshot (`adopt`), and a node holding it applies the sanction events
 other nodes post (`follow`): its copy is updated and its sessions of a kicked or banned user
 leave the room. A join taken on from Redis checks the ban again once the room's are known.
+
+Edits and deletions in Redis mode: the node that takes the request revises its memory and
+posts the event; every node revises its memory as it delivers the event (and a room taken on
+from Redis has the edits and deletions among its latest events applied); the archiving node
+rewrites the transcript files as it writes the event (chatd/redis/archiver.py), the only
+process that writes them. So an acknowledged delete is in Redis, and out of the transcripts
+once the archiver has written it (normally within a fraction of a second).
 """
 
 from __future__ import annotations
@@ -34,13 +41,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from chatd import errors, rewrite, wire
 from chatd.config import RoomsConfig, SupportConfig
 from chatd.errors import ChatError
 from chatd.events import Event, format_ts, parse_ts
-from chatd.redaction import TEXT_KINDS, TranscriptEditor, edit, files_from, redact
+from chatd.redaction import (
+    TEXT_KINDS,
+    Outcome,
+    TranscriptEditor,
+    edit,
+    files_from,
+    redact,
+    revision_of,
+)
 from chatd.rooms import Draft, Room, presence_draft
 from chatd.support import customer_of
 
@@ -203,7 +219,7 @@ class Moderation:
             )
         revise = edit(room.epoch, target.seq, request.text, now)
         directory = self._server.store.directory
-        done = self.editor.rewrite(
+        done = self._rewrite(
             room.name, lambda: files_from(directory, room.name, target.seq, target.ts), revise
         )
 
@@ -231,7 +247,7 @@ class Moderation:
         revise = redact(room.epoch, target.seq)
         directory = server.store.directory
         until = target.ts + self.config.edit_window + EDIT_MARGIN
-        done = self.editor.rewrite(
+        done = self._rewrite(
             room.name, lambda: files_from(directory, room.name, target.seq, until), revise
         )
 
@@ -250,6 +266,25 @@ class Moderation:
             self._post(room, "delete", session, request, fields, audience=target.audience)
 
         done.addCallbacks(redacted, self._failed, errbackArgs=(session, request, room))
+
+    def _rewrite(self, room: str, choose, revise) -> Deferred:
+        """Rewrite the room's transcript files; in Redis mode the archiver does, as it writes
+        the event (an `Outcome` of nothing here)."""
+        if self.shared is not None:
+            return succeed(Outcome())
+        return self.editor.rewrite(room, choose, revise)
+
+    def revise_snapshot(self, room: Room) -> None:
+        """A room just taken on from Redis: the edits and deletions among its latest events
+        apply to the events before them (the stream keeps the lines as they were sent)."""
+        self._apply_revisions(room, room.events())
+
+    def _apply_revisions(self, room: Room, events) -> None:
+        for event in events:
+            if event.kind in ("edit", "delete"):
+                revision = revision_of(event)
+                if revision is not None:
+                    self._revise_memory(room, revision[0], None)
 
     def _revise_memory(self, room: Room, revise, seqs: list[int] | None) -> None:
         """Apply `revise` to the room's events in memory (those of `seqs`, or all)."""
@@ -334,8 +369,10 @@ class Moderation:
 
     def follow(self, room: Room, events: list[Event]) -> None:
         """A pipeline observer (Redis mode): the sanctions any node imposed in the room hold
-        here too, and this node's sessions of a kicked or banned user leave it."""
+        here too, and this node's sessions of a kicked or banned user leave it; edits and
+        deletions revise the events in memory."""
         now = self._server.now()
+        self._apply_revisions(room, events)
         for event in events:
             if event.kind not in ("kick", "ban", "mute"):
                 continue

@@ -104,6 +104,21 @@ def edit(epoch: str, target: int, text: str, ts: float) -> rewrite.Revise:
     return revise
 
 
+def revision_of(event: Event) -> tuple[rewrite.Revise, float] | None:
+    """What an `edit` or `delete` event does to the lines before it: its revision, and the
+    latest time of an event it revises (the files from its target's to the one holding that
+    time are rewritten: the target's edits all came before it). None for other events."""
+    target = event.record.get("target")
+    if event.kind not in ("edit", "delete") or not isinstance(target, int):
+        return None
+    if event.kind == "delete":
+        return redact(event.epoch, target), event.ts
+    text = event.record.get("text")
+    if not isinstance(text, str):
+        return None  # an edit of a deleted message, redacted since
+    return edit(event.epoch, target, text, event.ts), event.ts
+
+
 def erase_user(user: str) -> rewrite.Revise:
     """Every message, note and edit of `user` loses its text."""
     quoted = encode({"from": user})[1:-1]  # b'"from":"alice"', as the daemon writes it

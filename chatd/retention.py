@@ -17,9 +17,10 @@ resume from a seq the room still holds is recovered as before.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
-from twisted.internet.defer import DeferredList
+from twisted.internet.defer import DeferredList, succeed
 from twisted.logger import Logger
 
 from chatd.config import RetentionConfig, RoomsConfig
@@ -84,10 +85,19 @@ def old_files(directory: Path, room: str, cutoff: float) -> tuple[list[Path], li
 class Retention:
     _log = Logger()
 
-    def __init__(self, config: RetentionConfig, rooms: RoomsConfig, editor: TranscriptEditor):
+    def __init__(
+        self,
+        config: RetentionConfig,
+        rooms: RoomsConfig,
+        editor: TranscriptEditor,
+        may_rewrite: Callable[[], bool] = lambda: True,
+    ):
         self.config = config
         self.rooms = rooms
         self.editor = editor
+        # Redis mode: only the node archiving now writes transcripts (its `editor` is the
+        # archiver's); the other nodes forget old events in memory only.
+        self.may_rewrite = may_rewrite
         self._server = None
         self._call = None
 
@@ -114,6 +124,12 @@ class Retention:
         """One pass over every room; fires with {room: Outcome} for the rooms it changed."""
         server = self._server
         now = server.now()
+        if not self.may_rewrite():
+            for room in server.directory.rooms.values():
+                max_age = self.max_age(room.name)
+                if max_age:
+                    room.forget_before(now - max_age)
+            return succeed({})
         passes = {}
         for room in server.store.rooms():
             max_age = self.max_age(room)

@@ -359,16 +359,20 @@ def build_server(
         cluster.attach_server(server)
         if config.redis.archiver:
             # Its own store: it closes each file after each step. fsync always: it trims from
-            # Redis only what it made durable, whatever [transcripts] fsync says.
+            # Redis only what it made durable, whatever [transcripts] fsync says. Its editor
+            # makes every rewrite of a transcript (edits, deletions, retention, erasure) in
+            # the one process that appends to them.
+            archiving = TranscriptStore(config.transcripts.directory, rotation)
             cluster.archiver = Archiver(
                 clock,
                 cluster.commands,
                 cluster.keys,
-                TranscriptStore(config.transcripts.directory, rotation),
+                archiving,
                 cluster.node,
                 lease=config.redis.node_lease,
                 fsync=True,
                 keep=config.history.memory_events,
+                editor=TranscriptEditor(archiving, offload),
             )
     if config.support.enabled:
         try:
@@ -393,9 +397,16 @@ def build_server(
     if cluster is not None:
         server.moderation.shared = SharedSanctions(cluster.commands, cluster.keys)
         server.pipeline.observers.append(server.moderation.follow)
-    server.retention = Retention(config.retention, config.rooms, editor)
+    rewriting = dict(editor=editor, may_rewrite=lambda: True)
+    if cluster is not None:
+        archiver = cluster.archiver
+        rewriting = dict(
+            editor=archiver.editor if archiver is not None else editor,
+            may_rewrite=lambda: archiver is not None and archiver.holding,
+        )
+    server.retention = Retention(config.retention, config.rooms, **rewriting)
     server.retention.attach(server)
-    server.erasure = Erasure(editor)
+    server.erasure = Erasure(**rewriting)
     server.erasure.attach(server)
     TypingIndicators(config.rooms.typing_timeout).attach(server)
     server.read_markers = ReadMarkers(store.directory, config.transcripts.fsync == "batch")

@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 
 from chatd.events import Event
 from chatd.pipeline import failure_cause
+from chatd.redaction import TranscriptEditor, files_from, revision_of
 from chatd.redis.client import RedisError, RedisLink, RedisUnavailable, Script
 from chatd.redis.keys import Keys
 from chatd.transcript import Recovered, TranscriptStore
@@ -137,6 +138,11 @@ class Archiver:
     fires once the pass under way has stopped and the lease is released. `drain()` is
     `chatd archive --once`. Give it its own `TranscriptStore`: it closes each room's file after
     each step, so that a file rewritten meanwhile (a deletion, retention) is appended to anew.
+
+    It is also the one process that rewrites transcripts in Redis mode: an `edit` or `delete`
+    event it has just written revises the lines before it (its target, and a deleted message's
+    edits) through `editor` (a `TranscriptEditor` over the same store), before its progress is
+    recorded. Nodes that take the request only revise their memory (chatd/moderation.py).
     """
 
     _log = Logger()
@@ -151,8 +157,10 @@ class Archiver:
         lease: float,
         fsync: bool,
         keep: int,
+        editor: TranscriptEditor | None = None,
     ):
         self._clock = clock
+        self.editor = editor
         self._link = link
         self._keys = keys
         self._store = store
@@ -448,6 +456,8 @@ class Archiver:
             after = checked.events[-1].seq
             outcome.written += len(checked.events)
             outcome.rooms.add(room)
+            for event in checked.events:
+                yield self._revise(room, event)
         if checked.stray:
             self._loudly(
                 ("stray", room, checked.stray),
@@ -516,6 +526,38 @@ class Archiver:
         if key not in self._reported:
             self._reported.add(key)
             self._log.critical(message, **fields)
+
+    @inlineCallbacks
+    def _revise(self, room: str, event: Event):
+        """An edit or delete just written: revise the room's transcript lines it names."""
+        revision = revision_of(event) if self.editor is not None else None
+        if revision is None:
+            return
+        revise, until = revision
+        target = event.record["target"]
+        directory = self._store.directory
+        try:
+            outcome = yield self.editor.rewrite(
+                room, lambda: files_from(directory, room, target, until), revise
+            )
+        except Exception as error:
+            self._log.critical(
+                "could not apply the {kind} of message {target} (seq {seq}) to room {room}'s"
+                " transcript: {error}; its old text stays there until it is erased",
+                kind=event.kind,
+                target=target,
+                seq=event.seq,
+                room=room,
+                error=str(error),
+            )
+            return
+        self._log.info(
+            "room {room}: the {kind} of message {target} revised {changed} line(s)",
+            room=room,
+            kind=event.kind,
+            target=target,
+            changed=outcome.changed,
+        )
 
     def _cannot_write(self, room: str, error: OSError, outcome: Pass) -> None:
         cause = failure_cause(error)

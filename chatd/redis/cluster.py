@@ -161,6 +161,7 @@ class Cluster:
         """A room just taken on: its read markers and sanctions as Redis has them."""
         self._adopt_reads(room, reads)
         self.server.moderation.adopt(room.name, sanctions)
+        self.server.moderation.revise_snapshot(room)
 
     def _adopt_reads(self, room: Room, flat: list[bytes]) -> None:
         markers = {}

@@ -385,3 +385,47 @@ def test_bans_a_single_process_imposed_are_carried_over_into_redis(make_node, cl
     troll.send({"type": "join", "room": ROOM, "id": "j1"})
     refused = troll.recv_until(lambda f: f.get("ref") == "j1")[0]
     assert (refused["type"], refused["code"]) == ("error", "forbidden")
+
+
+def test_an_edit_and_a_delete_on_one_node_revise_every_node_and_the_transcripts(
+    cluster, clients, make_node
+):
+    a, b = cluster  # a archives (it started first); the requests go to b
+    ann, bob = connect(clients, a, "ann"), connect(clients, b, "bob")
+    ann.join(ROOM)
+    bob.join(ROOM)
+    read_until_seq(ann, 2)
+    secret, _ = bob.say(ROOM, "card 4111-1111-1111-1111", "b-1")
+    typo, _ = bob.say(ROOM, "helo", "b-2")
+    wait_for(lambda: len(transcript(a)) >= typo["seq"], 10, "both messages archived")
+    bob.send({"type": "edit", "room": ROOM, "seq": typo["seq"], "text": "hello", "id": "e1"})
+    bob.recv_until(lambda f: f["type"] == "ack" and f["id"] == "e1")
+    bob.send({"type": "delete", "room": ROOM, "seq": secret["seq"], "id": "d1"})
+    delete, _ = bob.recv_until(lambda f: f["type"] == "delete")
+    bob.expect(type="ack", id="d1")
+    ann.recv_until(lambda f: f["type"] == "delete")
+
+    def revised(lines: list[dict]) -> bool:
+        by_seq = {line["seq"]: line for line in lines}
+        return (
+            by_seq.get(secret["seq"], {}).get("redacted") is True
+            and "text" not in by_seq[secret["seq"]]
+            and by_seq.get(typo["seq"], {}).get("text") == "hello"
+        )
+
+    wait_for(lambda: revised(transcript(a)), 10, "the transcript revised by the archiver")
+    assert not any(b"4111" in path.read_bytes() for path in a.transcripts.glob("*.jsonl"))
+
+    readers = iter(range(10))
+
+    def history_on(node) -> list[dict]:
+        reader = connect(clients, node, f"reader{next(readers)}")
+        reader.send({"type": "history", "room": ROOM, "id": "h"})
+        return reader.recv_until(lambda f: f["type"] == "history")[0]["events"]
+
+    # Every node's memory is revised: a (the author's events came from b), and c, which takes
+    # the room on afresh from Redis's stream, where the lines are as they were sent.
+    assert revised(history_on(a)) and revised(history_on(b))
+    c = make_node("c")
+    assert revised(history_on(c))
+    assert delete["seq"] > typo["seq"]

@@ -342,3 +342,24 @@ def test_erasure_in_the_daemon_and_offline(make_chat, clock, join_as, transcript
     server.shutdown()
     assert erase_files(transcript_dir, "bob")["events"] == 1
     assert "bob stays" not in transcript_text(transcript_dir)
+
+
+def test_a_node_that_does_not_archive_forgets_old_events_in_memory_only(
+    make_chat, clock, join_as, transcript_dir
+):
+    """Redis mode: only the archiving node rewrites transcripts (`may_rewrite`)."""
+    clock.advance(1_000_000)
+    server = make_chat(retention={"max_age": 3600.0})
+    server.retention.may_rewrite = lambda: False
+    alice, _conn, _joined = join_as(server, "alice")
+    old = say(server, clock, alice, "old words", "m1")
+    clock.advance(7200)
+    say(server, clock, alice, "new words", "m2")
+    server.retention.run()
+    clock.advance(0)
+    assert "old words" in transcript_text(transcript_dir)  # the archiver's to remove
+    assert server.rooms["lobby"].find(old) is None  # gone from memory all the same
+    server.retention.may_rewrite = lambda: True
+    server.retention.run()
+    clock.advance(0)
+    assert "old words" not in transcript_text(transcript_dir)
