@@ -853,22 +853,7 @@ def parse_config(text: str, source: str) -> Config:
         raise ConfigError(
             source, "support", "trial_agents", "only for [auth] mode = open; tokens carry roles"
         )
-    _check_redis_mode(config)
     return config
-
-
-def _check_redis_mode(config: Config) -> None:
-    """Refuse what Redis mode does not share between nodes yet, rather than run it wrong."""
-    if not config.redis.enabled:
-        return
-    if config.webhooks.endpoints:
-        raise ConfigError(
-            config.source,
-            f"webhook:{config.webhooks.endpoints[0].name}",
-            None,
-            "webhooks are not supported with [redis] url yet (each node keeps its own delivery"
-            " state); run one process, or leave webhooks out",
-        )
 
 
 def _describe_parse_error(error: configparser.Error, text: str) -> str:

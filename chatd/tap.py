@@ -530,8 +530,17 @@ def _build(config: Config, reactor) -> ChatService:
         webhooks = Webhooks.build(
             config.webhooks, config.source, server.store, reactor, treq_post(reactor), metrics
         )
-        webhooks.attach(server)
-        WebhookService(webhooks).setServiceParent(service)
+        cluster = server.cluster
+        if cluster is None:
+            webhooks.attach(server)
+        elif cluster.archiver is not None:
+            webhooks.follow(cluster.archiver)
+        else:
+            log.warn(
+                "[redis] archiver = no: this node never sends webhooks (the archiving node"
+                " sends them, from the transcripts it writes)"
+            )
+        WebhookService(webhooks, at_start=cluster is None).setServiceParent(service)
     return service
 
 
@@ -539,13 +548,15 @@ class WebhookService(Service):
     """Starts the webhook senders (after the server: its rooms' transcripts are ready) and
     saves their cursors at stop."""
 
-    def __init__(self, webhooks: Webhooks):
+    def __init__(self, webhooks: Webhooks, at_start: bool = True):
         self.setName("webhooks")
         self.webhooks = webhooks
+        self._at_start = at_start  # Redis mode: from when this node takes the archiver lease
 
     def startService(self):
         super().startService()
-        self.webhooks.start()
+        if self._at_start:
+            self.webhooks.start()
 
     def stopService(self):
         super().stopService()

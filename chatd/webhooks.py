@@ -12,6 +12,11 @@ save is delivered again after a crash, with the same event ids (`room:epoch:seq`
 Failed deliveries are retried after `retry_min`, doubling up to `retry_max`, each wait drawn
 between half and all of it (jitter), on the injected clock. One delivery per endpoint is in
 flight at a time, which is what keeps a room's events in order.
+
+In Redis mode the node that archives sends them (`follow`): it starts when it takes the
+archiver lease and stops when it loses it, and hears of each batch it has written to the
+transcripts, which is what the senders read. The cursors then live in a `state_directory`
+every node that may archive must share, as the transcripts are.
 """
 
 from __future__ import annotations
@@ -393,6 +398,7 @@ class Webhooks:
         self.config = config
         self.senders = senders
         self._store = store
+        self.running = False
 
     @classmethod
     def build(cls, config: WebhooksConfig, source: str, store, clock, post: Post, metrics):
@@ -420,6 +426,16 @@ class Webhooks:
     def attach(self, server) -> None:
         server.pipeline.origin_observers.append(self.note)
 
+    def follow(self, archiver) -> None:
+        """Redis mode: send while this node archives, what it has written."""
+        archiver.on_holding.append(lambda holding: self.start() if holding else self.stop())
+        archiver.written.append(self._written)
+
+    def _written(self, room: str, last: Event) -> None:
+        if self.running:
+            for sender in self.senders:
+                sender.note(room, last.epoch, last.seq)
+
     def note(self, room, events: list[Event]) -> None:
         """A pipeline observer: the room has new events up to the last of these."""
         last = events[-1]
@@ -427,6 +443,9 @@ class Webhooks:
             sender.note(room.name, last.epoch, last.seq)
 
     def start(self) -> None:
+        if self.running:
+            return
+        self.running = True
         heads = self._heads()
         for sender in self.senders:
             sender.start(heads)
@@ -446,5 +465,8 @@ class Webhooks:
         return heads
 
     def stop(self) -> None:
+        if not self.running:
+            return
+        self.running = False
         for sender in self.senders:
             sender.stop()

@@ -19,7 +19,7 @@ never skipped quietly: they mean the transcripts lack events clients saw.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from twisted.internet import defer, task
@@ -161,6 +161,10 @@ class Archiver:
     ):
         self._clock = clock
         self.editor = editor
+        # Called with True when this node takes the lease, False when it stops holding it;
+        # and with (room, last event) after each batch of a room is written (webhooks).
+        self.on_holding: list[Callable[[bool], None]] = []
+        self.written: list[Callable[[str, Event], None]] = []
         self._link = link
         self._keys = keys
         self._store = store
@@ -169,7 +173,7 @@ class Archiver:
         self._fsync = fsync
         self._keep = keep
         self._running = False
-        self._holding = False
+        self._held = False
         self._valid_until = 0.0  # by the clock: when the lease we hold may have expired
         self._holder: str | None = None  # who holds it, as last heard (for the logs)
         self._claiming: Deferred | None = None
@@ -183,10 +187,16 @@ class Archiver:
 
     # -- the lease ------------------------------------------------------------------------------
 
+    def _set_holding(self, held: bool) -> None:
+        if held != self._held:
+            self._held = held
+            for hook in self.on_holding:
+                hook(held)
+
     @property
     def holding(self) -> bool:
         """Whether this node may archive now: it holds the lease and it has not run out."""
-        return self._holding and self._clock.seconds() < self._valid_until
+        return self._held and self._clock.seconds() < self._valid_until
 
     def _claim(self) -> Deferred:
         """Take or renew the lease; fires with its holder (None if unknown), never fails."""
@@ -213,8 +223,8 @@ class Archiver:
         self._redis_answers()
         if holder == self._node:
             self._valid_until = sent + self._lease
-            if not self._holding:
-                self._holding = True
+            if not self._held:
+                self._set_holding(True)
                 self._log.info(
                     "this process archives the rooms' events to the transcripts now"
                     " (node {node}, lease {lease}s)",
@@ -222,7 +232,7 @@ class Archiver:
                     lease=self._lease,
                 )
         else:
-            if self._holding:
+            if self._held:
                 self._log.warn(
                     "lost the archiver lease to {holder}: archiving stops here", holder=holder
                 )
@@ -230,15 +240,15 @@ class Archiver:
                 self._log.info(
                     "{holder} archives the transcripts; this process stands by", holder=holder
                 )
-            self._holding = False
+            self._set_holding(False)
         self._holder = holder
         return holder
 
     def _unclaimed(self, failure: Failure) -> None:
         failure.trap(RedisUnavailable, RedisError)
         self._redis_fails(failure.value)
-        if self._holding and self._clock.seconds() >= self._valid_until:
-            self._holding = False
+        if self._held and self._clock.seconds() >= self._valid_until:
+            self._set_holding(False)
             self._log.warn(
                 "could not renew the archiver lease within {lease}s ({error}): archiving"
                 " stops until it is taken again",
@@ -248,9 +258,9 @@ class Archiver:
         return None
 
     def _release(self) -> Deferred:
-        if not self._holding:
+        if not self._held:
             return defer.succeed(None)
-        self._holding = False
+        self._set_holding(False)
         released = self._link.run(LEASE, [self._keys.archiver], [self._node, "0"])
 
         def done(_holder):
@@ -287,9 +297,9 @@ class Archiver:
         if not self._running:
             return
         if self._claiming is None and self._clock.seconds() >= self._next_claim:
-            was_holding = self._holding
+            was_holding = self._held
             self._claim().addCallback(
-                lambda _holder: self._kick() if self._holding and not was_holding else None
+                lambda _holder: self._kick() if self._held and not was_holding else None
             )
         if self.holding and self._passing is None:
             self._passing = self._pass()
@@ -348,7 +358,7 @@ class Archiver:
             sent = self._clock.seconds()
             reply = yield self._link.run(LEASE, [self._keys.archiver], [self._node, self._ms])
             holder = self._claimed(reply, sent)
-            if not self._holding:
+            if not self._held:
                 raise LeaseHeld(holder)
             renewing.start(self._lease / 3, now=False)
             total = Pass()
@@ -458,6 +468,8 @@ class Archiver:
             outcome.rooms.add(room)
             for event in checked.events:
                 yield self._revise(room, event)
+            for hook in self.written:
+                hook(room, checked.events[-1])
         if checked.stray:
             self._loudly(
                 ("stray", room, checked.stray),
@@ -479,8 +491,8 @@ class Archiver:
             [keys.archived(room), keys.log(room), keys.meta(room), keys.unarchived, keys.archiver],
             [self._node, epoch, seq, self._keep, room],
         )
-        if done == -1 and self._holding:
-            self._holding = False
+        if done == -1 and self._held:
+            self._set_holding(False)
             self._log.warn("lost the archiver lease: archiving stops here")
 
     def _check_positions(self, room, epoch, after, redis_seq, cursor) -> None:

@@ -201,3 +201,44 @@ def test_unattended_fires_when_no_agent_answers_and_not_when_one_does(
     fired = receiver.of_room("support-carol", "unattended")
     assert len(fired) == 1 and fired[0]["event"]["customer"] == "carol"
     assert receiver.of_room("support-dave", "unattended") == []
+
+
+def test_in_redis_mode_the_archiving_node_sends_every_event_and_another_takes_over(
+    make_node, receiver, clients, tmp_path
+):
+    secret = tmp_path / "webhook.secret"
+    secret.write_bytes(SECRET + b"\n")
+    secret.chmod(0o600)
+    hooks = {
+        "webhook:crm": {
+            "url": f"http://127.0.0.1:{receiver.port}/hook",
+            "secret_file": secret,
+            "events": "message",
+        },
+        "webhooks": {"retry_min": "100ms", "retry_max": "500ms", "state_directory": tmp_path},
+    }
+    a = make_node("a", **hooks)  # a takes the archiver lease: it sends
+    b = make_node("b", **hooks)
+    writers = [clients(node.url("ws")) for node in (a, b)]
+    for n, writer in enumerate(writers):
+        writer.hello(f"w{n}")
+        writer.join("lobby", own_presence=False)
+    sent = []
+    for n in range(10):
+        for w, writer in enumerate(writers):
+            writer.send({"type": "say", "room": "lobby", "text": f"{w}-{n}", "id": f"{w}-{n}"})
+            sent.append(f"{w}-{n}")
+    wait_for(lambda: len(receiver.of_room("lobby")) >= 20, 15, "20 messages at the receiver")
+    first = receiver.of_room("lobby")
+    assert sorted(e["event"]["text"] for e in first) == sorted(sent)  # each once, from one node
+    assert [e["event"]["seq"] for e in first] == sorted(e["event"]["seq"] for e in first)
+
+    a.kill()  # b takes the lease over, and the sending with it
+    for n in range(10, 15):
+        writers[1].send({"type": "say", "room": "lobby", "text": f"1-{n}", "id": f"1-{n}"})
+        writers[1].recv_until(lambda f, n=n: f["type"] == "ack" and f["id"] == f"1-{n}")
+        sent.append(f"1-{n}")
+    wait_for(lambda: len({e["id"] for e in receiver.of_room("lobby")}) >= 25, 20, "b's sends")
+    delivered = receiver.of_room("lobby")
+    assert {e["event"]["text"] for e in delivered} == set(sent)  # at least once: none lost
+    assert receiver.bad_signatures == 0

@@ -397,11 +397,11 @@ def test_redis_url_is_checked():
     )
 
 
-def test_redis_mode_refuses_what_it_does_not_share_yet():
+def test_redis_mode_takes_the_desk_and_webhooks_and_checks_its_timings():
     base = "[redis]\nurl = redis://127.0.0.1\n"
     assert parse_config(base + "[support]\nenabled = yes\n", "x.ini").support.enabled
     webhook = "[webhook:crm]\nurl = https://crm.example/hook\nsecret_file = /etc/hostname\n"
-    assert "webhooks are not supported with [redis] url" in error_of(base + webhook)
+    assert parse_config(base + webhook, "x.ini").webhooks.endpoints[0].name == "crm"
     assert "[redis] cutoff: must be longer than probe_interval" in error_of(
         base + "probe_interval = 5s\ncutoff = 2s\n"
     )
