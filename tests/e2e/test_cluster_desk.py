@@ -9,6 +9,7 @@ import time
 
 from chatd_harness import RECV_TIMEOUT, wait_for
 from cluster_settings import NODE_LEASE
+from desk_clients import agent, customer_writes, queue
 
 AGENTS = ("ag1", "ag2")
 DESK = {"enabled": "yes", "trial_agents": " ".join(AGENTS)}
@@ -17,26 +18,6 @@ MANY = {"max_connections_per_ip": 100}
 
 def desk_node(make_node, name: str, **support):
     return make_node(name, support={**DESK, **support}, limits=MANY)
-
-
-def customer_writes(clients, node, name: str, text: str = "help"):
-    client = clients(node.url("ws"))
-    room = client.hello(name)["support_room"]
-    client.join(room)
-    client.say(room, text, f"{name}-1")
-    return client, room
-
-
-def agent(clients, node, name: str):
-    client = clients(node.url("ws"))
-    assert "agent" in client.hello(name)["roles"]
-    return client
-
-
-def queue(client, **request) -> dict:
-    client.send({"type": "queue", "id": "q", **request})
-    frame, _ = client.recv_until(lambda f: f.get("type") == "queue" and f.get("ref") == "q")
-    return frame
 
 
 def events_in(node, room: str, kind: str) -> list[dict]:

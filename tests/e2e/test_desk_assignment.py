@@ -5,29 +5,10 @@ agents being online, and assignments that survive a restart."""
 from __future__ import annotations
 
 from chatd_harness import RECV_TIMEOUT
+from desk_clients import agent, customer_writes, queue
 
 AGENTS = ("ag1", "ag2", "ag3")
 DESK = {"enabled": "yes", "trial_agents": " ".join(AGENTS)}
-
-
-def customer_writes(clients, daemon, name: str, text: str = "help"):
-    client = clients(daemon.url("ws"))
-    room = client.hello(name)["support_room"]
-    client.join(room)
-    client.say(room, text, f"{name}-1")
-    return client, room
-
-
-def agent(clients, daemon, name: str):
-    client = clients(daemon.url("ws"))
-    welcome = client.hello(name)
-    assert "agent" in welcome["roles"]
-    return client
-
-
-def queue(client, **request) -> dict:
-    client.send({"type": "queue", "id": "q", **request})
-    return client.expect(type="queue", ref="q")
 
 
 def test_two_agents_claiming_at_once_one_wins_the_other_gets_conflict(make_daemon, clients):

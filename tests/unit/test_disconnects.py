@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from redis_stand_in import Link
 from twisted.internet.defer import Deferred
 
 from chatd import errors
@@ -18,22 +19,6 @@ from chatd.redis.notices import Notices
 from chatd.redis.session_counts import SessionCounts
 
 KEYS = Keys("p")
-
-
-class Link:
-    """Stands in for the commands RedisLink: calls recorded with the Deferreds of replies."""
-
-    def __init__(self):
-        self.calls: list[tuple[tuple, Deferred]] = []
-        self.on_up: list = []
-
-    def run(self, script, keys, args) -> Deferred:
-        return self.execute(script.name, *keys, *args)
-
-    def execute(self, *args) -> Deferred:
-        reply: Deferred = Deferred()
-        self.calls.append((args, reply))
-        return reply
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from twisted.internet.defer import Deferred
+from redis_stand_in import Link
 from twisted.internet.task import Clock
 
 from chatd.events import Event
@@ -36,33 +36,6 @@ def line(seq: int, epoch: str = "E1") -> bytes:
         },
         separators=(",", ":"),
     ).encode()
-
-
-class Link:
-    """Stands in for a RedisLink: each command is recorded with the Deferred of its reply."""
-
-    def __init__(self):
-        self.calls: list[tuple[tuple, Deferred]] = []
-        self.on_up: list = []
-        self.connected = True
-
-    def execute(self, *args) -> Deferred:
-        reply: Deferred = Deferred()
-        self.calls.append((args, reply))
-        return reply
-
-    def run(self, script, keys, args) -> Deferred:
-        return self.execute("EVALSHA", script.name, *keys, *args)
-
-    def pipeline(self, commands) -> list[Deferred]:
-        return [self.execute(*command) for command in commands]
-
-    def take(self, command: str) -> tuple[tuple, Deferred]:
-        """The one call of `command` made since the last take (removed)."""
-        found = [call for call in self.calls if call[0][0] == command]
-        assert len(found) == 1, self.calls
-        self.calls.remove(found[0])
-        return found[0]
 
 
 class Harness:
@@ -110,7 +83,7 @@ class Harness:
         subscribed.callback([b"subscribe", CHANNEL, 1])
         for pushed in early:  # heard while the snapshot is read
             self.push(pushed, end=False)
-        _args, snapshot = self.commands.take("EVALSHA")
+        _args, snapshot = self.commands.take("sync")
         snapshot.callback([epoch.encode(), seq, [], [], [], []])
         rooms = []
         taken.addCallback(rooms.append)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from twisted.internet.defer import Deferred
+from redis_stand_in import Link
 from twisted.logger import formatEvent
 
 from chatd import wire
@@ -17,21 +17,6 @@ from chatd.redis.notices import Notices
 from chatd.redis.renames import Renames
 
 KEYS = Keys("p")
-
-
-class Link:
-    """Stands in for the commands RedisLink: calls recorded with the Deferreds of replies."""
-
-    def __init__(self):
-        self.calls: list[tuple[tuple, Deferred]] = []
-
-    def run(self, script, keys, args) -> Deferred:
-        return self.execute(script.name, *keys, *args)
-
-    def execute(self, *args) -> Deferred:
-        reply: Deferred = Deferred()
-        self.calls.append((args, reply))
-        return reply
 
 
 def logged(events: list[dict]) -> list[str]:

@@ -6,7 +6,7 @@ server, its sessions and the protocol are the real ones."""
 from __future__ import annotations
 
 import pytest
-from twisted.internet import defer
+from redis_stand_in import Link
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
@@ -19,33 +19,6 @@ from chatd.redis.keys import Keys
 from chatd.redis.session_counts import SessionCounts
 
 KEYS = Keys("p")
-
-
-class Link:
-    """Stands in for the commands RedisLink: each script call and command is recorded with
-    the Deferred of its reply."""
-
-    def __init__(self):
-        self.calls: list[tuple[tuple, Deferred]] = []
-        self.on_up: list = []
-        self.connected = True
-
-    def connection(self) -> Deferred:
-        return defer.succeed(None)
-
-    def run(self, script, keys, args) -> Deferred:
-        return self._record((script.name, *keys, *args))
-
-    def pipeline(self, commands) -> list[Deferred]:
-        return [self._record(tuple(command)) for command in commands]
-
-    def _record(self, call: tuple) -> Deferred:
-        reply: Deferred = Deferred()
-        self.calls.append((call, reply))
-        return reply
-
-    def take(self) -> tuple[tuple, Deferred]:
-        return self.calls.pop(0)
 
 
 @pytest.fixture
