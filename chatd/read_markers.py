@@ -255,9 +255,9 @@ class ReadMarkers:
         if cause != self.failing:
             self.failing = cause
             self._log.critical(
-                "cannot store read markers in {place}: {error}; the readers are told to retry"
-                " (logged once until writes succeed again or the cause changes)",
-                place="Redis" if self.shared is not None else str(self.path),
+                "cannot write the read markers {place}: {error}; the readers are told to"
+                " retry (logged once until writes succeed again or the cause changes)",
+                place="to Redis" if self.shared is not None else f"journal {self.path}",
                 error=str(error),
             )
         metrics = self._server.metrics

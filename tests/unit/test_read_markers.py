@@ -260,7 +260,7 @@ def test_a_failed_write_tells_the_reader_unavailable_and_moves_nothing(
     assert (transcript_dir / JOURNAL).stat().st_size == size  # no torn line left
     assert markers_told(bob) == [("alice", 3)]
     assert server.read_markers.of("lobby", "alice", epoch) == 3
-    critical = [e for e in log_events if "cannot store read markers" in e.get("log_format", "")]
+    critical = [e for e in log_events if "cannot write the read markers" in e.get("log_format", "")]
     assert len(critical) == 1  # once per cause
     read(server, alice, 6, ref="r7")
     clock.advance(0)
