@@ -237,9 +237,13 @@ class Backend:
         config = self._history
         limit = min(limit or config.replay_events or config.page_limit, config.page_limit)
         before = before if before is not None else room.committed_seq + 1
-        lines = room.before(before, limit)
-        if lines is None:
-            lines = self.server.store.events_before(room.name, room.epoch, before, limit)
+        lines = self.server.events_before(room, before, limit)
+        if isinstance(lines, Deferred):
+            return lines.addCallback(self._history_page, room)
+        return self._history_page(lines, room)
+
+    @staticmethod
+    def _history_page(lines: list[bytes], room: Room) -> dict:
         events = [Event.from_line(line).record for line in lines]
         more = bool(events) and events[0]["seq"] > 1
         return {"room": room.name, "epoch": room.epoch, "events": events, "more": more}

@@ -184,29 +184,49 @@ class Moderation:
 
     # -- edit and delete ---------------------------------------------------------------------
 
-    def _target(self, room: Room, seq: int, session, ref: str) -> Event:
+    def _target(self, room: Room, seq: int, session, ref: str) -> Event | Deferred:
         """The message (or note) `seq` of the room as it is now (from memory, else the
-        transcript). One the session may not see (a note, for a customer) is not found: its
-        existence is not told either."""
+        transcript; in Redis mode the stream first, so a Deferred). One the session may not
+        see (a note, for a customer) is not found: its existence is not told either."""
         event = room.find(seq)
         if event is None and seq <= room.committed_seq:
-            store = self._server.store
-            lines = store.events_before(room.name, room.epoch, seq + 1, 1)
-            found = Event.from_line(lines[0]) if lines else None
-            event = found if found is not None and found.seq == seq else None
-        if event is None or event.kind not in TEXT_KINDS or not event.visible_to(session.roles):
+            lines = self._server.events_before(room, seq + 1, 1)
+            if isinstance(lines, Deferred):
+                return lines.addCallback(self._found, room, seq, session, ref)
+            return self._found(lines, room, seq, session, ref)
+        return self._found([event.line] if event is not None else [], room, seq, session, ref)
+
+    @staticmethod
+    def _found(lines: list[bytes], room: Room, seq: int, session, ref: str) -> Event:
+        event = Event.from_line(lines[0]) if lines else None
+        if (
+            event is None
+            or event.seq != seq
+            or event.kind not in TEXT_KINDS
+            or not event.visible_to(session.roles)
+        ):
             raise ChatError(errors.NOT_FOUND, f"there is no message {seq} in {room.name!r}", ref)
         return event
 
-    def edit(self, session, request: wire.Edit) -> None:
+    @staticmethod
+    def _then(found: Event | Deferred, carry_on):
+        """`carry_on(target)` at once, or once the target is read (Redis mode)."""
+        if isinstance(found, Deferred):
+            return found.addCallback(carry_on)
+        return carry_on(found)
+
+    def edit(self, session, request: wire.Edit) -> Deferred | None:
         server = self._server
         room = server.joined_room(session, request.room)
         server.directory.check_may_post(session, room)
         now = server.now()
         if room.seq_of_retry(session.user, request.id, now) is not None:
             self._post(room, "edit", session, request, {"target": request.seq})
-            return  # a retry: acknowledged with the seq it already has
-        target = self._target(room, request.seq, session, request.id)
+            return None  # a retry: acknowledged with the seq it already has
+        found = self._target(room, request.seq, session, request.id)
+        return self._then(found, lambda target: self._edit(target, room, session, request, now))
+
+    def _edit(self, target: Event, room: Room, session, request: wire.Edit, now: float) -> None:
         if target.sender != session.user:
             raise ChatError(errors.FORBIDDEN, "only its author may edit a message", request.id)
         if target.record.get("redacted"):
@@ -230,14 +250,18 @@ class Moderation:
 
         done.addCallbacks(revised, self._failed, errbackArgs=(session, request, room))
 
-    def delete(self, session, request: wire.Delete) -> None:
+    def delete(self, session, request: wire.Delete) -> Deferred | None:
         server = self._server
         room = server.directory.visible(session, request.room)
-        fields = {"target": request.seq}
         if room.seq_of_retry(session.user, request.id, server.now()) is not None:
-            self._post(room, "delete", session, request, fields)
-            return
-        target = self._target(room, request.seq, session, request.id)
+            self._post(room, "delete", session, request, {"target": request.seq})
+            return None
+        found = self._target(room, request.seq, session, request.id)
+        return self._then(found, lambda target: self._delete(target, room, session, request))
+
+    def _delete(self, target: Event, room: Room, session, request: wire.Delete) -> None:
+        server = self._server
+        fields = {"target": request.seq}
         if target.sender != session.user and not self.is_moderator(session, room.name):
             raise ChatError(
                 errors.FORBIDDEN,

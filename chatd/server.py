@@ -348,11 +348,28 @@ class Server:
         history = self._history
         limit = min(request.limit or history.replay_events, history.page_limit)
         before = request.before if request.before is not None else room.committed_seq + 1
-        events = room.before(before, limit, session.roles)
-        if events is None:
-            events = self.store.events_before(room.name, room.epoch, before, limit, session.roles)
+        events = self.events_before(room, before, limit, session.roles)
+        if isinstance(events, Deferred):
+            return events.addCallback(self._history_page, room, request.ref)
+        return self._history_page(events, room, request.ref)
+
+    @staticmethod
+    def _history_page(events: list[bytes], room: Room, ref: str | None) -> bytes:
         more = bool(events) and Event.from_line(events[0]).seq > 1
-        return wire.history(room.name, room.epoch, events, more, request.ref)
+        return wire.history(room.name, room.epoch, events, more, ref)
+
+    def events_before(
+        self, room: Room, before: int, limit: int, roles: frozenset[str] | None = None
+    ) -> list[bytes] | Deferred:
+        """A page of the room's history before `before`: from memory, else the transcripts;
+        in Redis mode from the room's stream first (a Deferred), which holds what the archiver
+        has not written yet."""
+        events = room.before(before, limit, roles)
+        if events is not None:
+            return events
+        if self.cluster is not None:
+            return self.cluster.history.before(room, before, limit, roles)
+        return self.store.events_before(room.name, room.epoch, before, limit, roles)
 
     def _visible(self, session: Session, name: str, then: Callable[[Room], bytes]):
         """`then(room)` for a room this session may see: at once, or (Redis mode, a room this

@@ -37,6 +37,7 @@ from chatd.redis.archiver import Archiver
 from chatd.redis.client import RedisLink
 from chatd.redis.disconnects import Disconnects
 from chatd.redis.feeds import CLOSE_SERVICE_RESTART, EPHEMERAL, SYNC, Feeds
+from chatd.redis.history import StreamHistory
 from chatd.redis.keys import Keys
 from chatd.redis.nodes import Nodes
 from chatd.redis.notices import Notices
@@ -133,6 +134,7 @@ class Cluster:
     def attach_server(self, server) -> None:
         self.server = server
         server.directory.replicas = self.feeds
+        self.history = StreamHistory(self.commands, self.keys, server.store)
         server.pipeline.relay = self._relay
         self.session_counts.attach(server)
         self.renames.attach(server)

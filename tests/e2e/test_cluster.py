@@ -429,3 +429,19 @@ def test_an_edit_and_a_delete_on_one_node_revise_every_node_and_the_transcripts(
     c = make_node("c")
     assert revised(history_on(c))
     assert delete["seq"] > typo["seq"]
+
+
+def test_history_beyond_memory_comes_from_the_stream_while_the_archiver_lags(make_node, clients):
+    # No node archives: every event stays in Redis's stream only; memory holds the last 5.
+    a = make_node("a", redis={"archiver": "no"}, history={"memory_events": 5, "replay_events": 5})
+    ann = connect(clients, a, "ann")
+    ann.join(ROOM)
+    sent = [ann.say(ROOM, f"m{n}", f"a-{n}")[0] for n in range(12)]
+    ann.send({"type": "delete", "room": ROOM, "seq": sent[2]["seq"], "id": "d1"})
+    ann.recv_until(lambda f: f["type"] == "ack" and f["id"] == "d1")
+    ann.send({"type": "history", "room": ROOM, "before": sent[6]["seq"], "limit": 5, "id": "h"})
+    page = ann.recv_until(lambda f: f["type"] == "history")[0]
+    assert [e["seq"] for e in page["events"]] == [m["seq"] for m in sent[1:6]]
+    assert [e.get("text") for e in page["events"]] == ["m1", None, "m3", "m4", "m5"]
+    assert page["events"][1]["redacted"] is True  # the delete, from memory, applied
+    assert not a.transcript_path(ROOM).exists()  # none of it was archived
