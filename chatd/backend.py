@@ -352,11 +352,23 @@ class Backend:
             raise ChatError(errors.UNAVAILABLE, "the revocation list cannot be written") from None
         self.server.reload_revocations()
 
-    def close_room(self, name: str) -> dict:
-        """Every session in the room leaves it, as if it had sent `leave`."""
-        room = self._find(name)
-        sessions = self.server.close_room(room)
-        return {"room": name, "closed": len(sessions)}
+    def close_room(self, name: str) -> dict | Deferred:
+        """Every session in the room leaves it, as if it had sent `leave`. Redis mode: this
+        node's at once, then the other nodes are told (disconnects.py); `closed` counts this
+        node's sessions and the members connected through other nodes."""
+        found = self._find_later(name)
+        if isinstance(found, Deferred):
+            return found.addCallback(self._close_room)
+        return self._close_room(found)
+
+    def _close_room(self, room: Room) -> dict | Deferred:
+        elsewhere = len(room.others)
+        closed = {"room": room.name, "closed": len(self.server.close_room(room)) + elsewhere}
+        cluster = self.server.cluster
+        if cluster is None:
+            return closed
+        told = cluster.disconnects.close_room_elsewhere(room.name)
+        return told.addCallback(lambda _: closed)
 
 
 def _redis_unavailable(failure):

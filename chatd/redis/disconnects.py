@@ -1,10 +1,13 @@
-"""The server API's disconnect across nodes (Redis mode): every node closes the user's
-sessions.
+"""The server API's disconnect and room close across nodes (Redis mode): every node closes the
+user's sessions, or lets every session in the room go.
 
 The node that serves the API call closes its own sessions of the user at once (backend.py),
 counts the user's sessions on the other live nodes (session_counts.py), and publishes a
 `disconnect` notice; every other node, hearing it, closes its sessions of the user with the
 code and reason asked for (with `revoke`, after reading its `[auth] revoked_file` again).
+
+A room close is told the same way (`close_room`): every node holding the room lets its
+sessions in it go, as the node serving the call did with its own.
 
 A notice is at most once: a node that missed one (its subscription was being made again)
 keeps the user's sessions there; `GET /api/users/{user}` shows them and the call can be made
@@ -34,6 +37,32 @@ class Disconnects:
     def attach(self, server) -> None:
         self._server = server
         self._notices.on("disconnect", self._heard)
+        self._notices.on("close_room", self._heard_close)
+
+    def close_room_elsewhere(self, room: str) -> Deferred:
+        """Have the other nodes let the room's sessions go; fails with `unavailable` if they
+        could not be told."""
+
+        def heard(receivers):
+            if receivers is None:  # not published (logged by Notices)
+                raise ChatError(errors.UNAVAILABLE, "the other nodes could not be told; retry")
+
+        return self._notices.publish("close_room", room=room).addCallback(heard)
+
+    def _heard_close(self, node: str, notice: dict) -> None:
+        if node == self._node:
+            return  # closed here by the API call itself
+        room = self._server.directory.rooms.get(notice.get("room"))
+        if room is None:
+            return  # no session of this node is in it
+        sessions = self._server.close_room(room)
+        if sessions:
+            self._log.info(
+                "closed room {room} for {count} session(s), as the server API asked on node {node}",
+                room=room.name,
+                count=len(sessions),
+                node=node,
+            )
 
     def elsewhere(self, user: str, code: int, reason: str, revoke: bool) -> Deferred:
         """Have the other nodes close `user`'s sessions. Fires with how many sessions they had

@@ -159,3 +159,18 @@ def test_an_api_disconnect_on_b_closes_the_user_s_sessions_on_a(nodes, clients):
     assert on_a.expect_closed() == (4321, "asked by the shop")
     assert on_b.expect_closed() == (4321, "asked by the shop")
     bystander.join(ROOM)  # still connected
+
+
+def test_an_api_room_close_on_b_lets_the_room_s_sessions_on_a_go(nodes, clients):
+    a, b = nodes
+    ann, cat = connect(clients, a, "ann"), connect(clients, b, "cat")
+    ann.join(ROOM)
+    cat.join(ROOM, own_presence=False)
+    outsider = connect(clients, a, "bob")  # in no room: untouched
+    assert call(b, "POST", f"/api/rooms/{ROOM}/close") == {"room": ROOM, "closed": 2}
+    left, _ = ann.recv_until(lambda f: f["type"] == "left")
+    assert (left["room"], left["ref"]) == (ROOM, None)
+    cat.recv_until(lambda f: f["type"] == "left")
+    ann.send({"type": "say", "room": ROOM, "text": "still in?", "id": "s1"})
+    assert ann.recv_until(lambda f: f.get("ref") == "s1")[0]["code"] == "not_joined"
+    outsider.join(ROOM)  # the room can be joined again
