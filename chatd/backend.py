@@ -17,7 +17,7 @@ import itertools
 import json
 from datetime import UTC, datetime
 
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.defer import Deferred, TimeoutError, gatherResults
 from twisted.logger import Logger
 
 from chatd import errors, wire
@@ -273,21 +273,26 @@ class Backend:
         return directory.find_later(name).addCallbacks(found, _redis_unavailable)
 
     def user(self, user: str) -> dict | Deferred:
-        """Whether `user` is online, with how many sessions (Redis mode: on every live node;
-        their names and rooms are this node's sessions')."""
+        """Whether `user` is online, with how many sessions, by which names, in which rooms
+        (Redis mode: on every live node; the rooms and names the other nodes hold the user in
+        come from their presence in Redis)."""
         if not USER_ID.fullmatch(user):
             raise ChatError(errors.BAD_NAME, USER_RULE)
         sessions = self.server.sessions.of_user(user)
         cluster = self.server.cluster
         if cluster is None:
-            return self._user_details(user, sessions, 0)
-        elsewhere = cluster.session_counts.elsewhere(user)
-        return elsewhere.addCallback(lambda count: self._user_details(user, sessions, count))
+            return self._user_details(user, sessions, 0, {})
+        counts = cluster.session_counts
+        found = gatherResults(
+            [counts.elsewhere(user), counts.rooms_elsewhere(user)], consumeErrors=True
+        ).addErrback(lambda failure: failure.value.subFailure)
+        return found.addCallback(lambda got: self._user_details(user, sessions, *got))
 
     @staticmethod
-    def _user_details(user: str, sessions: list, elsewhere: int) -> dict:
-        rooms = sorted({room for session in sessions for room in session.rooms})
-        names = sorted({session.name for session in sessions})
+    def _user_details(user: str, sessions: list, elsewhere: int, held: dict[str, str]) -> dict:
+        """`held`: the rooms other nodes hold the user in, with the name they hold them by."""
+        rooms = sorted({room for session in sessions for room in session.rooms} | set(held))
+        names = sorted({session.name for session in sessions} | set(held.values()))
         return {
             "user": sessions[0].user if sessions else user,
             "online": bool(sessions) or elsewhere > 0,

@@ -51,7 +51,7 @@ class SessionCounts:
         return self._link.run(
             SESSIONS,
             [keys.nodes, keys.sessions(self._node)],
-            [what, self._server.sessions.key_of(user), limit, self._node, keys.node_prefix],
+            [what, user, limit, self._node, keys.node_prefix],
         )
 
     def claim(self, user: str) -> Deferred:
@@ -60,7 +60,8 @@ class SessionCounts:
         limit = self._server.sessions.max_per_user
         # A node just started (or reconnecting) waits a moment for Redis rather than refuse.
         connected = self._link.connection()
-        claimed = connected.addCallback(lambda _ignored: self._call("claim", user, limit))
+        key = self._server.sessions.key_of(user)
+        claimed = connected.addCallback(lambda _ignored: self._call("claim", key, limit))
         return claimed.addCallbacks(
             self._claimed, self._not_counted, callbackArgs=(user, limit), errbackArgs=(user,)
         )
@@ -87,7 +88,8 @@ class SessionCounts:
 
     def release(self, user: str) -> None:
         """A session of `user` on this node ended."""
-        self._call("release", user).addErrback(self._not_released, user)
+        released = self._call("release", self._server.sessions.key_of(user))
+        released.addErrback(self._not_released, user)
 
     def _not_released(self, failure, user: str) -> None:
         self._log.warn(
@@ -100,7 +102,18 @@ class SessionCounts:
     def elsewhere(self, user: str) -> Deferred:
         """How many sessions `user` has on the other live nodes (a Deferred int; fails with
         `unavailable` when Redis does not answer)."""
-        return self._call("elsewhere", user).addErrback(self._not_counted, user)
+        counted = self._call("elsewhere", self._server.sessions.key_of(user))
+        return counted.addErrback(self._not_counted, user)
+
+    def rooms_elsewhere(self, user: str) -> Deferred:
+        """{room: display name} of the rooms the other live nodes hold `user` in (read from
+        their `held` hashes; fails with `unavailable` when Redis does not answer)."""
+
+        def pairs(flat: list[bytes]) -> dict[str, str]:
+            return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+
+        found = self._call("rooms", user).addCallback(pairs)
+        return found.addErrback(self._not_counted, user)
 
     def _rewrite(self) -> None:
         """Connected (again): this node's counts are its sessions, whatever Redis says."""

@@ -143,6 +143,7 @@ def test_room_and_user_details_from_b_list_who_is_on_a(nodes, clients):
     ]
     user = call(b, "GET", "/api/users/ann")
     assert (user["online"], user["sessions"]) == (True, 1)
+    assert (user["names"], user["rooms"]) == (["Ann"], [ROOM])  # held by node a
     assert call(b, "GET", "/api/users/nobody")["online"] is False
 
 

@@ -415,10 +415,11 @@ class ClusterView:
     """Stands in for `server.cluster` as the backend asks it: the rooms Redis knows, a user's
     sessions on the other nodes, and disconnects told to them (recorded)."""
 
-    def __init__(self, rooms=(), elsewhere=0, down=False):
+    def __init__(self, rooms=(), elsewhere=0, down=False, held=None):
         self.room_index = self.session_counts = self.disconnects = self
         self.known = sorted(rooms)
         self.others = elsewhere
+        self.held = held or {}  # room -> name, where other nodes hold the user
         self.down = down
         self.asked: list[tuple] = []
         self.told: list[tuple] = []
@@ -433,6 +434,9 @@ class ClusterView:
         if disconnect:
             self.told.append((user, *disconnect))
         return defer.succeed(self.others)
+
+    def rooms_elsewhere(self, user):
+        return defer.succeed(self.held)
 
 
 def test_the_room_list_pages_through_redis_s_rooms_and_the_node_s_own(api, enter):
@@ -474,6 +478,9 @@ def test_user_details_count_the_sessions_on_other_nodes(api, enter):
     assert (alice["online"], alice["sessions"], alice["rooms"]) == (True, 3, ["lobby"])
     _status, bob = api.call("GET", "/api/users/bob")  # connected elsewhere only
     assert (bob["online"], bob["sessions"], bob["rooms"]) == (True, 2, [])
+    api.server.cluster = ClusterView(elsewhere=1, held={"sales": "Alice B.", "lobby": "alice"})
+    _status, alice = api.call("GET", "/api/users/alice")
+    assert (alice["names"], alice["rooms"]) == (["Alice B.", "alice"], ["lobby", "sales"])
 
 
 def test_disconnect_closes_here_and_tells_the_other_nodes(make_api, tmp_path, enter):
