@@ -25,3 +25,18 @@ def queue(client, **request) -> dict:
     client.send({"type": "queue", "id": "q", **request})
     frame, _ = client.recv_until(lambda f: f.get("type") == "queue" and f.get("ref") == "q")
     return frame
+
+
+def claim_race(first, second, room: str, round_: int) -> None:
+    """Both agents claim the conversation back to back: exactly one gets its ack, the other
+    `conflict`; the winner then gives it back to nobody (and has the ack of that)."""
+    first.send({"type": "assign", "room": room, "id": f"a-{round_}"})
+    second.send({"type": "assign", "room": room, "id": f"b-{round_}"})
+    outcomes = []
+    for client, ref in ((first, f"a-{round_}"), (second, f"b-{round_}")):
+        reply, _ = client.recv_until(lambda f, ref=ref: f.get("ref") == ref or f.get("id") == ref)
+        outcomes.append(reply["type"] if reply["type"] == "ack" else reply["code"])
+    assert sorted(outcomes) == ["ack", "conflict"], outcomes
+    holder = first if outcomes[0] == "ack" else second
+    holder.send({"type": "transfer", "room": room, "agent": None, "id": f"t-{round_}"})
+    holder.recv_until(lambda f: f.get("type") == "ack" and f["id"] == f"t-{round_}")

@@ -9,7 +9,7 @@ import time
 
 from chatd_harness import RECV_TIMEOUT, wait_for
 from cluster_settings import NODE_LEASE
-from desk_clients import agent, customer_writes, queue
+from desk_clients import agent, claim_race, customer_writes, queue
 
 AGENTS = ("ag1", "ag2")
 DESK = {"enabled": "yes", "trial_agents": " ".join(AGENTS)}
@@ -74,18 +74,7 @@ def test_two_agents_claiming_on_two_nodes_at_once_one_wins(make_node, clients):
     first, second = agent(clients, a, "ag1"), agent(clients, b, "ag2")
     wait_for(lambda: queue(second)["total"] == 1, 10, "the entry in node b's queue", 0.25)
     for round_ in range(5):  # sent back to back, on two nodes
-        first.send({"type": "assign", "room": room, "id": f"a-{round_}"})
-        second.send({"type": "assign", "room": room, "id": f"b-{round_}"})
-        outcomes = []
-        for client, ref in ((first, f"a-{round_}"), (second, f"b-{round_}")):
-            reply, _ = client.recv_until(
-                lambda f, ref=ref: f.get("ref") == ref or f.get("id") == ref
-            )
-            outcomes.append(reply["type"] if reply["type"] == "ack" else reply["code"])
-        assert sorted(outcomes) == ["ack", "conflict"], outcomes
-        holder = first if outcomes[0] == "ack" else second
-        holder.send({"type": "transfer", "room": room, "agent": None, "id": f"t-{round_}"})
-        holder.recv_until(lambda f, r=round_: f.get("type") == "ack" and f["id"] == f"t-{r}")
+        claim_race(first, second, room, round_)
         # both nodes see it unassigned before the next round
         for client in (first, second):
             wait_for(lambda c=client: queue(c)["conversations"][0]["assignee"] is None, 10, "free")

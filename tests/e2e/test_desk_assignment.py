@@ -5,7 +5,7 @@ agents being online, and assignments that survive a restart."""
 from __future__ import annotations
 
 from chatd_harness import RECV_TIMEOUT
-from desk_clients import agent, customer_writes, queue
+from desk_clients import agent, claim_race, customer_writes, queue
 
 AGENTS = ("ag1", "ag2", "ag3")
 DESK = {"enabled": "yes", "trial_agents": " ".join(AGENTS)}
@@ -16,18 +16,7 @@ def test_two_agents_claiming_at_once_one_wins_the_other_gets_conflict(make_daemo
     _customer, room = customer_writes(clients, daemon, "alice")
     first, second = agent(clients, daemon, "ag1"), agent(clients, daemon, "ag2")
     for round_ in range(5):  # sent back to back, on two connections
-        first.send({"type": "assign", "room": room, "id": f"a-{round_}"})
-        second.send({"type": "assign", "room": room, "id": f"b-{round_}"})
-        outcomes = []
-        for client, ref in ((first, f"a-{round_}"), (second, f"b-{round_}")):
-            reply, _ = client.recv_until(
-                lambda f, ref=ref: f.get("ref") == ref or f.get("id") == ref
-            )
-            outcomes.append(reply["type"] if reply["type"] == "ack" else reply["code"])
-        assert sorted(outcomes) == ["ack", "conflict"]
-        holder = first if outcomes[0] == "ack" else second
-        holder.send({"type": "transfer", "room": room, "agent": None, "id": f"t-{round_}"})
-        holder.recv_until(lambda f, r=round_: f.get("type") == "ack" and f["id"] == f"t-{r}")
+        claim_race(first, second, room, round_)
     assignments = [e for e in daemon.transcript(room) if e["type"] == "assignment"]
     assert [e["assignee"] is None for e in assignments] == [False, True] * 5
 

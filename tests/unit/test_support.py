@@ -7,6 +7,7 @@ Driven through the real Server with the desk attached by `tap.build_server`.
 import json
 
 import pytest
+from desk_stand_in import SharedDesk
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -705,26 +706,9 @@ def test_each_agent_sees_the_customer_messages_they_have_not_read(desk, person, 
 # -- several nodes (Redis mode: chatd/redis/desk.py is the other side of `shared`) --------------
 
 
-class Shared:
-    """What the desk tells the other nodes, recorded; and whether this node leads."""
-
-    def __init__(self, leading: bool = True):
-        self.leading = leading
-        self.told: list[tuple] = []
-
-    def leads(self) -> bool:
-        return self.leading
-
-    def agent_sessions(self, user: str, name: str, sessions: int) -> None:
-        self.told.append(("sessions", user, sessions))
-
-    def chose(self, user: str, status: str) -> None:
-        self.told.append(("chose", user, status))
-
-
 def test_this_node_s_agents_and_their_choices_are_told_to_the_other_nodes(desk, person):
     server = desk()
-    server.desk.shared = shared = Shared()
+    server.desk.shared = shared = SharedDesk()
     agent = person(server, "ag", agent=True)
     server.handle(agent, wire.Availability(status="away", ref=None))
     server.disconnect(agent)
@@ -733,7 +717,7 @@ def test_this_node_s_agents_and_their_choices_are_told_to_the_other_nodes(desk, 
 
 def test_agents_on_other_nodes_are_online_here_until_their_node_is_gone(desk, person):
     server = desk()
-    server.desk.shared = Shared()
+    server.desk.shared = SharedDesk()
     customer = person(server, "alice")
     watcher = person(server, "boss", agent=True)
     server.handle(watcher, wire.Availability(status="away", ref=None))
@@ -757,7 +741,7 @@ def test_agents_on_other_nodes_are_online_here_until_their_node_is_gone(desk, pe
 
 def test_only_the_node_that_leads_the_desk_auto_assigns(desk, person, clock):
     server = desk(auto_assign="round_robin", max_open_per_agent=0)
-    server.desk.shared = shared = Shared(leading=False)
+    server.desk.shared = shared = SharedDesk(leading=False)
     agent = person(server, "ag", agent=True)
     room = writes(server, person(server, "alice"), "help", clock)
     clock.advance(0)

@@ -10,6 +10,7 @@ import random
 from dataclasses import replace
 
 import pytest
+from desk_stand_in import SharedDesk
 from twisted.internet.defer import Deferred, fail
 
 from chatd import wire
@@ -297,18 +298,9 @@ def test_a_bot_message_is_no_answer(desk, clock):
     assert len(carol.of_type("unattended")) == 1
 
 
-class NotLeading:
-    """The desk's Redis-mode part as the unattended watch sees it: another node leads."""
-
-    leading = False
-
-    def leads(self) -> bool:
-        return self.leading
-
-
 def test_unattended_is_written_only_by_the_node_that_leads_the_desk(desk, clock):
     server, carol = desk()
-    server.desk.shared = shared = NotLeading()
+    server.desk.shared = shared = SharedDesk(leading=False)
     say(server, "carol", "hello?")
     clock.advance(0)
     clock.advance(60)
@@ -322,7 +314,7 @@ def test_unattended_is_written_only_by_the_node_that_leads_the_desk(desk, clock)
 
 def test_unattended_written_by_the_leading_node_is_not_written_again(desk, clock):
     server, carol = desk()
-    server.desk.shared = shared = NotLeading()
+    server.desk.shared = shared = SharedDesk(leading=False)
     say(server, "carol", "hello?")
     clock.advance(0)
     clock.advance(60)
