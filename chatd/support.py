@@ -35,13 +35,13 @@ import binascii
 import os
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from twisted.logger import Logger
 
 from chatd import errors, wire
-from chatd.agents import OFFLINE, ONLINE, Roster
+from chatd.agents import OFFLINE, ONLINE, Agent, Roster
 from chatd.canned import CannedFileError, load_canned
 from chatd.config import SupportConfig
 from chatd.errors import ChatError
@@ -282,12 +282,8 @@ class SupportDesk:
             }
         if session not in self._agent_sessions:
             self._agent_sessions[session] = None
-            before = self.roster.status_of(session.user)
-            agent = self.roster.connected(session.user, session.name)
-            if self.shared is not None:
-                self.shared.agent_sessions(agent.user, agent.name, agent.sessions)
-            if agent.status != before:
-                self._availability_changed(agent)
+            user, name = session.user, session.name
+            self._share_sessions(self._changed(user, lambda: self.roster.connected(user, name)))
         return {"availability": self.roster.status_of(session.user), "canned": self.canned}
 
     def reload_canned(self) -> None:
@@ -638,12 +634,11 @@ class SupportDesk:
             raise ChatError(
                 errors.FORBIDDEN, "only support agents have an availability", request.ref
             )
-        before = self.roster.status_of(session.user)
-        agent = self.roster.choose(session.user, request.status)
+        agent = self._changed(
+            session.user, lambda: self.roster.choose(session.user, request.status)
+        )
         if self.shared is not None:
             self.shared.chose(agent.user, agent.chosen)
-        if agent.status != before:
-            self._availability_changed(agent)
         return wire.encode(
             {"type": "availability", "ref": request.ref, "user": agent.user, "status": agent.status}
         )
@@ -754,23 +749,29 @@ class SupportDesk:
         self._watchers.pop(session, None)
         self._customer_sessions.pop(session, None)
         if self._agent_sessions.pop(session, False) is None:
-            before = self.roster.status_of(session.user)
-            agent = self.roster.disconnected(session.user)
-            if agent is None:
-                return
-            if self.shared is not None:
-                self.shared.agent_sessions(agent.user, agent.name, agent.sessions)
-            if agent.status != before:
-                self._availability_changed(agent)
+            agent = self._changed(session.user, lambda: self.roster.disconnected(session.user))
+            if agent is not None:
+                self._share_sessions(agent)
+
+    def _changed(self, user: str, change: Callable[[], Agent | None]) -> Agent | None:
+        """`change` the roster (it returns the agent, or None); if that moved the agent's
+        status, the watchers and customers are told."""
+        before = self.roster.status_of(user)
+        agent = change()
+        if agent is not None and agent.status != before:
+            self._availability_changed(agent)
+        return agent
+
+    def _share_sessions(self, agent: Agent) -> None:
+        """Redis mode: the other nodes learn how many sessions of the agent this one holds."""
+        if self.shared is not None:
+            self.shared.agent_sessions(agent.user, agent.name, agent.sessions)
 
     # -- agents on other nodes (Redis mode, chatd/redis/desk.py) --------------------------------
 
     def agent_elsewhere(self, node: str, user: str, name: str, sessions: int) -> None:
         known = self.roster.name_of(user) is not None
-        before = self.roster.status_of(user)
-        agent = self.roster.seen_elsewhere(node, user, name, sessions)
-        if agent.status != before:
-            self._availability_changed(agent)
+        self._changed(user, lambda: self.roster.seen_elsewhere(node, user, name, sessions))
         if not known:
             self._newly_known_agent(user)
 
@@ -785,10 +786,7 @@ class SupportDesk:
                 self._tell_watchers(conversation)
 
     def chosen_elsewhere(self, user: str, status: str) -> None:
-        before = self.roster.status_of(user)
-        agent = self.roster.choose(user, status)
-        if agent.status != before:
-            self._availability_changed(agent)
+        self._changed(user, lambda: self.roster.choose(user, status))
 
     def node_gone(self, node: str) -> None:
         """A node's agents' sessions count no more (it died, or this node lost track)."""
