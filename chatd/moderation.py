@@ -305,10 +305,9 @@ class Moderation:
 
     def _apply_revisions(self, room: Room, events) -> None:
         for event in events:
-            if event.kind in ("edit", "delete"):
-                revision = revision_of(event)
-                if revision is not None:
-                    self._revise_memory(room, revision[0], None)
+            revision = revision_of(event)
+            if revision is not None:
+                self._revise_memory(room, revision[0], None)
 
     def _revise_memory(self, room: Room, revise, seqs: list[int] | None) -> None:
         """Apply `revise` to the room's events in memory (those of `seqs`, or all)."""
@@ -373,23 +372,23 @@ class Moderation:
 
     # -- Redis mode: what other nodes did ------------------------------------------------------
 
-    def adopt(self, room: str, flat: list[bytes]) -> None:
-        """A room taken on from Redis: its sanctions in force, as Redis has them."""
+    def adopt(self, room: str, stored: dict[str, str]) -> None:
+        """A room taken on from Redis: its sanctions in force, as Redis has them (user key ->
+        JSON of its kinds and times)."""
         users = {}
-        for i in range(0, len(flat), 2):
+        for user_key, value in stored.items():
             try:
-                kinds = json.loads(flat[i + 1])
-                users[flat[i].decode()] = {kind: float(until) for kind, until in kinds.items()}
+                kinds = json.loads(value)
+                users[user_key] = {kind: float(until) for kind, until in kinds.items()}
             except (ValueError, TypeError, AttributeError):
                 self._log.error(
                     "unreadable sanctions in Redis for room {room}: {value!r}",
                     room=room,
-                    value=flat[i + 1][:80],
+                    value=value[:80],
                 )
         if users or room in self.sanctions.rooms:
             self.sanctions.rooms[room] = users
             self.sanctions.prune(self._server.now())
-            self.sanctions.save()
 
     def follow(self, room: Room, events: list[Event]) -> None:
         """A pipeline observer (Redis mode): the sanctions any node imposed in the room hold

@@ -107,9 +107,12 @@ def edit(epoch: str, target: int, text: str, ts: float) -> rewrite.Revise:
 def revision_of(event: Event) -> tuple[rewrite.Revise, float] | None:
     """What an `edit` or `delete` event does to the lines before it: its revision, and the
     latest time of an event it revises (the files from its target's to the one holding that
-    time are rewritten: the target's edits all came before it). None for other events."""
+    time are rewritten: the target's edits all came before it). None for other events (their
+    lines are not parsed)."""
+    if event.kind not in ("edit", "delete"):
+        return None
     target = event.record.get("target")
-    if event.kind not in ("edit", "delete") or not isinstance(target, int):
+    if not isinstance(target, int):
         return None
     if event.kind == "delete":
         return redact(event.epoch, target), event.ts
