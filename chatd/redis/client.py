@@ -40,6 +40,11 @@ class RedisError(Exception):
     """Redis answered with an error (`NOSCRIPT ...`, `OOM ...`, a script's own error)."""
 
 
+def hash_of(reply: list[bytes]) -> dict[str, str]:
+    """An HGETALL reply (field, value, field, value, ...) as a dict of text."""
+    return {reply[i].decode(): reply[i + 1].decode() for i in range(0, len(reply), 2)}
+
+
 class RedisProtocol(Protocol):
     """One connection. Replies answer requests first in, first out; on a subscriber
     connection (`on_push` set), messages are handed to `on_push` as they come."""

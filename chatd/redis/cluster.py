@@ -34,7 +34,7 @@ from chatd.metrics import Metrics
 from chatd.read_markers import Marker
 from chatd.redis.archiver import SCRIPTS as ARCHIVER_SCRIPTS
 from chatd.redis.archiver import Archiver
-from chatd.redis.client import RedisLink
+from chatd.redis.client import RedisLink, hash_of
 from chatd.redis.disconnects import Disconnects
 from chatd.redis.feeds import CLOSE_SERVICE_RESTART, EPHEMERAL, SYNC, Feeds
 from chatd.redis.history import StreamHistory
@@ -161,23 +161,23 @@ class Cluster:
 
     def _adopted(self, room: Room, reads: list[bytes], sanctions: list[bytes]) -> None:
         """A room just taken on: its read markers and sanctions as Redis has them."""
-        self._adopt_reads(room, reads)
-        self.server.moderation.adopt(room.name, sanctions)
+        self._adopt_reads(room, hash_of(reads))
+        self.server.moderation.adopt(room.name, hash_of(sanctions))
         self.server.moderation.revise_snapshot(room)
 
-    def _adopt_reads(self, room: Room, flat: list[bytes]) -> None:
+    def _adopt_reads(self, room: Room, stored: dict[str, str]) -> None:
         markers = {}
-        for i in range(0, len(flat), 2):
+        for user, value in stored.items():
             try:
-                epoch, seq, ts = parse_marker(flat[i + 1])
+                epoch, seq, ts = parse_marker(value)
             except ValueError:
                 self._log.error(
                     "an unreadable read marker in room {room}: {value!r}",
                     room=room.name,
-                    value=flat[i + 1][:80],
+                    value=value[:80],
                 )
                 continue
-            markers[flat[i].decode()] = Marker(epoch, seq, ts)
+            markers[user] = Marker(epoch, seq, ts)
         self.server.read_markers.adopt(room.name, markers)
 
     # -- what the feeds need of the server ----------------------------------------------------

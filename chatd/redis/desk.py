@@ -29,6 +29,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from chatd.redis.archiver import LEASE
+from chatd.redis.client import hash_of
 from chatd.rooms import Room
 from chatd.support import PREFIX, SupportDesk
 
@@ -243,12 +244,12 @@ class SharedDesk:
         return defer.gatherResults(replies)
 
     def _apply_chosen(self, flat: list[bytes]) -> None:
-        for user, status in _pairs(flat):
+        for user, status in hash_of(flat).items():
             if self._desk.roster.chosen_by(user) != status:
                 self._desk.chosen_elsewhere(user, status)
 
     def _apply_held(self, flat: list[bytes], node: str) -> None:
-        now = {user: json.loads(value) for user, value in _pairs(flat)}
+        now = {user: json.loads(value) for user, value in hash_of(flat).items()}
         for user in self._desk.roster.held_by(node) - set(now):
             self._desk.agent_elsewhere(node, user, user, 0)
         for user, (name, sessions) in now.items():
@@ -260,7 +261,3 @@ class SharedDesk:
             doing=doing,
             error=failure.getErrorMessage(),
         )
-
-
-def _pairs(flat: list[bytes]) -> list[tuple[str, str]]:
-    return [(flat[i].decode(), flat[i + 1].decode()) for i in range(0, len(flat), 2)]

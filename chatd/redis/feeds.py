@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from chatd.events import Event
-from chatd.redis.client import RedisLink, Script
+from chatd.redis.client import RedisLink, Script, hash_of
 from chatd.redis.keys import Keys
 from chatd.rooms import Room
 
@@ -154,7 +154,7 @@ class Feeds:
         epoch, seq, names, lines = reply[0].decode(), reply[1], reply[2], reply[3]
         recent = [Event.from_line(line) for line in lines]
         room = self._make_room(name, epoch, recent, seq)  # may refuse (max_rooms): errback
-        room.others = {names[i].decode(): names[i + 1].decode() for i in range(0, len(names), 2)}
+        room.others = hash_of(names)
         self._adopted(room, reply[4], reply[5])
         feed = self.feeds[name] = RoomFeed(room)
         feed.known_seq = seq

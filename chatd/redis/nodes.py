@@ -23,7 +23,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from chatd.redis.client import RedisLink
+from chatd.redis.client import RedisLink, hash_of
 from chatd.redis.keys import Keys
 from chatd.redis.sequencer import POST, RedisSequencer
 from chatd.rooms import presence_draft
@@ -124,7 +124,7 @@ class Nodes:
         return held.addCallback(self._post_leaves, node, keep)
 
     def _post_leaves(self, flat: list[bytes], node: str, keep: set[str]) -> Deferred:
-        entries = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+        entries = hash_of(flat)
         gone = {entry: name for entry, name in entries.items() if entry not in keep}
         if node != self.node and not entries:
             return self._forget(node)

@@ -15,9 +15,9 @@ from chatd.redis.keys import Keys
 READ = Script("read")
 
 
-def parse_marker(value: bytes) -> tuple[str, int, float]:
+def parse_marker(value: str) -> tuple[str, int, float]:
     """(epoch, seq, ts) of a stored marker; raises ValueError if it is not one."""
-    epoch, seq, ts = value.decode().split(" ")
+    epoch, seq, ts = value.split(" ")
     return epoch, int(seq), float(ts)
 
 

@@ -25,7 +25,7 @@ from twisted.logger import Logger
 
 from chatd import errors
 from chatd.errors import ChatError
-from chatd.redis.client import RedisError, RedisLink, RedisUnavailable, Script
+from chatd.redis.client import RedisError, RedisLink, RedisUnavailable, Script, hash_of
 from chatd.redis.keys import Keys
 
 SESSIONS = Script("sessions")
@@ -108,11 +108,7 @@ class SessionCounts:
     def rooms_elsewhere(self, user: str) -> Deferred:
         """{room: display name} of the rooms the other live nodes hold `user` in (read from
         their `held` hashes; fails with `unavailable` when Redis does not answer)."""
-
-        def pairs(flat: list[bytes]) -> dict[str, str]:
-            return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
-
-        found = self._call("rooms", user).addCallback(pairs)
+        found = self._call("rooms", user).addCallback(hash_of)
         return found.addErrback(self._not_counted, user)
 
     def _rewrite(self) -> None:
