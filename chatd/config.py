@@ -184,6 +184,7 @@ class ServerConfig:
 
     shutdown_timeout: float
     allowed_origins: tuple[str, ...]
+    log_connections: bool
 
     @classmethod
     def read(cls, reader: SectionReader) -> ServerConfig:
@@ -198,6 +199,7 @@ class ServerConfig:
         return cls(
             shutdown_timeout=reader.duration("shutdown_timeout", 10.0, 0.0, 3600.0),
             allowed_origins=tuple(_with_port(origin) for origin in origins),
+            log_connections=reader.boolean("log_connections", False),
         )
 
 

@@ -43,6 +43,9 @@ FATAL_AT_HELLO = (errors.AUTH_FAILED, errors.TOKEN_EXPIRED)
 # frames, not through Autobahn's sendPing, whose sendFrame path formats debug arguments:
 # 40-47 -> 28 µs of server CPU per ping (bench k).
 PING_FRAME = bytes([0x80 | 0x9, 0])
+# The opening handshake's request head, at most (twisted.web's limit for its requests): Autobahn
+# buffers until the blank line however long it takes.
+MAX_REQUEST_HEAD = 16384
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class ListenerContext:
     hello_timeout: float
     admission: Admission
     clock: object
+    log_connections: bool = False  # `[server] log_connections`: a line per session and close
     # Set when `[limits] compression` is on: the pipeline then hands out `outgoing.Outgoing`.
     deflater: Deflater | None = None
 
@@ -88,10 +92,9 @@ class ChatServerProtocol(WebSocketServerProtocol):
     _held: deque | None = None
 
     def connectionMade(self):
+        # Autobahn turns Nagle off here: `tcpNoDelay` is a class attribute of the listener's
+        # protocol class (ChatServerFactory.setProtocolOptions), read before any option copy.
         super().connectionMade()
-        # Autobahn tries this before it copies the factory's options, so accepted sockets
-        # would keep Nagle on (~7 ms more fan-out latency, measured): set it ourselves.
-        self.transport.setTcpNoDelay(True)
         # Learn when the peer stops reading: the transport pauses its producer when its
         # buffer fills. twisted.web's channel was that producer until Autobahn took over.
         self.transport.unregisterProducer()
@@ -127,6 +130,12 @@ class ChatServerProtocol(WebSocketServerProtocol):
     def dataReceived(self, data):
         self.last_heard = self.factory.context.clock.seconds()
         super().dataReceived(data)
+
+    def processHandshake(self):
+        if len(self.data) > MAX_REQUEST_HEAD and b"\r\n\r\n" not in self.data[:MAX_REQUEST_HEAD]:
+            self.failHandshake("request head too large", 431)
+            return
+        super().processHandshake()
 
     def onConnect(self, request):
         context = self.factory.context
@@ -190,6 +199,8 @@ class ChatServerProtocol(WebSocketServerProtocol):
             # graceful shutdown): log it and carry on.
             self._log.failure("error while {user} was disconnecting", user=session.user)
         self.factory.closed(self)
+        if not context.log_connections:
+            return
         self._log.info(
             "{peer} ({user}) disconnected from {listener}: close code {code} {reason}",
             peer=self.peer_address,
@@ -391,14 +402,15 @@ class ChatServerProtocol(WebSocketServerProtocol):
         if self._hello_deadline is not None and self._hello_deadline.active():
             self._hello_deadline.cancel()
         self._hello_deadline = None
-        self._log.info(
-            "{peer} is {user} on {listener} (session {session}{resumed})",
-            peer=self.peer_address,
-            user=session.user,
-            listener=context.name,
-            session=session.id,
-            resumed=", resumed" if fields["resumed"] else "",
-        )
+        if context.log_connections:
+            self._log.info(
+                "{peer} is {user} on {listener} (session {session}{resumed})",
+                peer=self.peer_address,
+                user=session.user,
+                listener=context.name,
+                session=session.id,
+                resumed=", resumed" if fields["resumed"] else "",
+            )
         fields["max_text_chars"] = context.parser.max_text_chars
         self.reply(wire.welcome(fields))
 

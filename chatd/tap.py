@@ -39,6 +39,7 @@ from chatd.canned import CannedFileError, load_canned
 from chatd.config import EMBEDDED_DEFAULTS, Config, ConfigError, load_daemon_config
 from chatd.directory import Directory
 from chatd.erasure import DirectoryBusy, Erasure, lock_directory
+from chatd.front_door import FrontDoor
 from chatd.metrics import Metrics, MetricsResource
 from chatd.moderation import STATE_FILE, Moderation
 from chatd.notes import InternalNotes
@@ -219,7 +220,7 @@ class ListenerService(Service):
         self,
         name: str,
         endpoint,
-        site: Site,
+        entry: Site | FrontDoor,
         factory: ChatServerFactory | None,
         where: str,
         shutdown_timeout: float,
@@ -231,7 +232,7 @@ class ListenerService(Service):
         self._path = path
         self._origins = origins
         self._endpoint = endpoint
-        self._site = site
+        self._entry = entry  # what the endpoint listens with
         self._factory = factory
         self._where = where
         self._shutdown_timeout = shutdown_timeout
@@ -245,7 +246,7 @@ class ListenerService(Service):
     def privilegedStartService(self):
         super().privilegedStartService()
         outcome = []
-        self._endpoint.listen(self._site).addBoth(outcome.append)
+        self._endpoint.listen(self._entry).addBoth(outcome.append)
         # TCP and TLS listens complete synchronously; a failure must stop the start.
         if isinstance(outcome[0], Failure):
             raise SystemExit(
@@ -419,12 +420,12 @@ def build_server(
 def build_listener(
     context: ListenerContext, url: str, health: HealthResource, embed_origins: tuple[str, ...] = ()
 ):
-    """One chat listener's WebSocket factory and the web site in front of it."""
+    """One chat listener's WebSocket factory, and the front door it listens with (the web site
+    beside the WebSocket factory: chatd/front_door.py)."""
     factory = ChatServerFactory(url, context)
-    site = build_site(
-        factory, health, context.limits.handshake_timeout, context.clock, embed_origins
-    )
-    return factory, site
+    timeout = context.limits.handshake_timeout
+    site = build_site(factory, health, timeout, context.clock, embed_origins)
+    return factory, FrontDoor(factory, site, timeout, context.clock)
 
 
 def _build(config: Config, reactor) -> ChatService:
@@ -488,9 +489,10 @@ def _build(config: Config, reactor) -> ChatService:
             hello_timeout=config.auth.hello_timeout,
             admission=admission,
             clock=reactor,
+            log_connections=config.server.log_connections,
             deflater=deflater,
         )
-        factory, site = build_listener(
+        factory, front_door = build_listener(
             context,
             _url(listener.name, listener.interface, listener.port, "/ws"),
             health,
@@ -500,12 +502,12 @@ def _build(config: Config, reactor) -> ChatService:
         if listener.name == "wss":
             endpoint = sendnow.TLSServerEndpoint(endpoint, tls_factory)
         if config.metrics.enabled and config.metrics.serve_on == listener.name:
-            site.resource.putChild(b"metrics", MetricsResource(metrics))
+            front_door.site.resource.putChild(b"metrics", MetricsResource(metrics))
         where = f"{listener.interface}:{listener.port}"
         ListenerService(
             listener.name,
             endpoint,
-            site,
+            front_door,
             factory,
             where,
             timeout,

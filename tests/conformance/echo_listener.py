@@ -53,11 +53,11 @@ def main(config_path: str) -> None:
         clock=reactor,
         deflater=deflater,
     )
-    factory, site = build_listener(
+    factory, front_door = build_listener(
         context, "ws://127.0.0.1/ws", HealthResource(server, lambda: {"echo": True})
     )
     factory.protocol = type("EchoProtocol", (Echo, factory.protocol), {})
-    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    port = reactor.listenTCP(0, front_door, interface="127.0.0.1")
     print(port.getHost().port, flush=True)
     reactor.run()
 

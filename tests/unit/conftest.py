@@ -327,8 +327,9 @@ class TCPTransport(iosim.FakeTransport):
 class ChatServer:
     """One listener, as tap builds it, with in-memory connections to it.
 
-    `via_site` puts twisted.web in front (the daemon's path: HTTP upgrade at /ws through
-    WebSocketResource); otherwise connections go straight to the WebSocket factory.
+    `via_site` puts the listener's front door in front (the daemon's path: chatd/front_door.py
+    hands /ws to Autobahn, the rest to twisted.web); otherwise connections go straight to the
+    WebSocket factory.
     """
 
     limits = LIMITS
@@ -358,8 +359,9 @@ class ChatServer:
         )
         self.checks = {"listener_ws": True}
         self.health = HealthResource(server, lambda: dict(self.checks))
-        self.factory, self.site = build_listener(context, URL, self.health)
-        self._entry = self.site if via_site else self.factory
+        self.factory, self.front_door = build_listener(context, URL, self.health)
+        self.site = self.front_door.site
+        self._entry = self.front_door if via_site else self.factory
         self.pumps: list[iosim.IOPump] = []
         self.server_transports: list[TCPTransport] = []
         self._port = 40000

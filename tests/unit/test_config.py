@@ -405,3 +405,11 @@ def test_redis_mode_takes_the_desk_and_webhooks_and_checks_its_timings():
     assert "[redis] cutoff: must be longer than probe_interval" in error_of(
         base + "probe_interval = 5s\ncutoff = 2s\n"
     )
+
+
+def test_log_connections_is_off_unless_asked_for():
+    assert load_config(None).server.log_connections is False
+    assert parse_config("[server]\nlog_connections = yes\n", "test.ini").server.log_connections
+    assert error_of("[server]\nlog_connections = loud\n").startswith(
+        "test.ini: [server] log_connections: "
+    )

@@ -2,6 +2,7 @@
 protocol over iosim's fake transports, with a MemoryReactorClock as the only clock
 (the `server` fixture, in conftest.py)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -330,3 +331,33 @@ def test_says_over_their_budget_are_still_closed_after_flood_close_after(server)
     server.flush()
     assert client.close_code == 1008
     assert errors.RATE_LIMITED in {frame.get("code") for frame in client.of_type("error")}
+
+
+# -- connection log lines ([server] log_connections) ---------------------------------------------
+
+
+def connection_lines(log_events) -> list[tuple[str, int | None]]:
+    """(user, close code) of each session-opened and connection-closed line."""
+    return [
+        (event["user"], event.get("code"))
+        for event in log_events
+        if str(event.get("log_namespace")).startswith("chatd.protocol.")
+        and event["log_format"].startswith("{peer} ")
+        and ("disconnected" in event["log_format"] or "(session" in event["log_format"])
+    ]
+
+
+def test_sessions_and_closes_are_not_logged_by_default(server, log_events):
+    alice = server.joined("alice")
+    alice.sendClose(1000)
+    server.flush()
+    assert alice.close_code == 1000
+    assert connection_lines(log_events) == []
+
+
+def test_log_connections_logs_each_session_and_close(server, log_events):
+    server.factory.context = dataclasses.replace(server.factory.context, log_connections=True)
+    alice = server.joined("alice")
+    alice.sendClose(1000)
+    server.flush()
+    assert connection_lines(log_events) == [("alice", None), ("alice", 1000)]

@@ -141,7 +141,7 @@ class Listener:
             admission=Admission(100, 100),
             clock=reactor,
         )
-        self.factory, _site = build_listener(context, URL, HealthResource(server, dict))
+        self.factory, _front_door = build_listener(context, URL, HealthResource(server, dict))
         self.made = []
         build = self.factory.buildProtocol
         self.factory.buildProtocol = lambda address: (

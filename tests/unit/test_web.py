@@ -1,4 +1,5 @@
-"""The HTTP side of a listener: twisted.web in front, WebSocket upgrade at /ws, /healthz."""
+"""The HTTP side of a listener: through its front door, twisted.web for pages and /healthz,
+the WebSocket upgrade at /ws."""
 
 import io
 import json
@@ -14,16 +15,29 @@ def web(make_server):
     return make_server(via_site=True)
 
 
-def open_channel(web) -> tuple[object, StringTransport]:
-    channel = web.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
-    transport = StringTransport()
-    channel.makeConnection(transport)
-    return channel, transport
+class Connection(StringTransport):
+    """A connection accepted by the listener's front door; `send` hands bytes to whichever
+    protocol holds it now (the front door's, then twisted.web's or Autobahn's)."""
+
+    def __init__(self, web):
+        super().__init__()
+        self.protocol = web.front_door.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+        self.protocol.makeConnection(self)
+
+    def send(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+
+    def setTcpNoDelay(self, enabled) -> None:  # as a TCP socket has (the chat protocol sets it)
+        self.tcp_no_delay = bool(enabled)
+
+    def unregisterProducer(self) -> None:  # as Twisted's TCP transport: with none, nothing to do
+        if self.producer is not None:
+            super().unregisterProducer()
 
 
 def get(web, path: bytes, method: bytes = b"GET") -> tuple[int, dict[bytes, bytes], bytes]:
-    channel, transport = open_channel(web)
-    channel.dataReceived(method + b" " + path + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    transport = Connection(web)
+    transport.send(method + b" " + path + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
     head, _, body = transport.value().partition(b"\r\n\r\n")
     status_line, *header_lines = head.split(b"\r\n")
     headers = dict(line.lower().split(b": ", 1) for line in header_lines)
@@ -70,9 +84,9 @@ def test_unknown_paths_are_404(web):
 def test_a_request_dripped_slower_than_the_deadline_is_aborted(web, reactor):
     """An absolute deadline: bytes trickling in do not keep the connection alive."""
     deadline = web.limits.handshake_timeout
-    channel, transport = open_channel(web)
+    transport = Connection(web)
     for byte in b"GET /healthz HTTP/1.1\r\nX-Drip: " + b"x" * 1000:
-        channel.dataReceived(bytes([byte]))
+        transport.send(bytes([byte]))
         reactor.advance(deadline / 50)
         if transport.disconnected:
             break
@@ -81,8 +95,8 @@ def test_a_request_dripped_slower_than_the_deadline_is_aborted(web, reactor):
 
 
 def test_a_request_completed_in_time_is_not_aborted(web, reactor):
-    channel, transport = open_channel(web)
-    channel.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    transport = Connection(web)
+    transport.send(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
     reactor.advance(web.limits.handshake_timeout + 1)
     assert not transport.disconnected
     assert transport.value().startswith(b"HTTP/1.1 200")
@@ -94,8 +108,8 @@ def test_the_access_log_holds_the_path_but_no_query_string(web):
     web.site.logFile = log
     web.site.startFactory()  # what listening does in the daemon: stamps log lines with the time
     web.site.logFile = log
-    channel, transport = open_channel(web)
-    channel.dataReceived(
+    transport = Connection(web)
+    transport.send(
         b"GET /healthz?token=eyJhbGciOi.secret-claims.secret-sig HTTP/1.1\r\nHost: localhost\r\n"
         b"Referer: https://chat.example.com/page?token=referer-secret#frag\r\n\r\n"
     )

@@ -1,0 +1,119 @@
+"""A listener's front door: an opening handshake for /ws goes straight to Autobahn, anything
+else to twisted.web.
+
+Through twisted.web alone, every WebSocket connection was parsed twice: twisted.web built a
+channel, a request and its headers, walked the resources to /ws, and Autobahn's
+`WebSocketResource` then wrote the request back out for Autobahn to parse again, leaving a
+channel-request cycle behind for the collector. That was about a third of chatd's CPU per
+handshake (BENCHMARKS.md, issue 16). Here the request line alone decides: a request for /ws
+(exactly the paths `WebSocketResource` served) is Autobahn's from its first byte, and it
+validates the rest of the handshake as before; pages, /healthz and /metrics are twisted.web's
+as before. Either way the connection keeps one absolute deadline for its request, counted from
+the moment it was accepted.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.protocols.policies import ProtocolWrapper
+
+# A request line longer than this is twisted.web's to refuse (it allows 16 KiB).
+MAX_REQUEST_LINE = 16384
+
+
+def is_websocket_request(line: bytes) -> bool:
+    """Whether a request line asks for /ws, with or without a query or further segments
+    (`WebSocketResource` is a leaf: it served /ws/anything)."""
+    return line.startswith(b"GET /ws") and line[7:8] in (b" ", b"?", b"/")
+
+
+class FrontDoor(ServerFactory):
+    """The factory a chat listener listens with: it hands each connection over once its request
+    line is in, and drops those whose request line is not in within `timeout` seconds."""
+
+    def __init__(self, websocket_factory, site, timeout: float, clock):
+        self.websocket_factory = websocket_factory
+        self.site = site
+        self.timeout = timeout
+        self.clock = clock
+        # Connections still waiting for their request line, by when each was accepted; in
+        # the order they came, so the oldest is first and one timer serves them all.
+        self.waiting: dict[Doorway, float] = {}
+        self._sweep = None
+
+    def doStart(self):
+        # twisted.web's access log and its once-a-second log clock start when it listens.
+        self.site.doStart()
+
+    def doStop(self):
+        self.site.doStop()
+
+    def buildProtocol(self, addr):
+        return Doorway(self, addr)
+
+    def arrived(self, doorway: Doorway) -> None:
+        self.waiting[doorway] = self.clock.seconds()
+        if self._sweep is None:
+            self._sweep = self.clock.callLater(self.timeout, self._drop_overdue)
+
+    def left(self, doorway: Doorway) -> float:
+        """Forget a connection; how much of its deadline is left."""
+        since = self.waiting.pop(doorway, None)
+        if since is None:
+            return 0.0
+        return since + self.timeout - self.clock.seconds()
+
+    def _drop_overdue(self) -> None:
+        self._sweep = None
+        now = self.clock.seconds()
+        overdue = []
+        for doorway, since in self.waiting.items():
+            if since + self.timeout > now:
+                break
+            overdue.append(doorway)
+        for doorway in overdue:
+            del self.waiting[doorway]
+            doorway.transport.abortConnection()
+        if self.waiting:
+            oldest = next(iter(self.waiting.values()))
+            self._sweep = self.clock.callLater(oldest + self.timeout - now, self._drop_overdue)
+
+
+class Doorway(Protocol):
+    """A connection until its request line is in; then the protocol that serves the request
+    takes the transport over and is handed the bytes read so far."""
+
+    def __init__(self, door: FrontDoor, address):
+        self._door = door
+        self._address = address
+        self._head = b""
+
+    def connectionMade(self):
+        self._door.arrived(self)
+
+    def dataReceived(self, data):
+        head = self._head + data
+        end = head.find(b"\r\n")
+        if end < 0 and len(head) <= MAX_REQUEST_LINE:
+            self._head = head
+            return
+        self._head = b""
+        door = self._door
+        remaining = max(door.left(self), 0.001)
+        if end >= 0 and is_websocket_request(head[:end]):
+            protocol = door.websocket_factory.buildProtocol(self._address)
+            # Autobahn's opening-handshake timeout (0 would mean none) takes over the deadline.
+            protocol.openHandshakeTimeout = remaining
+        else:
+            protocol = door.site.buildProtocol(self._address)
+            protocol.deadline = remaining
+        transport = self.transport
+        if isinstance(transport, ProtocolWrapper):  # TLS: the connection is its wrapped one
+            transport.wrappedProtocol = protocol
+        else:
+            transport.protocol = protocol
+        protocol.makeConnection(transport)
+        protocol.dataReceived(head)
+
+    def connectionLost(self, reason):
+        self._door.left(self)
