@@ -46,6 +46,20 @@ PING_FRAME = bytes([0x80 | 0x9, 0])
 # The opening handshake's request head, at most (twisted.web's limit for its requests): Autobahn
 # buffers until the blank line however long it takes.
 MAX_REQUEST_HEAD = 16384
+# What Autobahn keeps of the opening handshake once it is done, for nothing but its test suite
+# and debug lines: dropped at open (a kilobyte and a half per connection).
+HANDSHAKE_LEFTOVERS = (
+    "http_headers",
+    "http_request_data",
+    "http_response_data",
+    "http_status_line",
+    "http_request_uri",
+    "http_request_path",
+    "http_request_params",
+    "http_request_host",
+    "_wskey",
+    "websocket_extensions",
+)
 
 
 @dataclass(frozen=True)
@@ -95,6 +109,10 @@ class ChatServerProtocol(WebSocketServerProtocol):
         # Autobahn turns Nagle off here: `tcpNoDelay` is a class attribute of the listener's
         # protocol class (ChatServerFactory.setProtocolOptions), read before any option copy.
         super().connectionMade()
+        # Autobahn's queue for writes made with `sync` or `chopsize`, which chatd never asks for:
+        # an empty deque is 600 bytes per connection. A tuple has no `append`, so a write that
+        # would queue fails loudly rather than go astray.
+        self.send_queue = ()
         # Learn when the peer stops reading: the transport pauses its producer when its
         # buffer fills. twisted.web's channel was that producer until Autobahn took over.
         self.transport.unregisterProducer()
@@ -160,6 +178,8 @@ class ChatServerProtocol(WebSocketServerProtocol):
 
     def onOpen(self):
         context = self.factory.context
+        for name in HANDSHAKE_LEFTOVERS:
+            setattr(self, name, None)
         self.factory.live.add(self)
         self.factory.handshakes.inc()
         self._budget = FrameBudget(context.limits, context.clock.seconds())

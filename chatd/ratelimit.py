@@ -17,6 +17,8 @@ TYPING_FRAMES = frozenset({"typing"})
 class TokenBucket:
     """Bursts up to `burst` frames, `rate` frames per second sustained."""
 
+    __slots__ = ("_tokens", "_updated", "burst", "rate")  # four per connection
+
     def __init__(self, rate: float, burst: int, now: float):
         self.rate = rate
         self.burst = burst
@@ -50,6 +52,8 @@ class FrameBudget:
     Costly frames over budget are strikes: `flood_close_after` of them in a row close the
     connection. Cheap frames and typing indicators over budget are only refused.
     """
+
+    __slots__ = ("_all", "_cheap", "_costly", "_limits", "_strikes", "_typing")
 
     def __init__(self, limits: LimitsConfig, now: float):
         self._limits = limits

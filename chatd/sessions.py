@@ -30,7 +30,7 @@ def new_secret() -> str:
     return secrets.token_urlsafe(18)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True, weakref_slot=True)
 class Session:
     """A welcomed connection of a user, and the rooms it has joined."""
 
@@ -55,7 +55,7 @@ class Session:
         return ANYONE in allowed or not self.roles.isdisjoint(allowed)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class User:
     key: str  # the registry's key: the user id, or its case-folded form in open mode
     secret: str  # open mode: what a further connection presents to join this user

@@ -43,7 +43,7 @@ def person(make_connection):
         session, welcome = server.hello(
             make_connection(), identity, wire.Hello(name=user, ref=None)
         )
-        session.welcome = welcome
+        session.connection.welcome = welcome
         return session
 
     return person
@@ -126,7 +126,7 @@ def test_support_room_of_is_injective_and_fits_the_room_grammar(one, other):
 def test_a_customer_is_told_its_room_in_welcome_and_may_join_only_it(desk, person):
     server = desk()
     alice, bob = person(server, "a.b"), person(server, "a_b")
-    assert alice.welcome["support_room"] == support_room_of("a.b")
+    assert alice.connection.welcome["support_room"] == support_room_of("a.b")
     assert join(server, alice, support_room_of("a.b"))["members"] == ["a.b"]
     assert join(server, bob, support_room_of("a_b"))["members"] == ["a_b"]
     for room in (support_room_of("a.b"), "lobby", "support-a"):
@@ -151,7 +151,7 @@ def test_customers_may_join_public_rooms_only_when_allowed(desk, person):
 def test_agents_see_public_rooms_and_existing_conversations_only(desk, person, clock):
     server = desk()
     agent = person(server, "ag", agent=True)
-    assert "support_room" not in agent.welcome
+    assert "support_room" not in agent.connection.welcome
     writes(server, person(server, "alice"), "help", clock)
     assert join(server, agent, "lobby")["room"] == "lobby"
     assert join(server, agent, support_room_of("alice"))["members"] == ["alice", "ag"]
@@ -589,11 +589,11 @@ def test_away_agents_get_nothing_and_coming_back_online_takes_the_waiting(desk, 
 def test_customers_are_told_whether_any_agent_is_online(desk, person):
     server = desk()
     early = person(server, "early")
-    assert early.welcome["agents_online"] is False
+    assert early.connection.welcome["agents_online"] is False
     agent = person(server, "ag", agent=True)
-    assert agent.welcome["availability"] == "online"
+    assert agent.connection.welcome["availability"] == "online"
     late = person(server, "late")
-    assert late.welcome["agents_online"] is True
+    assert late.connection.welcome["agents_online"] is True
     assert early.connection.of_type("agents") == [{"type": "agents", "online": True}]
     server.handle(agent, wire.Availability(status="away", ref=None))
     assert late.connection.of_type("agents") == [{"type": "agents", "online": False}]
@@ -609,7 +609,9 @@ def test_an_agent_is_offline_only_when_the_last_session_closes(desk, person, mak
     first = person(server, "ag", agent=True)
     identity = Identity("ag", "ag", frozenset({"agent"}))
     second, _ = server.hello(
-        make_connection(), identity, wire.Hello(name="ag", ref=None, secret=first.welcome["secret"])
+        make_connection(),
+        identity,
+        wire.Hello(name="ag", ref=None, secret=first.connection.welcome["secret"]),
     )
     server.disconnect(first)
     assert [a["status"] for a in queue(server, watcher)["availability"] if a["user"] == "ag"] == [
