@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from chatd import errors, sendnow, wire
+from chatd import errors, lean, sendnow, wire
 from chatd.admission import Admission
 from chatd.config import LimitsConfig
 from chatd.errors import ChatError
@@ -46,20 +46,6 @@ PING_FRAME = bytes([0x80 | 0x9, 0])
 # The opening handshake's request head, at most (twisted.web's limit for its requests): Autobahn
 # buffers until the blank line however long it takes.
 MAX_REQUEST_HEAD = 16384
-# What Autobahn keeps of the opening handshake once it is done, for nothing but its test suite
-# and debug lines: dropped at open (a kilobyte and a half per connection).
-HANDSHAKE_LEFTOVERS = (
-    "http_headers",
-    "http_request_data",
-    "http_response_data",
-    "http_status_line",
-    "http_request_uri",
-    "http_request_path",
-    "http_request_params",
-    "http_request_host",
-    "_wskey",
-    "websocket_extensions",
-)
 
 
 @dataclass(frozen=True)
@@ -178,8 +164,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
 
     def onOpen(self):
         context = self.factory.context
-        for name in HANDSHAKE_LEFTOVERS:
-            setattr(self, name, None)
+        lean.compact(self)
         self.factory.live.add(self)
         self.factory.handshakes.inc()
         self._budget = FrameBudget(context.limits, context.clock.seconds())
@@ -674,7 +659,8 @@ class ChatServerFactory(WebSocketServerFactory):
         unless the protocol already has it, and logs the lot through an eager `pformat`:
         a third of the CPU of a handshake and 2 KiB of memory per connection (bench (d), (e)).
         Holding them as class attributes of a per-listener subclass skips both; each
-        connection still reads the options it was opened with.
+        connection still reads the options it was opened with. The class also holds the values
+        that open connections share (chatd/lean.py).
         """
         super().setProtocolOptions(**options)
         options = {name: getattr(self, name) for name in WebSocketServerProtocol.CONFIG_ATTRS}
@@ -686,6 +672,7 @@ class ChatServerFactory(WebSocketServerFactory):
                 name: staticmethod(value) if inspect.isfunction(value) else value
                 for name, value in options.items()
             }
+            | lean.CLASS_VALUES
             | {"CONFIG_ATTRS": ()},
         )
 
