@@ -243,6 +243,15 @@ class ChatServerProtocol(WebSocketServerProtocol):
 
     # -- frames -------------------------------------------------------------------------------
 
+    def onFrameEnd(self):
+        ended = super().onFrameEnd()
+        # Autobahn keeps each frame's unmasker until the connection's next frame: seconds
+        # on a chat connection, long enough for the collector to move it (and its C buffer)
+        # into the old generation, one pair per message received. Those made the full
+        # collections in many small rooms (bench c10); let go of it at once instead.
+        self.current_frame_masker = None
+        return ended
+
     def onMessage(self, payload, isBinary):
         context = self.factory.context
         if self._awaiting is not None and not isBinary:
