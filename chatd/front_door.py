@@ -14,8 +14,10 @@ the moment it was accepted.
 
 from __future__ import annotations
 
+from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.protocols.policies import ProtocolWrapper
+from zope.interface import implementer
 
 # A request line longer than this is twisted.web's to refuse (it allows 16 KiB).
 MAX_REQUEST_LINE = 16384
@@ -27,6 +29,7 @@ def is_websocket_request(line: bytes) -> bool:
     return line.startswith(b"GET /ws") and line[7:8] in (b" ", b"?", b"/")
 
 
+@implementer(IProtocolNegotiationFactory)
 class FrontDoor(ServerFactory):
     """The factory a chat listener listens with: it hands each connection over once its request
     line is in, and drops those whose request line is not in within `timeout` seconds."""
@@ -50,6 +53,11 @@ class FrontDoor(ServerFactory):
 
     def buildProtocol(self, addr):
         return Doorway(self, addr)
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """What TLS offers in ALPN: twisted.web's protocols. Twisted asks the factory the TLS
+        layer wraps; without an answer, a browser's TLS handshake ends in an internal error."""
+        return self.site.acceptableProtocols()
 
     def arrived(self, doorway: Doorway) -> None:
         self.waiting[doorway] = self.clock.seconds()

@@ -228,7 +228,10 @@ def test_a_reader_with_a_tiny_receive_buffer_gets_a_1mb_history_page(make_daemon
 def test_memory_comes_back_after_slow_consumers_are_dropped(make_daemon):
     """Rounds of 20 clients that ask for large history pages and never read: RSS after they
     are dropped stays near where it started (the daemon runs as it always does, GC on)."""
-    daemon = make_daemon(limits=SLOW_LIMITS, history={"page_limit": 200})
+    # log_connections: a line per closed connection tells when each round is gone.
+    daemon = make_daemon(
+        limits=SLOW_LIMITS, history={"page_limit": 200}, server={"log_connections": "yes"}
+    )
     port = daemon.ports["ws"]
     writer = welcomed(port, "writer", "archive")
     for number in range(200):  # a 1.6 MB page

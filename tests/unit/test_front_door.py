@@ -5,6 +5,7 @@ import base64
 
 import pytest
 from test_web import Connection
+from twisted.internet.interfaces import IProtocolNegotiationFactory
 
 from chatd.front_door import MAX_REQUEST_LINE, Doorway, is_websocket_request
 from chatd.protocol import MAX_REQUEST_HEAD, ChatServerProtocol
@@ -122,3 +123,10 @@ def test_a_request_line_past_the_limit_is_twisted_webs_to_refuse(web):
     assert not isinstance(connection.protocol, ChatServerProtocol | Doorway)
     assert connection.disconnecting
     assert web.front_door.waiting == {}
+
+
+def test_tls_offers_in_alpn_what_twisted_web_speaks(web):
+    """Twisted asks the factory under TLS which protocols to offer; browsers send ALPN."""
+    assert IProtocolNegotiationFactory.providedBy(web.front_door)
+    assert web.front_door.acceptableProtocols() == web.site.acceptableProtocols()
+    assert b"http/1.1" in web.front_door.acceptableProtocols()
