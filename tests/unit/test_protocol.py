@@ -361,3 +361,16 @@ def test_log_connections_logs_each_session_and_close(server, log_events):
     alice.sendClose(1000)
     server.flush()
     assert connection_lines(log_events) == [("alice", None), ("alice", 1000)]
+
+
+def test_autobahn_counts_connections_in_and_out(server):
+    """chatd runs Autobahn's connection-made and connection-lost steps itself (without their
+    debug lines): the factory's count still comes back to zero."""
+    alice, bob = server.welcomed("alice"), server.welcomed("bob")
+    assert server.factory.countConnections == 2
+    alice.sendClose(1000)
+    bob.dropConnection(abort=True)
+    server.flush()
+    assert alice.close_code == 1000
+    assert server.factory.countConnections == 0
+    assert server.factory.live == set()
