@@ -25,6 +25,7 @@ from pathlib import Path
 from twisted.internet import defer, tcp
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import implementer
 
@@ -293,6 +294,17 @@ class TCPServerEndpoint:
 
 class TLSServerProtocol(TLSMemoryBIOProtocol):
     """Twisted's TLS transport, letting go of unencrypted writes when the connection is lost."""
+
+    def makeConnection(self, transport) -> None:
+        """Twisted's, without a loop whose work is thrown away: it first declares, one at a
+        time, that this wrapper provides each interface of the TCP transport (each declaration
+        replacing the last, a zope.interface spec built for each: 5% of a wss handshake),
+        then `ProtocolWrapper.makeConnection` declares them all at once. That second step, and
+        the rest, are kept as they are (a server's wrapped protocol is always connected)."""
+        self._tlsConnection = self.factory._creatorCallable(self)
+        self._appSendBuffer = []
+        ProtocolWrapper.makeConnection(self, transport)
+        self._checkHandshakeStatus()
 
     def connectionLost(self, reason) -> None:
         super().connectionLost(reason)

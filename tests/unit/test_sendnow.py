@@ -9,9 +9,11 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols import tls
+from zope.interface import providedBy
 
 from chatd import sendnow
 from chatd.config import load_config
@@ -148,6 +150,26 @@ def test_the_tls_endpoint_puts_tls_over_send_now_connections(accept, tls_options
     assert type(made.transport) is sendnow.TLSServerProtocol
     assert type(made.transport).__mro__[1] is tls.TLSMemoryBIOProtocol
     assert type(made.transport.transport) is sendnow.SendNowServer
+
+
+def test_the_tls_transport_declares_what_twisteds_own_declares(accept, tls_options):
+    """TLSServerProtocol.makeConnection skips a loop of declarations Twisted throws away: the
+    interfaces the transport provides, and the connection made, are as with Twisted's own."""
+    ours = accept(
+        sendnow.TLSServerEndpoint(
+            sendnow.TCPServerEndpoint(MemoryReactorClock(), 0, "127.0.0.1"), tls_options
+        )
+    )
+    twisteds_factory = tls.TLSMemoryBIOFactory(tls_options, False, Factory.forProtocol(Recorder))
+    twisteds_factory.protocol = tls.TLSMemoryBIOProtocol  # what ours derives from
+    twisteds_factory.wrappedFactory.made = []
+    theirs = twisteds_factory.buildProtocol(None)
+    theirs.makeConnection(ours.transport.transport)  # the same kind of TCP transport under it
+    assert type(theirs) is tls.TLSMemoryBIOProtocol
+    assert list(providedBy(ours.transport)) == list(providedBy(theirs))
+    assert ITCPTransport.providedBy(ours.transport)
+    assert ours.transport.wrappedProtocol is ours and ours.transport._tlsConnection is not None
+    assert twisteds_factory.wrappedFactory.made[0].transport is theirs
 
 
 # -- out of file descriptors ---------------------------------------------------------------------
