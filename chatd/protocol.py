@@ -12,6 +12,7 @@ import inspect
 from collections import deque
 from dataclasses import dataclass
 
+from autobahn.twisted.util import peer2str
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
@@ -92,9 +93,13 @@ class ChatServerProtocol(WebSocketServerProtocol):
     _held: deque | None = None
 
     def connectionMade(self):
-        # Autobahn turns Nagle off here: `tcpNoDelay` is a class attribute of the listener's
-        # protocol class (ChatServerFactory.setProtocolOptions), read before any option copy.
-        super().connectionMade()
+        # Autobahn's adapter, without what only WAMP reads: its transport details (the process
+        # and thread ids, two system calls, and TLS channel binding: 7% of a handshake) and a
+        # debug line. Nagle off: `tcpNoDelay` is a class attribute of the listener's protocol
+        # class (ChatServerFactory.setProtocolOptions).
+        self.peer = peer2str(self.transport)
+        self.transport.setTcpNoDelay(self.tcpNoDelay)
+        self._connectionMade()
         # Autobahn's queue for writes made with `sync` or `chopsize`, which chatd never asks for:
         # an empty deque is 600 bytes per connection. A tuple has no `append`, so a write that
         # would queue fails loudly rather than go astray.
@@ -132,10 +137,10 @@ class ChatServerProtocol(WebSocketServerProtocol):
     # -- lifecycle ----------------------------------------------------------------------------
 
     # -- Autobahn's steps without their debug lines --------------------------------------------
-    # Autobahn's Twisted adapter and server protocol wrap these steps in `log.debug` calls whose
-    # arguments (`hltype`, `hlval` of a Failure) are formatted whether or not debug is on: 4-5%
-    # of a handshake's CPU, and a call per chunk read. Each override does what Autobahn's
-    # wrapper does (pinned below 27), minus the line.
+    # Autobahn's Twisted adapter and server protocol wrap these steps (and connectionMade,
+    # above) in `log.debug` calls whose arguments (`hltype`, `hlval` of a Failure) are
+    # formatted whether or not debug is on: 4-5% of a handshake's CPU, and a call per chunk
+    # read. Each override does what Autobahn's wrapper does (pinned below 27), minus the line.
 
     def dataReceived(self, data):
         self.last_heard = self.factory.context.clock.seconds()
