@@ -52,7 +52,7 @@ AT_OPEN: dict[str, object] = {
     "frame_data": None,
 }
 # Dropped whatever they hold (their class value is None): what the opening handshake left,
-# read by nothing once the connection is open, and Autobahn's event observers
+# read by nothing once the connection is open; Autobahn's event observers
 # (`on("message", ...)`), which only its own default onMessage fires (chatd's replaces it).
 LEFTOVERS = (
     "http_headers",
@@ -67,6 +67,8 @@ LEFTOVERS = (
     "websocket_extensions",
     "_valid_events",
     "_results",
+    # WAMP's record of the transport (chatd's connectionMade does not fill it in).
+    "_transport_details",
 )
 CLASS_VALUES = AT_OPEN | dict.fromkeys(LEFTOVERS)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from autobahn.twisted.util import peer2str
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.websocket.protocol import TrafficStats, WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -100,6 +100,9 @@ class ChatServerProtocol(WebSocketServerProtocol):
         self.peer = peer2str(self.transport)
         self.transport.setTcpNoDelay(self.tcpNoDelay)
         self._connectionMade()
+        # Autobahn's traffic counters, which nothing reads: one object per listener adds them
+        # up, rather than one more object and dict per connection.
+        self.trafficStats = self.factory.traffic
         # Autobahn's queue for writes made with `sync` or `chopsize`, which chatd never asks for:
         # an empty deque is 600 bytes per connection. A tuple has no `append`, so a write that
         # would queue fails loudly rather than go astray.
@@ -655,6 +658,7 @@ class ChatServerFactory(WebSocketServerFactory):
         self.context = context
         limits = context.limits
         self.live: set[ChatServerProtocol] = set()
+        self.traffic = TrafficStats()  # every connection's, summed (ChatServerProtocol)
         self.keepalive = (
             Keepalive(context.clock, limits.ping_interval, limits.ping_timeout)
             if limits.ping_interval > 0

@@ -42,3 +42,12 @@ def test_a_message_split_over_frames_is_still_read_whole(server):
     alice.endMessage()
     server.flush()
     assert alice.frames[-1] == {"type": "ack", "id": "c1", "seq": 2}
+
+
+def test_connections_share_their_listeners_traffic_counters(server):
+    alice, bob = server.joined("alice"), server.joined("bob")
+    assert alice.server_side.trafficStats is bob.server_side.trafficStats is server.factory.traffic
+    before = server.factory.traffic.incomingOctetsWireLevel
+    alice.send_json({"type": "say", "room": "lobby", "text": "counted", "id": "c1"})
+    server.flush()
+    assert server.factory.traffic.incomingOctetsWireLevel > before
