@@ -33,6 +33,25 @@ class Identity:
     secret: str | None = None
 
 
+# Every session keeps its user's roles, and an empty frozenset is a new 216-byte object each
+# time: sessions share one frozenset per distinct set of roles instead (a few hundred at most
+# are kept; tokens come from the site's backend, not from clients).
+NO_ROLES: frozenset[str] = frozenset()
+_ROLE_SETS: dict[frozenset[str], frozenset[str]] = {NO_ROLES: NO_ROLES}
+MAX_SHARED_ROLE_SETS = 512
+
+
+def role_set(roles) -> frozenset[str]:
+    """`roles` as a frozenset, the one every session with these roles shares."""
+    roles = frozenset(roles)
+    shared = _ROLE_SETS.get(roles)
+    if shared is not None:
+        return shared
+    if len(_ROLE_SETS) < MAX_SHARED_ROLE_SETS:
+        _ROLE_SETS[roles] = roles
+    return roles
+
+
 class OpenAuthenticator:
     """Anyone may be anyone: the name in `hello` is the user id.
 
@@ -40,12 +59,14 @@ class OpenAuthenticator:
     """
 
     def __init__(self, trial_roles: dict[str, frozenset[str]] | None = None):
-        self._trial_roles = {name.casefold(): roles for name, roles in (trial_roles or {}).items()}
+        self._trial_roles = {
+            name.casefold(): role_set(roles) for name, roles in (trial_roles or {}).items()
+        }
 
     def identify(self, hello: wire.Hello) -> Identity:
         if hello.name is None:
             raise ChatError(errors.BAD_FRAME, "hello needs a 'name'")
-        roles = self._trial_roles.get(hello.name.casefold(), frozenset())
+        roles = self._trial_roles.get(hello.name.casefold(), NO_ROLES)
         return Identity(hello.name, hello.name, roles)
 
 
@@ -100,7 +121,7 @@ def _identity_from(claims: dict, leeway: float) -> Identity:
     token_id = claims.get("jti")
     if token_id is not None and not (isinstance(token_id, str) and 0 < len(token_id) <= 128):
         raise ChatError(errors.AUTH_FAILED, "the token's jti must be a string of 1-128 characters")
-    return Identity(user, display_name, frozenset(roles), claims["exp"] + leeway, token_id)
+    return Identity(user, display_name, role_set(roles), claims["exp"] + leeway, token_id)
 
 
 class Revocations:

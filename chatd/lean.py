@@ -50,6 +50,7 @@ AT_OPEN: dict[str, object] = {
     "message_is_binary": False,
     "message_data": None,
     "frame_data": None,
+    "send_queue": (),  # chatd's connectionMade replaces Autobahn's deque (protocol.py)
 }
 # Dropped whatever they hold (their class value is None): what the opening handshake left,
 # read by nothing once the connection is open; Autobahn's event observers
@@ -65,6 +66,7 @@ LEFTOVERS = (
     "http_request_host",
     "_wskey",
     "websocket_extensions",
+    "websocket_protocols",
     "_valid_events",
     "_results",
     # WAMP's record of the transport (chatd's connectionMade does not fill it in).
@@ -84,3 +86,9 @@ def compact(protocol) -> None:
             del attributes[name]
     # A dict never shrinks as keys go: a copy is sized for what is left.
     protocol.__dict__ = dict(attributes)
+
+
+def settle(transport) -> None:
+    """Give an open connection's TCP transport an attribute dict sized for what it holds:
+    Twisted's grows past its size while the connection is set up (832 bytes, 464 after)."""
+    transport.__dict__ = dict(transport.__dict__)

@@ -193,6 +193,9 @@ class ChatServerProtocol(WebSocketServerProtocol):
     def onOpen(self):
         context = self.factory.context
         lean.compact(self)
+        tcp = sendnow.tcp_of(self.transport)
+        if tcp is not None:
+            lean.settle(tcp)
         self.factory.live.add(self)
         self.factory.handshakes.inc()
         self._budget = FrameBudget(context.limits, context.clock.seconds())

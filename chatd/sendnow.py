@@ -95,11 +95,10 @@ class Backlog:
     @classmethod
     def of(cls, transport) -> Backlog | None:
         """The backlog of a protocol's `transport`; None for transports of other kinds."""
-        if isinstance(transport, TLSMemoryBIOProtocol):
-            tls, transport = transport, transport.transport
-        else:
-            tls = None
-        return cls(transport, tls) if isinstance(transport, SendNowServer) else None
+        tcp = tcp_of(transport)
+        if tcp is None:
+            return None
+        return cls(tcp, transport if transport is not tcp else None)
 
     def queued(self) -> int:
         """Bytes written and not yet handed to the kernel."""
@@ -290,6 +289,13 @@ class TCPServerEndpoint:
         port = SendNowPort(self._port, factory, self._backlog, self._interface, self._reactor)
         port.startListening()
         return port
+
+
+def tcp_of(transport) -> SendNowServer | None:
+    """The send-now TCP connection under a protocol's `transport` (itself, or under TLS)."""
+    if isinstance(transport, TLSMemoryBIOProtocol):
+        transport = transport.transport
+    return transport if isinstance(transport, SendNowServer) else None
 
 
 class TLSServerProtocol(TLSMemoryBIOProtocol):

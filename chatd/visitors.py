@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from chatd import errors, wire
-from chatd.auth import Identity
+from chatd.auth import NO_ROLES, Identity
 from chatd.errors import ChatError
 
 KEY_FILE = "visitor.key"
@@ -82,13 +82,13 @@ class Visitors:
         """A fresh visitor (no name), or a returning one (the id and its secret)."""
         if hello.name is None:
             user = self._make_id()
-            return Identity(user, user, frozenset(), secret=self.secret_of(user))
+            return Identity(user, user, NO_ROLES, secret=self.secret_of(user))
         if not VISITOR_ID.fullmatch(hello.name):
             raise ChatError(errors.AUTH_FAILED, f"{hello.name!r} is not a visitor id")
         expected = self.secret_of(hello.name)
         if not (hello.secret and hmac.compare_digest(hello.secret, expected)):
             raise ChatError(errors.AUTH_FAILED, "this is not the visitor's secret")
-        return Identity(hello.name, hello.name, frozenset(), secret=expected)
+        return Identity(hello.name, hello.name, NO_ROLES, secret=expected)
 
 
 class VisitorGate:

@@ -8,8 +8,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from chatd import errors, wire
-from chatd.auth import OpenAuthenticator, TokenAuthenticator, authenticator_for, mint_token
+from chatd import auth, errors, wire
+from chatd.auth import (
+    NO_ROLES,
+    OpenAuthenticator,
+    TokenAuthenticator,
+    authenticator_for,
+    mint_token,
+    role_set,
+)
 from chatd.config import AuthConfig, ConfigError, parse_config
 from chatd.errors import ChatError
 
@@ -174,3 +181,26 @@ def test_token_mode_without_a_secret_file_is_a_config_error():
     assert str(error.value) == (
         "t.ini: [auth] secret_file: is required with mode = token and HS256"
     )
+
+
+def test_identities_with_the_same_roles_share_one_frozenset(hs256):
+    """Sessions keep their roles: one frozenset per distinct set, not one per session."""
+    authenticator = TokenAuthenticator(hs256, "test.ini")
+
+    def roles_of(user: str, roles: list[str]) -> frozenset[str]:
+        token = mint_token(hs256, user, roles=roles, ttl=60, now=time.time())
+        return authenticator.identify(hello_with(token)).roles
+
+    assert roles_of("alice", ["agent", "admin"]) is roles_of("bob", ["admin", "agent"])
+    assert roles_of("carol", []) is NO_ROLES
+    first, second = (OpenAuthenticator().identify(wire.Hello(name=n, ref=None)) for n in "ab")
+    assert first.roles is second.roles is NO_ROLES
+
+
+def test_shared_role_sets_are_bounded(monkeypatch):
+    monkeypatch.setattr(auth, "_ROLE_SETS", {NO_ROLES: NO_ROLES})
+    monkeypatch.setattr(auth, "MAX_SHARED_ROLE_SETS", 3)
+    kept = [role_set([f"role{n}"]) for n in range(10)]
+    assert kept == [frozenset({f"role{n}"}) for n in range(10)]
+    assert len(auth._ROLE_SETS) == 3
+    assert role_set(["role1"]) is kept[1] and role_set(["role7"]) is not kept[7]

@@ -280,3 +280,12 @@ def test_a_listen_backlog_over_somaxconn_is_capped_with_a_warning(tmp_path, log_
 
 def test_without_somaxconn_the_backlog_asked_for_is_used(tmp_path):
     assert sendnow.listen_backlog(777, tmp_path / "absent") == 777
+
+
+def test_tcp_of_finds_the_send_now_connection_under_tls_or_none(accept, tls_options):
+    plain = accept(sendnow.TCPServerEndpoint(MemoryReactorClock(), 0, "127.0.0.1"))
+    tcp = sendnow.TCPServerEndpoint(MemoryReactorClock(), 0, "127.0.0.1")
+    secure = accept(sendnow.TLSServerEndpoint(tcp, tls_options))
+    assert sendnow.tcp_of(plain.transport) is plain.transport
+    assert sendnow.tcp_of(secure.transport) is secure.transport.transport
+    assert sendnow.tcp_of(object()) is None
