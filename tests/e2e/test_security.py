@@ -187,7 +187,7 @@ def test_posting_without_permission_is_forbidden(token_daemon, clients):
 # -- the handshake ------------------------------------------------------------------------------
 
 
-def test_foreign_origin_is_refused(daemon, clients):
+def test_foreign_origin_is_refused(daemon, websocket_ssl):
     port = daemon.ports["ws"]
     with connect(daemon.url("ws"), origin=f"http://localhost:{port}", proxy=None) as own:
         own.send(json.dumps({"type": "hello", "name": "own"}))
@@ -200,7 +200,7 @@ def test_foreign_origin_is_refused(daemon, clients):
         connect(
             daemon.url("wss"),
             origin=f"http://localhost:{daemon.ports['wss']}",  # http is not the wss origin
-            ssl=daemon.ssl_context,
+            ssl=websocket_ssl,
             proxy=None,
             open_timeout=5,
         )
@@ -223,7 +223,7 @@ def test_own_ipv6_origin_is_accepted_and_a_port_with_a_suffix_is_403(daemon):
     assert daemon.running
 
 
-def test_configured_origins_replace_the_defaults(make_daemon):
+def test_configured_origins_replace_the_defaults(make_daemon, websocket_ssl):
     daemon = make_daemon(server={"allowed_origins": "https://chat.example.com"})
     port = daemon.ports["ws"]
     with pytest.raises(InvalidStatus):
@@ -233,12 +233,12 @@ def test_configured_origins_replace_the_defaults(make_daemon):
         connect(
             daemon.url("wss"),
             origin="https://chat.example.com:8443",
-            ssl=daemon.ssl_context,
+            ssl=websocket_ssl,
             proxy=None,
             open_timeout=5,
         )
     with connect(
-        daemon.url("wss"), origin="https://chat.example.com", ssl=daemon.ssl_context, proxy=None
+        daemon.url("wss"), origin="https://chat.example.com", ssl=websocket_ssl, proxy=None
     ) as allowed:
         allowed.send(json.dumps({"type": "hello", "name": "ok"}))
         assert json.loads(allowed.recv(timeout=5))["type"] == "welcome"
