@@ -84,11 +84,11 @@ def compact(protocol) -> None:
     for name, value in AT_OPEN.items():
         if attributes.get(name, attributes) is value:
             del attributes[name]
-    # A dict never shrinks as keys go: a copy is sized for what is left.
-    protocol.__dict__ = dict(attributes)
+    settle(protocol)
 
 
-def settle(transport) -> None:
-    """Give an open connection's TCP transport an attribute dict sized for what it holds:
-    Twisted's grows past its size while the connection is set up (832 bytes, 464 after)."""
-    transport.__dict__ = dict(transport.__dict__)
+def settle(instance) -> None:
+    """Give `instance` an attribute dict sized for what it holds. A dict never shrinks as keys
+    go, and grows past its size while attributes come and go: Twisted's TCP transport's is 832
+    bytes once a connection is set up, 464 rebuilt."""
+    instance.__dict__ = dict(instance.__dict__)
