@@ -16,12 +16,12 @@ def web(make_server):
     return make_server(via_site=True)
 
 
-def upgrade(path: bytes, extra: bytes = b"") -> bytes:
+def upgrade(path: bytes) -> bytes:
     key = base64.b64encode(b"0123456789abcdef")
     return (
         b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUpgrade: websocket\r\n"
         b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\n"
-        b"Sec-WebSocket-Version: 13\r\n" + extra + b"\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
     )
 
 
