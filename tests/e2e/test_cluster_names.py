@@ -174,4 +174,11 @@ def test_an_api_room_close_on_b_lets_the_room_s_sessions_on_a_go(nodes, clients)
     cat.recv_until(lambda f: f["type"] == "left")
     ann.send({"type": "say", "room": ROOM, "text": "still in?", "id": "s1"})
     assert ann.recv_until(lambda f: f.get("ref") == "s1")[0]["code"] == "not_joined"
-    outsider.join(ROOM)  # the room can be joined again
+    # The room can be joined again. The sessions' leave events travel through Redis and may
+    # still be on their way: they come after `joined`, in order, before the joiner's own.
+    joined = outsider.join(ROOM, own_presence=False)
+    own, before = outsider.recv_until(lambda f: f["type"] == "presence" and f["user"] == "bob")
+    assert [f["event"] for f in before] == ["leave"] * len(before), before
+    seqs = [f["seq"] for f in [*before, own]]
+    assert seqs == list(range(joined["seq"] + 1, own["seq"] + 1)), (joined, before, own)
+    assert own["event"] == "join"
