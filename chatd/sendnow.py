@@ -46,6 +46,14 @@ class SendNowServer(tcp.Server):
 
     drained = 0
     drained_at = 0.0  # when the kernel last took some of the queue
+    pause_over = 65536  # bytes queued beyond which the producer is paused (Backlog.pause_over)
+
+    def _isSendBufferFull(self) -> bool:
+        # Twisted compares the queue with `bufferSize`, which is also how much each recv()
+        # asks for. Raising it to pause later made every read allocate the larger size: at
+        # 1 MiB, past malloc's mmap threshold, each read cost mmap, mremap and munmap besides
+        # the recv. Reads stay at Twisted's 64 KiB; the pause has its own bound.
+        return len(self.dataBuffer) + self._tempDataLen > self.pause_over
 
     def writeSomeData(self, data):
         # Called by Twisted's doWrite only: the queued path, never the one that sends at once.
@@ -122,7 +130,7 @@ class Backlog:
     def pause_over(self, size: int) -> None:
         """Have the transport pause its producer once more than `size` bytes are queued
         (Twisted's default is 64 KiB)."""
-        self._tcp.bufferSize = size
+        self._tcp.pause_over = size
 
 
 # accept() failing for want of a resource: descriptors (the process's, the system's), memory.

@@ -92,6 +92,44 @@ def test_a_closed_peer_is_left_to_twisted_to_report(pair):
     assert isinstance(transport.doWrite(), Exception)  # connection lost, Twisted's way
 
 
+class Receiver(Protocol):
+    def __init__(self):
+        self.chunks = []
+
+    def dataReceived(self, data):
+        self.chunks.append(data)
+
+
+class Producer:
+    paused = False
+
+    def pauseProducing(self):
+        self.paused = True
+
+    def resumeProducing(self):
+        self.paused = False
+
+
+def test_a_higher_pause_bound_pauses_later_but_reads_stay_64_kib(pair):
+    """The unsent-bytes budget must not grow each recv(): reads of 1 MiB cost an mmap each."""
+    transport, peer, _reactor = pair
+    receiver = Receiver()
+    transport.protocol = receiver
+    backlog = sendnow.Backlog.of(transport)
+    backlog.pause_over(1 << 20)
+    producer = Producer()
+    transport.registerProducer(producer, True)
+
+    peer.sendall(b"x" * 200_000)
+    transport.doRead()
+    assert [len(chunk) for chunk in receiver.chunks] == [65536]
+
+    transport.writeSequence([b"y" * 700_000])  # queued, as when the kernel said EAGAIN
+    assert not producer.paused  # 64 KiB, Twisted's bound, would have paused it
+    transport.writeSequence([b"y" * 400_000])
+    assert producer.paused
+
+
 @pytest.fixture
 def tls_options(server_cert):
     """The daemon's own TLS options (chatd.tls) for the test CA's certificate."""
