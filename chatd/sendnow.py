@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 from pathlib import Path
 
 from twisted.internet import defer, tcp
@@ -54,6 +55,22 @@ class SendNowServer(tcp.Server):
         # 1 MiB, past malloc's mmap threshold, each read cost mmap, mremap and munmap besides
         # the recv. Reads stay at Twisted's 64 KiB; the pause has its own bound.
         return len(self.dataBuffer) + self._tempDataLen > self.pause_over
+
+    # Twisted calls shutdown() before close(), to be safe, it says, though the descriptor is
+    # this process's alone (close-on-exec): after a peer's reset or close, as with nearly every
+    # client leaving, it fails with ENOTCONN, a system call per connection for nothing. close()
+    # alone ends the connection the same way.
+    _shouldShutdown = False
+
+    _nodelay_changed = False  # Nagle turned back on: the inherited option no longer holds
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        # A connection SendNowPort accepted has Nagle off already: it inherits the listening
+        # socket's option. Turning it off again would be a setsockopt per handshake.
+        if enabled and not self._nodelay_changed and isinstance(self.server, SendNowPort):
+            return
+        self._nodelay_changed = True
+        super().setTcpNoDelay(enabled)
 
     def writeSomeData(self, data):
         # Called by Twisted's doWrite only: the queued path, never the one that sends at once.
@@ -181,6 +198,13 @@ class SendNowPort(tcp.Port):
     _failing_since: float | None = None
     _logged_at = 0.0
     _backoff = FIRST_BACKOFF
+
+    def createInternetSocket(self):
+        """Twisted's listening socket, with Nagle off: chat frames and pages are small and
+        wanted at once, and each accepted connection inherits the option."""
+        skt = super().createInternetSocket()
+        skt.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return skt
 
     def doRead(self):
         listener = _Listener(self.socket)

@@ -9,10 +9,12 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from twisted.internet import main
 from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols import tls
+from twisted.python.failure import Failure
 from zope.interface import providedBy
 
 from chatd import sendnow
@@ -171,6 +173,7 @@ def accept():
         sockets.extend([client, port.socket, tcp.socket])
         return made
 
+    accept.sockets = sockets
     yield accept
     for each in sockets:
         each.close()
@@ -179,6 +182,40 @@ def accept():
 def test_the_tcp_endpoint_accepts_send_now_connections(accept):
     made = accept(sendnow.TCPServerEndpoint(MemoryReactorClock(), 0, "127.0.0.1"))
     assert type(made.transport) is sendnow.SendNowServer
+
+
+def test_accepted_connections_have_nagle_off_from_the_listening_socket(accept):
+    made = accept(sendnow.TCPServerEndpoint(MemoryReactorClock(), 0, "127.0.0.1"))
+    assert made.transport.getTcpNoDelay()  # nobody asked the connection: it was inherited
+    made.transport.setTcpNoDelay(False)  # and can still be turned back on
+    assert not made.transport.getTcpNoDelay()
+    made.transport.setTcpNoDelay(True)
+    assert made.transport.getTcpNoDelay()
+
+
+class Watched:
+    """A socket that notes which of its methods are called."""
+
+    def __init__(self, skt: socket.socket):
+        self._socket = skt
+        self.called = []
+
+    def __getattr__(self, name):
+        self.called.append(name)
+        return getattr(self._socket, name)
+
+
+def test_closing_skips_shutdown_and_the_peer_sees_an_orderly_end(accept):
+    made = accept(sendnow.TCPServerEndpoint(MemoryReactorClock(), 0, "127.0.0.1"))
+    transport = made.transport
+    peer = transport.getPeer()
+    client = next(s for s in accept.sockets if s.getsockname() == (peer.host, peer.port))
+    transport.socket = watched = Watched(transport.socket)
+    transport.loseConnection()
+    transport.connectionLost(Failure(main.CONNECTION_DONE))  # as the reactor, the queue empty
+    assert "close" in watched.called and "shutdown" not in watched.called
+    client.settimeout(5)
+    assert client.recv(10) == b""  # end of stream, not a reset
 
 
 def test_the_tls_endpoint_puts_tls_over_send_now_connections(accept, tls_options):
