@@ -152,6 +152,14 @@ SCENARIOS = {
             transports=("ws", "wss"),
         ),
         Scenario(
+            "er",
+            "handshakes as (e), wss with TLS session resumption (a returning client's)",
+            "handshake",
+            dict(concurrency=32, duration=4, resume=True),
+            dict(concurrency=8, duration=1, resume=True),
+            transports=("wss",),
+        ),
+        Scenario(
             "f",
             "fan-out as (a), chatd with [transcripts] fsync = batch",
             "chat",
@@ -231,7 +239,7 @@ SCENARIOS = {
         ),
     ]
 }
-DEFAULT_SCENARIOS = ("a", "b", "c", "d", "e", "f", "cpu", "k")
+DEFAULT_SCENARIOS = ("a", "b", "c", "d", "e", "er", "f", "cpu", "k")
 
 
 # -- the environment ------------------------------------------------------------------------------
@@ -784,7 +792,8 @@ def loadgen_command(
     if server.redis_pid:
         command += ["--redis-pid", str(server.redis_pid)]
     for option, value in options.items():
-        command += [f"--{option.replace('_', '-')}", str(value)]
+        flag = f"--{option.replace('_', '-')}"
+        command += [flag] if value is True else [flag, str(value)]
     if tls:
         command.append("--tls")
     if deflate:
@@ -1227,6 +1236,11 @@ def fmt(value, digits: int = 0) -> str:
     return "-" if value is None or value < 0 else f"{value:,.{digits}f}"
 
 
+def percent(part: int | None, whole: int) -> str:
+    """`part` as a share of `whole` for the table; - when there is no part (not measured)."""
+    return "-" if part is None or not whole else f"{100 * part / whole:.0f}%"
+
+
 def best(v: dict) -> dict:
     return v.get("max") or {}
 
@@ -1308,6 +1322,7 @@ HANDSHAKE_TABLE = (
         ("srv ms/hs", 11, lambda v: fmt(v["server_cpu_ms_per_handshake"], 3)),
         ("loadgen", 9, lambda v: fmt(v["loadgen_cpu_pct"]) + "%"),
         ("failed", 8, lambda v: fmt(v["failed"])),
+        ("resumed", 9, lambda v: percent(v.get("resumed"), v["handshakes"])),
     ],
     lambda v: v["per_s"],
     "",

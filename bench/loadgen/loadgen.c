@@ -19,7 +19,11 @@
  *              what the server's keepalive costs.
  *   handshake  for --duration seconds keep --concurrency opening handshakes in flight:
  *              TCP connect (+ a full TLS handshake: no session is ever offered), HTTP upgrade,
- *              101, then an abortive close (RST, so no TIME_WAIT piles up).
+ *              101, then an abortive close (RST, so no TIME_WAIT piles up). With --resume
+ *              (TLS), each of the --concurrency slots offers the session its previous
+ *              connection got (an abbreviated handshake, as a returning browser makes), says
+ *              close_notify before the reset so that the session stays resumable, and the
+ *              report counts the handshakes the server did resume.
  *   hold       as idle, but every client joins its room (--room-size, --first-room); after the
  *              pauses and the --window-seconds window, one fan-out step: client 0 posts --rate
  *              messages/s to its room (r0) for --step-seconds, with latency as in chat mode.
@@ -100,7 +104,7 @@ static struct {
     int server_cores[MAX_SERVERS], ncores;
     double rate, factor, max_rate, step_s, drain_s, p99_ms, duration_s, hold_s, max_s, settle_s;
     double connect_s, disturbed_pct, window_s, storm_s;
-    int repeats, sources, room_size, first_room, history, missed;
+    int repeats, sources, room_size, first_room, history, missed, resume;
 } opt = {
     .host = "127.0.0.1", .path = "/ws", .sni = "localhost", .mode = "chat", .prefix = "u",
     .clients = 10, .rooms = 1, .senders = 1, .refine = 2, .max_steps = 12, .text_bytes = 64,
@@ -362,6 +366,8 @@ static struct {
 #ifdef WITH_TLS
 static SSL_CTX *tls_ctx;
 static const char *tls_version = "", *tls_cipher = "";
+static SSL_SESSION **slot_session; /* --resume: what each slot's last connection got */
+static uint64_t resumed;           /* --resume: handshakes the server resumed */
 #endif
 
 static void conn_close(struct conn *c, int abortive)
@@ -664,6 +670,8 @@ static void on_connected(struct conn *c)
         c->ssl = SSL_new(tls_ctx);
         SSL_set_fd(c->ssl, c->fd);
         SSL_set_tlsext_host_name(c->ssl, opt.sni);
+        if (opt.resume && slot_session[c->idx])
+            SSL_set_session(c->ssl, slot_session[c->idx]);
         c->st = S_TLS;
         tls_step(c);
         return;
@@ -1092,6 +1100,21 @@ static void on_upgraded(struct conn *c)
         tot.handshakes++;
         hadd(&hs_lat, (now_ns() - c->t_open) / 1000);
         pending--;
+#ifdef WITH_TLS
+        if (opt.resume) {
+            /* TLS 1.3 sends its ticket after the handshake: read by now, with the 101 */
+            resumed += (uint64_t)SSL_session_reused(c->ssl);
+            SSL_SESSION *got = SSL_get1_session(c->ssl);
+            if (got && SSL_SESSION_is_resumable(got)) {
+                if (slot_session[c->idx])
+                    SSL_SESSION_free(slot_session[c->idx]);
+                slot_session[c->idx] = got;
+            } else if (got) {
+                SSL_SESSION_free(got);
+            }
+            SSL_shutdown(c->ssl); /* without close_notify, neither side may resume it */
+        }
+#endif
         conn_close(c, 1);
         return;
     }
@@ -1678,6 +1701,8 @@ static void run_handshakes(void)
            100.0 * (self1 - self0) / seconds);
 #ifdef WITH_TLS
     printf(",\"tls_version\":\"%s\",\"tls_cipher\":\"%s\"", tls_version, tls_cipher);
+    if (opt.resume)
+        printf(",\"resumed\":%llu", (unsigned long long)resumed);
 #endif
     printf("}\n");
     fflush(stdout);
@@ -1713,7 +1738,8 @@ static void usage(void)
             "  [--hold-seconds S] [--settle-seconds S] [--max-seconds S]\n"
             "  [--server-pid PID[,PID...]] [--server-core N[,N...]] [--redis-pid PID]\n"
             "  [--disturbed-pct P] [--repeats N] [--connect-seconds S]\n"
-            "  [--name-prefix P] [--path /ws] [--sni NAME] [--window-seconds S] [--deflate]\n");
+            "  [--name-prefix P] [--path /ws] [--sni NAME] [--window-seconds S] [--deflate]\n"
+            "  [--resume]\n");
     exit(2);
 }
 
@@ -1732,7 +1758,8 @@ int main(int argc, char **argv)
         {"disturbed-pct", 1, 0, 'U'}, {"repeats", 1, 0, 'Y'},       {"window-seconds", 1, 0, 'W'},
         {"deflate", 0, 0, 'z'},       {"sources", 1, 0, 'a'},       {"room-size", 1, 0, 'e'},
         {"first-room", 1, 0, 'f'},    {"history", 1, 0, 'h'},       {"missed", 1, 0, 'x'},
-        {"storm-seconds", 1, 0, 'g'}, {"redis-pid", 1, 0, 'I'},     {0, 0, 0, 0},
+        {"storm-seconds", 1, 0, 'g'}, {"redis-pid", 1, 0, 'I'},     {"resume", 0, 0, 'J'},
+        {0, 0, 0, 0},
     };
     int o;
     while ((o = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -1775,6 +1802,7 @@ int main(int argc, char **argv)
         case 'x': opt.missed = atoi(optarg); break;
         case 'g': opt.storm_s = atof(optarg); break;
         case 'I': opt.redis_pid = atoi(optarg); break;
+        case 'J': opt.resume = 1; break;
         default: usage();
         }
     }
@@ -1787,7 +1815,7 @@ int main(int argc, char **argv)
     if (opt.port <= 0 || opt.clients <= 0 || opt.rate <= 0 || opt.factor <= 1 ||
         opt.concurrency <= 0 || opt.sources < 1 || opt.sources > 254 ||
         (!chat && !idle && !handshake && !hold && !storming) ||
-        ((hold || storming) && opt.room_size <= 0))
+        ((hold || storming) && opt.room_size <= 0) || (opt.resume && (!handshake || !opt.tls)))
         usage();
 #ifndef WITH_TLS
     if (opt.tls)
@@ -1797,7 +1825,8 @@ int main(int argc, char **argv)
         tls_ctx = SSL_CTX_new(TLS_client_method());
         SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);
         SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_OFF);
-        SSL_CTX_set_options(tls_ctx, SSL_OP_NO_TICKET);
+        if (!opt.resume) /* TLS 1.2: no ticket; a session ID the server would keep for nothing */
+            SSL_CTX_set_options(tls_ctx, SSL_OP_NO_TICKET);
         SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
                                       SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                                       SSL_MODE_RELEASE_BUFFERS);
@@ -1819,6 +1848,9 @@ int main(int argc, char **argv)
         opt.rooms = 1;
     nconns = handshake ? opt.concurrency : opt.clients;
     conns = calloc((size_t)nconns, sizeof *conns);
+#ifdef WITH_TLS
+    slot_session = calloc((size_t)nconns, sizeof *slot_session);
+#endif
     for (int i = 0; i < nconns; i++)
         conns[i].fd = -1;
     epfd = epoll_create1(EPOLL_CLOEXEC);

@@ -73,3 +73,18 @@ def test_quick_long_steps_report_chatds_collector_pauses(run_quick):
     steps = [r for r in records if r["kind"] == "step"]
     assert steps and all(step["gc_full_collections"] >= 0 for step in steps), steps
     assert all(step["gc_longest_pause_ms_at_most"] >= 0 for step in steps), steps
+
+
+def test_quick_resumed_handshakes_are_resumed(run_quick):
+    """Scenario er: each slot offers its previous TLS session, and chatd resumes them (all but
+    each slot's first handshake), with none failing."""
+    stdout, records = run_quick("er", "chatd")
+    assert "(er) handshakes" in stdout, stdout
+    skipped = [r for r in records if r["kind"] == "skipped"]
+    if skipped and "without TLS" in skipped[0]["reason"]:
+        pytest.skip(skipped[0]["reason"])
+    (summary,) = [r for r in records if r["kind"] == "summary"]
+    assert (summary["scenario"], summary["transport"]) == ("er", "wss"), summary
+    assert summary["failed"] == 0 and summary["handshakes"] > 8, summary
+    slots = 8  # --quick's concurrency: each slot's first handshake is a full one
+    assert summary["resumed"] == summary["handshakes"] - slots, summary
