@@ -16,6 +16,7 @@ from autobahn.twisted.util import peer2str
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import TrafficStats, WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
+from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
@@ -100,13 +101,6 @@ class ChatServerProtocol(WebSocketServerProtocol):
         self.peer = peer2str(self.transport)
         self.transport.setTcpNoDelay(self.tcpNoDelay)
         self._connectionMade()
-        # Autobahn's traffic counters, which nothing reads: one object per listener adds them
-        # up, rather than one more object and dict per connection.
-        self.trafficStats = self.factory.traffic
-        # Autobahn's queue for writes made with `sync` or `chopsize`, which chatd never asks for:
-        # an empty deque is 600 bytes per connection. A tuple has no `append`, so a write that
-        # would queue fails loudly rather than go astray.
-        self.send_queue = ()
         # Learn when the peer stops reading: the transport pauses its producer when its
         # buffer fills. twisted.web's channel was that producer until Autobahn took over.
         self.transport.unregisterProducer()
@@ -150,7 +144,22 @@ class ChatServerProtocol(WebSocketServerProtocol):
         self._dataReceived(data)
 
     def _connectionMade(self):
-        WebSocketProtocol._connectionMade(self)
+        # Autobahn's sets some 35 attributes, then pretty-prints the options it copied (none:
+        # the listener's class holds them) for a debug line: 3 % of a handshake. Its flags and
+        # empty slots hold on the listener's class what Autobahn would set (lean.CLASS_VALUES,
+        # among them `send_queue`: a tuple, not the 600-byte deque chatd never writes through,
+        # and one that fails loudly if a write ever would queue); this sets what differs per
+        # connection. tests/unit/test_lean.py compares the result with Autobahn's own.
+        self.state = WebSocketProtocol.STATE_CONNECTING
+        self.data = b""
+        self.utf8validator = Utf8Validator()
+        # Autobahn's traffic counters, which nothing reads: one object per listener adds them
+        # up, rather than one more object and dict per connection.
+        self.trafficStats = self.factory.traffic
+        if self.openHandshakeTimeout > 0:
+            self.openHandshakeTimeoutCall = self.factory._batched_timer.call_later(
+                self.openHandshakeTimeout, self.onOpenHandshakeTimeout
+            )
         self.factory.countConnections += 1
 
     def _connectionLost(self, reason):

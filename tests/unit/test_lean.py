@@ -1,6 +1,9 @@
 """What an open connection keeps of Autobahn's state (chatd/lean.py), and that it still
 behaves as Autobahn's own: the values dropped read the same, and set ones are its own."""
 
+from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet.testing import StringTransport
+
 from chatd import lean
 
 
@@ -51,3 +54,36 @@ def test_connections_share_their_listeners_traffic_counters(server):
     alice.send_json({"type": "say", "room": "lobby", "text": "counted", "id": "c1"})
     server.flush()
     assert server.factory.traffic.incomingOctetsWireLevel > before
+
+
+def test_a_new_connection_reads_as_autobahns_own_would(server):
+    """chatd's `_connectionMade` sets only what differs per connection: every attribute
+    Autobahn's own sets reads the same (the per-connection objects: of the same kind)."""
+    ours, theirs = (server.factory.buildProtocol(None) for _ in range(2))
+    for protocol in (ours, theirs):
+        protocol.transport = StringTransport()
+
+    def set_by(connection_made, protocol) -> dict:
+        before = dict(vars(protocol))
+        connection_made(protocol)
+        return {
+            name: value
+            for name, value in vars(protocol).items()
+            if name not in before or before[name] is not value
+        }
+
+    set_by_us = set_by(type(ours)._connectionMade, ours)
+    set_by_autobahn = set_by(WebSocketProtocol._connectionMade, theirs)
+    assert len(set_by_autobahn) > 30
+    assert set_by_us.keys() < set_by_autobahn.keys()
+    kinds = ("utf8validator", "openHandshakeTimeoutCall", "trafficStats", "send_queue")
+    for name, value in set_by_autobahn.items():
+        if name not in kinds:
+            assert getattr(ours, name) == value, name
+    assert type(ours.utf8validator) is type(theirs.utf8validator)
+    assert ours.utf8validator is not theirs.utf8validator
+    assert ours.openHandshakeTimeoutCall is not None
+    assert ours.trafficStats is server.factory.traffic
+    assert ours.send_queue == ()
+    for protocol in (ours, theirs):
+        protocol.openHandshakeTimeoutCall.cancel()
