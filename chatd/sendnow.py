@@ -62,11 +62,11 @@ class SendNowServer(tcp.Server):
     # alone ends the connection the same way.
     _shouldShutdown = False
 
-    _nodelay_changed = False  # Nagle turned back on: the inherited option no longer holds
+    _nodelay_changed = False  # set on the socket since: the inherited option may not hold
 
     def setTcpNoDelay(self, enabled: bool) -> None:
         # A connection SendNowPort accepted has Nagle off already: it inherits the listening
-        # socket's option. Turning it off again would be a setsockopt per handshake.
+        # socket's option. Turning Nagle off again would be a setsockopt per handshake.
         if enabled and not self._nodelay_changed and isinstance(self.server, SendNowPort):
             return
         self._nodelay_changed = True
