@@ -9,7 +9,8 @@ handshake (BENCHMARKS.md, issue 16). Here the request line alone decides: a requ
 (exactly the paths `WebSocketResource` served) is Autobahn's from its first byte, and it
 validates the rest of the handshake as before; pages, /healthz and /metrics are twisted.web's
 as before. Either way the connection keeps one absolute deadline for its request, counted from
-the moment it was accepted.
+the moment it was accepted (`ChatServerFactory.opening`): a /ws connection keeps it until the
+chat protocol has opened it, and twisted.web's channel gets what is left of it.
 """
 
 from __future__ import annotations
@@ -32,17 +33,16 @@ def is_websocket_request(line: bytes) -> bool:
 @implementer(IProtocolNegotiationFactory)
 class FrontDoor(ServerFactory):
     """The factory a chat listener listens with: it hands each connection over once its request
-    line is in, and drops those whose request line is not in within `timeout` seconds."""
+    line is in, and drops those not open by the WebSocket factory's deadline (`opening`:
+    `[limits] handshake_timeout` from their accept)."""
 
-    def __init__(self, websocket_factory, site, timeout: float, clock):
+    def __init__(self, websocket_factory, site):
         self.websocket_factory = websocket_factory
         self.site = site
-        self.timeout = timeout
-        self.clock = clock
-        # Connections still waiting for their request line, by when each was accepted; in
-        # the order they came, so the oldest is first and one timer serves them all.
-        self.waiting: dict[Doorway, float] = {}
-        self._sweep = None
+        # Connections by transport, from their accept until their request line is in (pages)
+        # or the chat protocol has opened them (/ws); those still there at the deadline are
+        # dropped.
+        self.opening = websocket_factory.opening
 
     def doStart(self):
         # twisted.web's access log and its once-a-second log clock start when it listens.
@@ -59,33 +59,6 @@ class FrontDoor(ServerFactory):
         layer wraps; without an answer, a browser's TLS handshake ends in an internal error."""
         return self.site.acceptableProtocols()
 
-    def arrived(self, doorway: Doorway) -> None:
-        self.waiting[doorway] = self.clock.seconds()
-        if self._sweep is None:
-            self._sweep = self.clock.callLater(self.timeout, self._drop_overdue)
-
-    def left(self, doorway: Doorway) -> float:
-        """Forget a connection; how much of its deadline is left."""
-        since = self.waiting.pop(doorway, None)
-        if since is None:
-            return 0.0
-        return since + self.timeout - self.clock.seconds()
-
-    def _drop_overdue(self) -> None:
-        self._sweep = None
-        now = self.clock.seconds()
-        overdue = []
-        for doorway, since in self.waiting.items():
-            if since + self.timeout > now:
-                break
-            overdue.append(doorway)
-        for doorway in overdue:
-            del self.waiting[doorway]
-            doorway.transport.abortConnection()
-        if self.waiting:
-            oldest = next(iter(self.waiting.values()))
-            self._sweep = self.clock.callLater(oldest + self.timeout - now, self._drop_overdue)
-
 
 class Doorway(Protocol):
     """A connection until its request line is in; then the protocol that serves the request
@@ -97,7 +70,7 @@ class Doorway(Protocol):
         self._head = b""
 
     def connectionMade(self):
-        self._door.arrived(self)
+        self._door.opening.set(self.transport)
 
     def dataReceived(self, data):
         head = self._head + data
@@ -107,15 +80,13 @@ class Doorway(Protocol):
             return
         self._head = b""
         door = self._door
-        remaining = max(door.left(self), 0.001)
+        transport = self.transport
         if end >= 0 and is_websocket_request(head[:end]):
+            # The deadline stays the door's until the chat protocol has opened the connection.
             protocol = door.websocket_factory.buildProtocol(self._address)
-            # Autobahn's opening-handshake timeout (0 would mean none) takes over the deadline.
-            protocol.openHandshakeTimeout = remaining
         else:
             protocol = door.site.buildProtocol(self._address)
-            protocol.deadline = remaining
-        transport = self.transport
+            protocol.deadline = max(door.opening.meet(transport), 0.001)
         if isinstance(transport, ProtocolWrapper):  # TLS: the connection is its wrapped one
             transport.wrappedProtocol = protocol
         else:
@@ -124,4 +95,4 @@ class Doorway(Protocol):
         protocol.dataReceived(head)
 
     def connectionLost(self, reason):
-        self._door.left(self)
+        self._door.opening.meet(self.transport)

@@ -25,6 +25,7 @@ from zope.interface import implementer
 from chatd import errors, lean, sendnow, wire
 from chatd.admission import Admission
 from chatd.config import LimitsConfig
+from chatd.deadlines import Deadlines
 from chatd.errors import ChatError
 from chatd.keepalive import Keepalive
 from chatd.origins import OriginPolicy
@@ -78,7 +79,6 @@ class ChatServerProtocol(WebSocketServerProtocol):
     session: Session | None = None
     peer_address = "?"
     _admitted_ip: str | None = None
-    _hello_deadline = None
     last_heard = 0.0  # when the peer last sent anything (for keepalive)
     # The unsent-bytes budget (see `_judge`): what is queued here for the peer, and since when
     # it has been behind.
@@ -156,10 +156,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
         # Autobahn's traffic counters, which nothing reads: one object per listener adds them
         # up, rather than one more object and dict per connection.
         self.trafficStats = self.factory.traffic
-        if self.openHandshakeTimeout > 0:
-            self.openHandshakeTimeoutCall = self.factory._batched_timer.call_later(
-                self.openHandshakeTimeout, self.onOpenHandshakeTimeout
-            )
+        # No opening-handshake timer: the factory's `opening` deadlines keep it (its option is 0).
         self.factory.countConnections += 1
 
     def _connectionLost(self, reason):
@@ -200,17 +197,19 @@ class ChatServerProtocol(WebSocketServerProtocol):
         return None
 
     def onOpen(self):
-        context = self.factory.context
+        factory = self.factory
+        context = factory.context
+        factory.opening.meet(self.transport)
         lean.compact(self)
         tcp = sendnow.tcp_of(self.transport)
         if tcp is not None:
             lean.settle(tcp)
-        self.factory.live.add(self)
-        self.factory.handshakes.inc()
+        factory.live.add(self)
+        factory.handshakes.inc()
         self._budget = FrameBudget(context.limits, context.clock.seconds())
-        self._hello_deadline = context.clock.callLater(context.hello_timeout, self._hello_overdue)
-        if self.factory.keepalive is not None:
-            self.factory.keepalive.watch(self)
+        factory.hellos.set(self)
+        if factory.keepalive is not None:
+            factory.keepalive.watch(self)
 
     def failHandshake(self, reason, code=400, responseHeaders=None):
         self.factory.handshake_failures.inc()
@@ -225,8 +224,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
         if self._admitted_ip is not None:
             self.factory.context.admission.release(self._admitted_ip)
             self._admitted_ip = None
-        if self._hello_deadline is not None and self._hello_deadline.active():
-            self._hello_deadline.cancel()
+        self.factory.hellos.meet(self)
         if self.factory.keepalive is not None:
             self.factory.keepalive.forget(self)
         self._cancel_judgement()
@@ -257,13 +255,13 @@ class ChatServerProtocol(WebSocketServerProtocol):
 
     def connectionLost(self, reason):
         super().connectionLost(reason)
+        self.factory.opening.meet(self.transport)  # if it closed before it opened
         # Autobahn's is_closed Deferred holds this protocol as its result: a cycle that only a
         # full collection would free, with the transport and what it still held.
         self.is_open = self.is_closed = None
         self._backlog = None
 
     def _hello_overdue(self):
-        self._hello_deadline = None
         self._log.info("{peer} said no valid hello in time; closing", peer=self.peer_address)
         self.close_with(CLOSE_POLICY_VIOLATION, "no valid hello in time")
 
@@ -453,9 +451,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
     def _welcome(self, session: Session, fields: dict) -> None:
         context = self.factory.context
         self.session = session
-        if self._hello_deadline is not None and self._hello_deadline.active():
-            self._hello_deadline.cancel()
-        self._hello_deadline = None
+        self.factory.hellos.meet(self)
         if context.log_connections:
             self._log.info(
                 "{peer} is {user} on {listener} (session {session}{resumed})",
@@ -654,6 +650,10 @@ class DeflatingServerProtocol(ChatServerProtocol):
         return self.factory.context.deflater.frames(payloads, self.window_bits)
 
 
+def _drop(transport) -> None:
+    transport.abortConnection()  # as Autobahn drops an overdue opening handshake
+
+
 class ChatServerFactory(WebSocketServerFactory):
     """One per listener (Autobahn's origin check reads the factory's URL).
 
@@ -671,6 +671,11 @@ class ChatServerFactory(WebSocketServerFactory):
         limits = context.limits
         self.live: set[ChatServerProtocol] = set()
         self.traffic = TrafficStats()  # every connection's, summed (ChatServerProtocol)
+        # Connections by transport from their accept until open: the front door sets each
+        # (front_door.FrontDoor), onOpen meets it; Autobahn's timer per connection is off.
+        self.opening = Deadlines(context.clock, limits.handshake_timeout, _drop)
+        # Open connections that have not said a valid hello yet.
+        self.hellos = Deadlines(context.clock, context.hello_timeout, self._no_hello)
         self.keepalive = (
             Keepalive(context.clock, limits.ping_interval, limits.ping_timeout)
             if limits.ping_interval > 0
@@ -693,7 +698,7 @@ class ChatServerFactory(WebSocketServerFactory):
             maxMessagePayloadSize=limits.max_message_bytes,
             autoFragmentSize=0,
             tcpNoDelay=True,
-            openHandshakeTimeout=limits.handshake_timeout,
+            openHandshakeTimeout=0,  # `opening` keeps the deadline, counted from accept
             autoPingInterval=0,  # keepalive.Keepalive pings instead, on one timer
             # Browsers send Origin; "null" (sandboxed frames, file://) is never ours.
             allowNullOrigin=False,
@@ -750,6 +755,10 @@ class ChatServerFactory(WebSocketServerFactory):
 
         self._drained.addTimeout(timeout, clock, onTimeoutCancel=lambda result, _timeout: None)
         return self._drained.addCallback(drop_stragglers)
+
+    @staticmethod
+    def _no_hello(protocol: ChatServerProtocol) -> None:
+        protocol._hello_overdue()
 
     def closed(self, protocol: ChatServerProtocol) -> None:
         self.live.discard(protocol)

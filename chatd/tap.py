@@ -425,7 +425,7 @@ def build_listener(
     factory = ChatServerFactory(url, context)
     timeout = context.limits.handshake_timeout
     site = build_site(factory, health, timeout, context.clock, embed_origins)
-    return factory, FrontDoor(factory, site, timeout, context.clock)
+    return factory, FrontDoor(factory, site)
 
 
 def _build(config: Config, reactor) -> ChatService:

@@ -5,7 +5,9 @@ import base64
 
 import pytest
 from test_web import Connection
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IProtocolNegotiationFactory
+from twisted.python.failure import Failure
 
 from chatd.front_door import MAX_REQUEST_LINE, Doorway, is_websocket_request
 from chatd.protocol import MAX_REQUEST_HEAD, ChatServerProtocol
@@ -78,7 +80,7 @@ def test_a_silent_connection_is_dropped_at_the_deadline_and_not_before(web, reac
     assert first.disconnected and not second.disconnected
     reactor.advance(deadline / 2)
     assert second.disconnected
-    assert web.front_door.waiting == {}
+    assert len(web.front_door.opening) == 0
 
 
 def test_a_connection_handed_over_keeps_what_is_left_of_its_deadline(web, reactor):
@@ -87,18 +89,45 @@ def test_a_connection_handed_over_keeps_what_is_left_of_its_deadline(web, reacto
     connection = Connection(web)
     reactor.advance(deadline * 0.6)
     connection.send(b"GET /ws HTTP/1.1\r\n")
-    assert web.front_door.waiting == {}
+    assert isinstance(connection.protocol, ChatServerProtocol)
+    assert connection in web.front_door.opening  # until the chat protocol has opened it
     reactor.advance(deadline * 0.3)
     assert not connection.disconnected
     reactor.advance(deadline * 0.2)
     assert connection.disconnected
     assert not connection.value()  # dropped, as Autobahn drops an overdue handshake
+    assert len(web.front_door.opening) == 0
+
+
+def test_an_opened_connection_has_met_its_deadline(web, reactor):
+    connection = Connection(web)
+    connection.send(upgrade(b"/ws"))
+    assert connection.value().startswith(b"HTTP/1.1 101 ")
+    assert len(web.front_door.opening) == 0
+    reactor.advance(web.limits.handshake_timeout)
+    assert not connection.disconnected
+
+
+def test_a_connection_lost_during_its_handshake_is_forgotten(web, reactor):
+    connection = Connection(web)
+    connection.send(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n")
+    connection.protocol.connectionLost(Failure(ConnectionDone()))
+    assert len(web.front_door.opening) == 0
+
+
+def test_a_page_request_leaves_the_deadline_to_twisted_webs_channel(web, reactor):
+    deadline = web.limits.handshake_timeout
+    connection = Connection(web)
+    reactor.advance(deadline * 0.6)
+    connection.send(b"GET /healthz HTTP/1.1\r\n")
+    assert len(web.front_door.opening) == 0
+    assert connection.protocol.deadline == pytest.approx(deadline * 0.4)
 
 
 def test_a_connection_closed_while_waiting_is_forgotten(web, reactor):
     connection = Connection(web)
     connection.protocol.connectionLost(None)
-    assert web.front_door.waiting == {}
+    assert len(web.front_door.opening) == 0
     reactor.advance(web.limits.handshake_timeout)
     assert not connection.disconnected
 
@@ -122,7 +151,7 @@ def test_a_request_line_past_the_limit_is_twisted_webs_to_refuse(web):
     connection.send(b"q" * 100)
     assert not isinstance(connection.protocol, ChatServerProtocol | Doorway)
     assert connection.disconnecting
-    assert web.front_door.waiting == {}
+    assert len(web.front_door.opening) == 0
 
 
 def test_tls_offers_in_alpn_what_twisted_web_speaks(web):
