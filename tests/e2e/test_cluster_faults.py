@@ -56,19 +56,32 @@ class Poster:
         while True:
             try:
                 client = self.clients(self.node.url("ws"))
-                client.hello(self.name)
-                client.send({"type": "join", "room": ROOM, "id": "join"})
-                frame, _ = client.recv_until(lambda f: f["type"] in ("joined", "error"))
-                if frame["type"] == "joined":
-                    self.epochs.add(frame["epoch"])
+                joined = self._hello_and_join(client)
+                if joined is not None:
+                    self.epochs.add(joined["epoch"])
                     self.client = client
                     return
-                assert frame["code"] == "unavailable", frame
                 self.unavailable += 1
                 client.close()
             except (ConnectionClosed, OSError):
                 pass
             time.sleep(0.1)  # back off before connecting again
+
+    def _hello_and_join(self, client: Client) -> dict | None:
+        """The `joined` reply; None when the node answered `unavailable`, to the hello (while
+        Redis is away the user's sessions cannot be counted) or to the join."""
+        client.name = self.name
+        steps = (
+            ({"type": "hello", "name": self.name}, "welcome"),
+            ({"type": "join", "room": ROOM, "id": "join"}, "joined"),
+        )
+        for request, answer in steps:
+            client.send(request)
+            frame, _ = client.recv_until(lambda f, answer=answer: f["type"] in (answer, "error"))
+            if frame["type"] == "error":
+                assert frame["code"] == "unavailable", frame
+                return None
+        return frame
 
     def _run(self) -> None:
         try:
