@@ -187,7 +187,7 @@ def test_the_tcp_endpoint_accepts_send_now_connections(accept):
 def test_accepted_connections_have_nagle_off_from_the_listening_socket(accept):
     made = accept(sendnow.TCPServerEndpoint(MemoryReactorClock(), 0, "127.0.0.1"))
     assert made.transport.getTcpNoDelay()  # nobody asked the connection: it was inherited
-    made.transport.setTcpNoDelay(False)  # and can still be turned back on
+    made.transport.setTcpNoDelay(False)  # Nagle can still be turned back on, and off again
     assert not made.transport.getTcpNoDelay()
     made.transport.setTcpNoDelay(True)
     assert made.transport.getTcpNoDelay()
