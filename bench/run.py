@@ -903,6 +903,11 @@ def per_message(step: dict) -> dict:
         return round(seconds * 1e6 / step["sent"], 1) if seconds >= 0 and step["sent"] else None
 
     figures = {"server_cpu_us_per_message": us(step["server_cpu_s"])}
+    if step.get("server_sys_s", -1) >= 0 and step["received"]:
+        # the kernel's part of µs/deliv: the same sends cost every server about the same there
+        figures["server_sys_us_per_delivery"] = round(
+            step["server_sys_s"] * 1e6 / step["received"], 2
+        )
     if "redis_cpu_s" in step:
         figures.update(
             redis_cpu_us_per_delivery=step["redis_cpu_us_per_delivery"],
@@ -1063,6 +1068,11 @@ def summarize(scenario: Scenario, lines: list[dict]) -> dict:
                 1000 * result["server_cpu_s"] / result["handshakes"], 3
             )
             if result["handshakes"]
+            else None,
+            server_sys_ms_per_handshake=round(
+                1000 * result["server_sys_s"] / result["handshakes"], 3
+            )
+            if result["handshakes"] and result.get("server_sys_s", -1) >= 0
             else None,
         )
     return summary
@@ -1265,6 +1275,7 @@ CHAT_TABLE = (
         ("p50 ms", 8, lambda v: fmt(best(v).get("p50_ms"), 1)),
         ("p99 ms", 8, lambda v: fmt(best(v).get("p99_ms"), 1)),
         ("µs/deliv", 10, lambda v: fmt(best(v).get("server_cpu_us_per_delivery"), 2)),
+        ("sys µs", 8, lambda v: fmt(best(v).get("server_sys_us_per_delivery"), 2)),
         ("loadgen", 9, lambda v: fmt(best(v).get("loadgen_cpu_pct")) + "%"),
         ("others", 8, lambda v: fmt(best(v).get("core_others_pct")) + "%"),
         ("lost/dup/drop", 15, lambda v: f"{v['lost']}/{v['dups'] + v['gaps']}/{v['dropped']}"),
@@ -1280,6 +1291,7 @@ CPU_TABLE = (
     [
         ("deliveries/s", 14, lambda v: fmt(first(v).get("delivered_dps"))),
         ("µs/deliv", 10, lambda v: fmt(first(v).get("server_cpu_us_per_delivery"), 2)),
+        ("sys µs", 8, lambda v: fmt(first(v).get("server_sys_us_per_delivery"), 2)),
         ("p50 ms", 8, lambda v: fmt(first(v).get("p50_ms"), 1)),
         ("p99 ms", 8, lambda v: fmt(first(v).get("p99_ms"), 1)),
         ("loadgen", 9, lambda v: fmt(first(v).get("loadgen_cpu_pct")) + "%"),
@@ -1320,6 +1332,7 @@ HANDSHAKE_TABLE = (
         ("p50 ms", 8, lambda v: fmt(v["p50_ms"], 1)),
         ("p99 ms", 8, lambda v: fmt(v["p99_ms"], 1)),
         ("srv ms/hs", 11, lambda v: fmt(v["server_cpu_ms_per_handshake"], 3)),
+        ("sys ms/hs", 11, lambda v: fmt(v.get("server_sys_ms_per_handshake"), 3)),
         ("loadgen", 9, lambda v: fmt(v["loadgen_cpu_pct"]) + "%"),
         ("failed", 8, lambda v: fmt(v["failed"])),
         ("resumed", 9, lambda v: percent(v.get("resumed"), v["handshakes"])),

@@ -186,6 +186,14 @@ static double server_cpu_s(void)
     return server_times(&user, &sys) == 0 ? user + sys : -1;
 }
 
+/* stime alone: the server's CPU in the kernel, its system calls (above all the sends); -1 if
+ * unknown */
+static double server_sys_s(void)
+{
+    double user, sys;
+    return server_times(&user, &sys) == 0 ? sys : -1;
+}
+
 /* jiffies the server's core (or cores: summed) spent on processes (user, nice, system) and on
  * interrupts */
 static int core_jiffies(unsigned long long *procs, unsigned long long *irqs)
@@ -1376,7 +1384,8 @@ static int run_step(int k, double rate, const int *senders, int nsenders, int ma
     cur_step = k;
     s->rate = rate;
     s->seconds = opt.step_s;
-    double cpu0 = server_cpu_s(), self0 = self_cpu_s(), redis0 = redis_cpu_s();
+    double cpu0 = server_cpu_s(), sys0 = server_sys_s(), self0 = self_cpu_s();
+    double redis0 = redis_cpu_s();
     unsigned long long procs0 = 0, irqs0 = 0, procs1 = 0, irqs1 = 0;
     int core = core_jiffies(&procs0, &irqs0);
     uint64_t t0 = now_ns(), end = t0 + (uint64_t)(opt.step_s * 1e9);
@@ -1397,7 +1406,8 @@ static int run_step(int k, double rate, const int *senders, int nsenders, int ma
     uint64_t drain_end = now_ns() + (uint64_t)(opt.drain_s * 1e9);
     while ((s->received < s->expected || s->acks < s->sent) && now_ns() < drain_end)
         poll_once(2);
-    double cpu1 = server_cpu_s(), self1 = self_cpu_s(), redis1 = redis_cpu_s();
+    double cpu1 = server_cpu_s(), sys1 = server_sys_s(), self1 = self_cpu_s();
+    double redis1 = redis_cpu_s();
     if (core == 0)
         core = core_jiffies(&procs1, &irqs1);
     uint64_t t1 = now_ns();
@@ -1418,7 +1428,7 @@ static int run_step(int k, double rate, const int *senders, int nsenders, int ma
            "\"acks\":%llu,\"expected\":%llu,\"received\":%llu,\"lost\":%llu,"
            "\"offered_dps\":%.1f,\"delivered_dps\":%.1f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,"
            "\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"max_ms\":%.3f,\"server_cpu_s\":%.3f,"
-           "\"server_cpu_us_per_delivery\":%.3f,\"loadgen_cpu_s\":%.3f,"
+           "\"server_sys_s\":%.3f,\"server_cpu_us_per_delivery\":%.3f,\"loadgen_cpu_s\":%.3f,"
            "\"loadgen_cpu_pct\":%.1f,\"wall_s\":%.3f,\"dups\":%llu,\"gaps\":%llu,"
            "\"errors\":%llu,\"dropped\":%llu,\"core_others_pct\":%.1f,"
            "\"core_irq_pct\":%.1f,\"repeated\":%s,\"ok\":%s",
@@ -1427,7 +1437,7 @@ static int run_step(int k, double rate, const int *senders, int nsenders, int ma
            (unsigned long long)lost, (double)s->expected / opt.step_s,
            (double)s->received / span, hpct_ms(&s->lat, 0.5), hpct_ms(&s->lat, 0.9), p99,
            hpct_ms(&s->lat, 0.999), (double)s->lat.max / 1000.0, server,
-           server >= 0 && s->received ? server * 1e6 / (double)s->received : -1, self1 - self0,
+           sys0 >= 0 && sys1 >= 0 ? sys1 - sys0 : -1, server >= 0 && s->received ? server * 1e6 / (double)s->received : -1, self1 - self0,
            100.0 * (self1 - self0) / wall, wall,
            (unsigned long long)tot.dups, (unsigned long long)tot.gaps,
            (unsigned long long)tot.errors, (unsigned long long)tot.dropped,
@@ -1681,7 +1691,7 @@ static void run_storm(void)
 
 static void run_handshakes(void)
 {
-    double self0 = self_cpu_s(), cpu0 = server_cpu_s();
+    double self0 = self_cpu_s(), cpu0 = server_cpu_s(), sys0 = server_sys_s();
     uint64_t t0 = now_ns(), end = t0 + (uint64_t)(opt.duration_s * 1e9);
     for (int i = 0; i < nconns; i++)
         conn_open(&conns[i]);
@@ -1692,12 +1702,15 @@ static void run_handshakes(void)
                 conn_open(&conns[i]);
     }
     double seconds = (now_ns() - t0) / 1e9, self1 = self_cpu_s(), cpu1 = server_cpu_s();
+    double sys1 = server_sys_s();
     printf("{\"phase\":\"handshake\",\"handshakes\":%llu,\"failed\":%llu,\"seconds\":%.3f,"
            "\"per_s\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
-           "\"server_cpu_s\":%.3f,\"loadgen_cpu_s\":%.3f,\"loadgen_cpu_pct\":%.1f",
+           "\"server_cpu_s\":%.3f,\"server_sys_s\":%.3f,\"loadgen_cpu_s\":%.3f,"
+           "\"loadgen_cpu_pct\":%.1f",
            (unsigned long long)tot.handshakes, (unsigned long long)tot.connect_failures, seconds,
            (double)tot.handshakes / seconds, hpct_ms(&hs_lat, 0.5), hpct_ms(&hs_lat, 0.99),
-           (double)hs_lat.max / 1000.0, cpu0 >= 0 ? cpu1 - cpu0 : -1, self1 - self0,
+           (double)hs_lat.max / 1000.0, cpu0 >= 0 ? cpu1 - cpu0 : -1,
+           sys0 >= 0 ? sys1 - sys0 : -1, self1 - self0,
            100.0 * (self1 - self0) / seconds);
 #ifdef WITH_TLS
     printf(",\"tls_version\":\"%s\",\"tls_cipher\":\"%s\"", tls_version, tls_cipher);

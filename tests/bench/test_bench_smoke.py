@@ -41,6 +41,10 @@ def test_quick_fan_out_delivers_everything(run_quick, server):
     for step in steps:
         assert step["acks"] == step["sent"], step
         assert step["received"] == step["expected"] == step["sent"] * clients, step
+        # The server's CPU in the kernel, a part of its CPU (the table's "sys µs").
+        assert 0 <= step["server_sys_s"] <= step["server_cpu_s"], step
+    best = summary["max"]  # (the two per-delivery figures are rounded apart: 0.01 of slack)
+    assert 0 <= best["server_sys_us_per_delivery"] <= best["server_cpu_us_per_delivery"] + 0.01
 
 
 def test_quick_keepalive_counts_the_pings(run_quick):
@@ -88,3 +92,5 @@ def test_quick_resumed_handshakes_are_resumed(run_quick):
     assert summary["failed"] == 0 and summary["handshakes"] > 8, summary
     slots = 8  # --quick's concurrency: each slot's first handshake is a full one
     assert summary["resumed"] == summary["handshakes"] - slots, summary
+    sys_ms, all_ms = summary["server_sys_ms_per_handshake"], summary["server_cpu_ms_per_handshake"]
+    assert 0 <= sys_ms <= all_ms, summary
