@@ -740,12 +740,15 @@ class ChatServerFactory(WebSocketServerFactory):
         """Close every connection with 1001 (going away), so clients reconnect and resume.
 
         Fires once each connection's onClose has run (so its leave events are posted), or
-        after `timeout` seconds, when the rest are dropped.
+        after `timeout` seconds, when the rest are dropped. Each peer has that long to answer
+        the close, not Autobahn's closing-handshake timeout (1 s): one on a slow network would
+        otherwise be reset before it has read the 1001, and see its connection fail instead.
         """
         if not self.live:
             return succeed(None)
         self._drained = Deferred()
         for protocol in list(self.live):
+            protocol.closeHandshakeTimeout = timeout
             protocol.close_with(CLOSE_GOING_AWAY, "server shutting down")
 
         def drop_stragglers(result):

@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import pytest
+from autobahn.websocket.protocol import WebSocketProtocol
 
 from chatd import errors
 
@@ -287,6 +288,20 @@ def test_going_away_closes_every_connection_with_1001(server, reactor):
     server.flush()
     assert [client.close_code for client in clients] == [1001, 1001]
     assert drained.called
+
+
+def test_going_away_gives_a_silent_peer_the_whole_timeout_then_drops_it(server, reactor):
+    """The peer never reads the 1001 (nothing is pumped): it is not dropped after Autobahn's
+    1 s closing-handshake timeout but after go_away's own."""
+    client = server.joined("alice")
+    drained = server.factory.go_away(reactor, timeout=5.0)
+    reactor.advance(4.9)
+    assert not drained.called
+    assert client.server_side.state == WebSocketProtocol.STATE_CLOSING
+    reactor.advance(0.2)
+    assert drained.called
+    server.flush()
+    assert client.server_side.state == WebSocketProtocol.STATE_CLOSED
 
 
 def test_replies_larger_than_the_incoming_limit_are_sent(server):
