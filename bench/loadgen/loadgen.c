@@ -186,12 +186,15 @@ static double server_cpu_s(void)
     return server_times(&user, &sys) == 0 ? user + sys : -1;
 }
 
-/* stime alone: the server's CPU in the kernel, its system calls (above all the sends); -1 if
- * unknown */
-static double server_sys_s(void)
+/* the server's CPU, all of it (utime + stime) and the kernel's part (stime: its system calls,
+ * above all the sends), from one read of each process's times; both -1 if unknown */
+static void server_cpu(double *all, double *sys)
 {
-    double user, sys;
-    return server_times(&user, &sys) == 0 ? sys : -1;
+    double user;
+    if (server_times(&user, sys) == 0)
+        *all = user + *sys;
+    else
+        *all = *sys = -1;
 }
 
 /* jiffies the server's core (or cores: summed) spent on processes (user, nice, system) and on
@@ -1384,8 +1387,8 @@ static int run_step(int k, double rate, const int *senders, int nsenders, int ma
     cur_step = k;
     s->rate = rate;
     s->seconds = opt.step_s;
-    double cpu0 = server_cpu_s(), sys0 = server_sys_s(), self0 = self_cpu_s();
-    double redis0 = redis_cpu_s();
+    double cpu0, sys0, self0 = self_cpu_s(), redis0 = redis_cpu_s();
+    server_cpu(&cpu0, &sys0);
     unsigned long long procs0 = 0, irqs0 = 0, procs1 = 0, irqs1 = 0;
     int core = core_jiffies(&procs0, &irqs0);
     uint64_t t0 = now_ns(), end = t0 + (uint64_t)(opt.step_s * 1e9);
@@ -1406,8 +1409,8 @@ static int run_step(int k, double rate, const int *senders, int nsenders, int ma
     uint64_t drain_end = now_ns() + (uint64_t)(opt.drain_s * 1e9);
     while ((s->received < s->expected || s->acks < s->sent) && now_ns() < drain_end)
         poll_once(2);
-    double cpu1 = server_cpu_s(), sys1 = server_sys_s(), self1 = self_cpu_s();
-    double redis1 = redis_cpu_s();
+    double cpu1, sys1, self1 = self_cpu_s(), redis1 = redis_cpu_s();
+    server_cpu(&cpu1, &sys1);
     if (core == 0)
         core = core_jiffies(&procs1, &irqs1);
     uint64_t t1 = now_ns();
@@ -1437,7 +1440,8 @@ static int run_step(int k, double rate, const int *senders, int nsenders, int ma
            (unsigned long long)lost, (double)s->expected / opt.step_s,
            (double)s->received / span, hpct_ms(&s->lat, 0.5), hpct_ms(&s->lat, 0.9), p99,
            hpct_ms(&s->lat, 0.999), (double)s->lat.max / 1000.0, server,
-           sys0 >= 0 && sys1 >= 0 ? sys1 - sys0 : -1, server >= 0 && s->received ? server * 1e6 / (double)s->received : -1, self1 - self0,
+           server >= 0 ? sys1 - sys0 : -1,
+           server >= 0 && s->received ? server * 1e6 / (double)s->received : -1, self1 - self0,
            100.0 * (self1 - self0) / wall, wall,
            (unsigned long long)tot.dups, (unsigned long long)tot.gaps,
            (unsigned long long)tot.errors, (unsigned long long)tot.dropped,
@@ -1691,7 +1695,8 @@ static void run_storm(void)
 
 static void run_handshakes(void)
 {
-    double self0 = self_cpu_s(), cpu0 = server_cpu_s(), sys0 = server_sys_s();
+    double self0 = self_cpu_s(), cpu0, sys0;
+    server_cpu(&cpu0, &sys0);
     uint64_t t0 = now_ns(), end = t0 + (uint64_t)(opt.duration_s * 1e9);
     for (int i = 0; i < nconns; i++)
         conn_open(&conns[i]);
@@ -1701,8 +1706,8 @@ static void run_handshakes(void)
             if (conns[i].fd < 0)
                 conn_open(&conns[i]);
     }
-    double seconds = (now_ns() - t0) / 1e9, self1 = self_cpu_s(), cpu1 = server_cpu_s();
-    double sys1 = server_sys_s();
+    double seconds = (now_ns() - t0) / 1e9, self1 = self_cpu_s(), cpu1, sys1;
+    server_cpu(&cpu1, &sys1);
     printf("{\"phase\":\"handshake\",\"handshakes\":%llu,\"failed\":%llu,\"seconds\":%.3f,"
            "\"per_s\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
            "\"server_cpu_s\":%.3f,\"server_sys_s\":%.3f,\"loadgen_cpu_s\":%.3f,"
@@ -1710,7 +1715,7 @@ static void run_handshakes(void)
            (unsigned long long)tot.handshakes, (unsigned long long)tot.connect_failures, seconds,
            (double)tot.handshakes / seconds, hpct_ms(&hs_lat, 0.5), hpct_ms(&hs_lat, 0.99),
            (double)hs_lat.max / 1000.0, cpu0 >= 0 ? cpu1 - cpu0 : -1,
-           sys0 >= 0 ? sys1 - sys0 : -1, self1 - self0,
+           cpu0 >= 0 ? sys1 - sys0 : -1, self1 - self0,
            100.0 * (self1 - self0) / seconds);
 #ifdef WITH_TLS
     printf(",\"tls_version\":\"%s\",\"tls_cipher\":\"%s\"", tls_version, tls_cipher);
