@@ -77,7 +77,9 @@ def test_two_agents_claiming_on_two_nodes_at_once_one_wins(make_node, clients):
         claim_race(first, second, room, round_)
         # both nodes see it unassigned before the next round
         for client in (first, second):
-            wait_for(lambda c=client: queue(c)["conversations"][0]["assignee"] is None, 10, "free")
+            wait_for(
+                lambda c=client: queue(c)["conversations"][0]["assignee"] is None, 10, "free", 0.25
+            )
     wait_for(lambda: len(events_in(a, room, "assignment")) == 10, 15, "the assignments archived")
     assignments = events_in(a, room, "assignment")
     assert [e["assignee"] is None for e in assignments] == [False, True] * 5
@@ -93,7 +95,8 @@ def test_one_node_auto_assigns_each_conversation_once(make_node, clients):
         entries = queue(agents[1], limit=50)["conversations"]
         return len(entries) == 6 and all(entry["assignee"] for entry in entries)
 
-    wait_for(all_assigned, 15, "every conversation assigned")
+    # queue requests are rate-limited (20 a second): poll below that
+    wait_for(all_assigned, 15, "every conversation assigned", 0.25)
     for client in agents:  # both nodes' queues agree
         entries = queue(client, limit=50)["conversations"]
         load: dict[str, int] = {}

@@ -61,7 +61,9 @@ def test_a_rename_on_one_node_reaches_the_sessions_and_rooms_of_the_other(nodes,
     ann.send({"type": "refresh", "token": mint_token(a.config, "ann", name="Annie"), "id": "r"})
     assert ann.recv_until(lambda frame: frame.get("ref") == "r")[0]["type"] == "refreshed"
 
-    wait_for(lambda: names_by_who(bob, ROOM)["ann"] == "Annie", RECV_TIMEOUT, "ann renamed on b")
+    wait_for(
+        lambda: names_by_who(bob, ROOM)["ann"] == "Annie", RECV_TIMEOUT, "ann renamed on b", 0.1
+    )
     message, _ack = ann_on_b.say("side", "still me", "s-1")
     assert message["name"] == "Annie"
     # A client joining later on b gets the room's names from b's replica; a room b takes on
